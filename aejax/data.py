@@ -1,0 +1,178 @@
+"""MNIST through tensorflow-datasets without TensorFlow.
+
+tfds's official `mnist` builder imports TensorFlow to extract and encode images. `MnistBuilder` reads the four
+standard IDX files with Python's gzip, verifies the sha256 of their *decompressed* bytes against pinned values,
+and writes `Tensor`/`ClassLabel` features to ArrayRecord, read back through `as_data_source` (no TensorFlow).
+
+Sources, first found wins: an explicit directory; the repository's vendored `data/mnist/`; otherwise tfds
+downloads the official files (checked against `checksums.tsv`, tfds's registered checksums).
+Prepared data goes to `data_dir`, else `$TFDS_DATA_DIR`, else `~/tensorflow_datasets` (tfds's rule); a second
+preparation reuses the first. tfds writes into an `incomplete.*` directory and renames it only on success, and
+every source file is read and checked before anything is written, so a failed preparation leaves nothing
+that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from aejax.errors import AejaxError
+
+SPLITS = ("train", "test")
+FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+# sha256 of the decompressed IDX bytes: they identify the data whatever gzip produced the file.
+PINNED_SHA256 = {
+    "train-images-idx3-ubyte.gz": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte.gz": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte.gz": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte.gz": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+OFFICIAL_URL = "https://storage.googleapis.com/cvdf-datasets/mnist/"
+VENDORED_DIR = Path(__file__).resolve().parent.parent / "data" / "mnist"
+IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
+
+
+class Mnist(NamedTuple):
+    """One split in memory."""
+
+    images: np.ndarray  # [N, 28, 28, 1] uint8
+    labels: np.ndarray  # [N] int32
+
+
+def _decompress(path: Path) -> bytes:
+    try:
+        with gzip.open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise AejaxError(f"MNIST file {path} is missing") from None
+    except (gzip.BadGzipFile, EOFError, zlib.error, OSError) as e:
+        raise AejaxError(f"MNIST file {path} is truncated or not a gzip file ({e})") from None
+
+
+def read_idx(path: Path, expected_sha256: str | None) -> np.ndarray:
+    """Decompress one IDX file, verify its content checksum, and parse it.
+
+    Returns images as `[N, 28, 28, 1]` uint8 (magic 2051) or labels as `[N]` uint8 (magic 2049).
+    """
+    raw = _decompress(path)
+    if expected_sha256 is not None:
+        got = hashlib.sha256(raw).hexdigest()
+        if got != expected_sha256:
+            raise AejaxError(f"MNIST file {path} fails its checksum (decompressed sha256): "
+                             f"expected {expected_sha256}, got {got}")
+    is_images = "images" in path.name
+    magic = IMAGES_MAGIC if is_images else LABELS_MAGIC
+    header_len = 16 if is_images else 8
+    if len(raw) < header_len:
+        raise AejaxError(f"MNIST file {path} is too short for an IDX header ({len(raw)} bytes)")
+    header = np.frombuffer(raw[:header_len], dtype=">u4")
+    if header[0] != magic:
+        raise AejaxError(f"MNIST file {path} has IDX magic {header[0]}, expected {magic}")
+    if is_images and tuple(header[2:]) != (28, 28):
+        raise AejaxError(f"MNIST file {path} holds {header[2]}x{header[3]} images, expected 28x28")
+    count = int(header[1])
+    shape = (count, 28, 28, 1) if is_images else (count,)
+    body = raw[header_len:]
+    if len(body) != int(np.prod(shape)):
+        raise AejaxError(f"MNIST file {path} header says {count} items but holds {len(body)} data bytes, "
+                         f"expected {int(np.prod(shape))}")
+    return np.frombuffer(body, dtype=np.uint8).reshape(shape)
+
+
+def find_source_dir(mnist_dir: str | os.PathLike | None) -> Path | None:
+    """The directory holding the four IDX files, or None when tfds should download them.
+
+    An explicit directory must hold all four files; the vendored `data/mnist/` is used when complete.
+    """
+    names = [name for pair in FILES.values() for name in pair]
+    if mnist_dir is not None:
+        root = Path(mnist_dir)
+        missing = [name for name in names if not (root / name).is_file()]
+        if missing:
+            raise AejaxError(f"MNIST file(s) {', '.join(missing)} missing from {root} (the --mnist-dir given)")
+        return root
+    if all((VENDORED_DIR / name).is_file() for name in names):
+        return VENDORED_DIR
+    return None
+
+
+class MnistBuilder(tfds.core.GeneratorBasedBuilder):
+    """MNIST as uint8 `Tensor` images `[28, 28, 1]` and `ClassLabel` labels, in IDX order (no shuffling)."""
+
+    name = "aejax_mnist"
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "TensorFlow-free MNIST from the standard IDX files."}
+
+    def __init__(self, *, mnist_dir: str | os.PathLike | None = None,
+                 checksums: Mapping[str, str] | None = PINNED_SHA256, **kwargs):
+        self._mnist_dir = mnist_dir
+        self._checksums = checksums
+        super().__init__(**kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="The MNIST database of handwritten digits (LeCun, Cortes, Burges), CC BY-SA 3.0.",
+            features=tfds.features.FeaturesDict({
+                "image": tfds.features.Tensor(shape=(28, 28, 1), dtype=np.uint8),
+                "label": tfds.features.ClassLabel(num_classes=10),
+            }),
+            supervised_keys=("image", "label"),
+            homepage="http://yann.lecun.com/exdb/mnist/",
+            disable_shuffling=True,
+        )
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+        source = find_source_dir(self._mnist_dir)
+        names = [name for pair in FILES.values() for name in pair]
+        if source is None:
+            paths = dl_manager.download({name: OFFICIAL_URL + name for name in names})
+        else:
+            paths = {name: source / name for name in names}
+        checksums = self._checksums or {}
+        arrays = {name: read_idx(Path(paths[name]), checksums.get(name)) for name in names}
+        splits = {}
+        for split, (images_name, labels_name) in FILES.items():
+            images, labels = arrays[images_name], arrays[labels_name]
+            if len(images) != len(labels):
+                raise AejaxError(f"MNIST {split} split has {len(images)} images but {len(labels)} labels")
+            if labels.size and labels.max() > 9:
+                raise AejaxError(f"MNIST file {paths[labels_name]} holds label {labels.max()}, expected 0..9")
+            splits[split] = self._generate_examples(images, labels)
+        return splits
+
+    def _generate_examples(self, images: np.ndarray, labels: np.ndarray):
+        for i in range(len(labels)):
+            yield i, {"image": images[i], "label": int(labels[i])}
+
+
+def load_mnist(split: str, *, data_dir: str | os.PathLike | None = None,
+               mnist_dir: str | os.PathLike | None = None,
+               checksums: Mapping[str, str] | None = PINNED_SHA256) -> Mnist:
+    """Prepare MNIST once (if needed) and return one split as NumPy arrays.
+
+    Returns images `[N, 28, 28, 1]` uint8 and labels `[N]` int32.
+    """
+    if split not in SPLITS:
+        raise AejaxError(f"unknown MNIST split {split!r}; choose one of {', '.join(SPLITS)}")
+    builder = MnistBuilder(mnist_dir=mnist_dir, checksums=checksums,
+                           data_dir=None if data_dir is None else os.fspath(data_dir),
+                           file_format="array_record")
+    builder.download_and_prepare()
+    source = builder.as_data_source(split=split)
+    records = source.__getitems__(range(len(source)))
+    images = np.stack([r["image"] for r in records]) if records else np.zeros((0, 28, 28, 1), np.uint8)
+    labels = np.asarray([r["label"] for r in records], dtype=np.int32)
+    return Mnist(images, labels)

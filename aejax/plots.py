@@ -1,0 +1,82 @@
+"""Every figure aejax draws (matplotlib, Agg backend, PNG)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _image(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    if x.max() > 1.0:
+        x = x / 255.0
+    return x.reshape(28, 28)
+
+
+def _save(fig, path: str | Path) -> None:
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def reconstructions(path: str | Path, originals: np.ndarray, recon: np.ndarray, title: str) -> None:
+    """Originals (uint8 or float `[n, 28, 28, 1]`) above, reconstructions below."""
+    rows = {"original": originals, "reconstruction": recon}
+    grid(path, rows, title)
+
+
+def grid(path: str | Path, rows: Mapping[str, np.ndarray], title: str) -> None:
+    """One row per entry of `rows` (label -> images `[n, 28, 28, 1]`), one column per digit."""
+    n = len(next(iter(rows.values())))
+    fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.9 + 1.6, len(rows) * 0.95 + 0.5), squeeze=False)
+    for r, (label, images) in enumerate(rows.items()):
+        for c in range(n):
+            ax = axes[r, c]
+            ax.imshow(_image(images[c]), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    _save(fig, path)
+
+
+def depth_vs_error(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Test MSE against code size, one line per model with error bars over seeds; compression on top."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for model in sorted({r["model"] for r in rows}):
+        depths = sorted({r["latent_dim"] for r in rows if r["model"] == model})
+        values = [[r["test_mse"] for r in rows if r["model"] == model and r["latent_dim"] == d] for d in depths]
+        ax.errorbar(depths, [np.mean(v) for v in values], yerr=[np.std(v) for v in values], marker="o",
+                    capsize=3, label=model)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("code size (encoding depth)")
+    ax.set_ylabel("test MSE (per pixel, log scale)")
+    ax.set_title("Reconstruction error against code size (mean ± std over seeds)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    top = ax.secondary_xaxis("top", functions=(lambda d: 784 / np.maximum(d, 1e-9),
+                                               lambda r: 784 / np.maximum(r, 1e-9)))
+    top.set_xlabel("compression ratio (784 / code size)")
+    _save(fig, path)
+
+
+def loss_curves(path: str | Path, curves: Mapping[str, Sequence[float]]) -> None:
+    """Train loss per epoch, one line per label (e.g. 'linear d32')."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for label, values in curves.items():
+        ax.plot(np.arange(1, len(values) + 1), values, marker=".", label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("train loss (MSE, mean over the epoch)")
+    ax.set_title("Training loss per epoch")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    _save(fig, path)
