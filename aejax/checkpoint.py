@@ -19,8 +19,8 @@ from aejax.errors import AejaxError
 def manager(directory: str | Path, max_to_keep: int) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                            enable_async_checkpointing=False)
-    return ocp.CheckpointManager(Path(directory).absolute(), options=options,
-                                 item_names=("state", "meta"))
+    handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+    return ocp.CheckpointManager(Path(directory).absolute(), options=options, item_handlers=handlers)
 
 
 def save(mngr: ocp.CheckpointManager, epoch: int, state: Any, meta: dict[str, Any]) -> None:
@@ -30,16 +30,27 @@ def save(mngr: ocp.CheckpointManager, epoch: int, state: Any, meta: dict[str, An
     mngr.wait_until_finished()
 
 
+def _flat_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    """Leaf shapes keyed by a plain path ('params/encoder_layers_0/kernel'), whatever the container types.
+
+    Orbax stores NamedTuples as dicts; normalising keys lets a checkpoint be compared with a live pytree.
+    """
+    def name(k: Any) -> str:
+        for attr in ("key", "name", "idx"):
+            if hasattr(k, attr):
+                return str(getattr(k, attr))
+        return str(k)
+
+    return {"/".join(name(k) for k in path): tuple(leaf.shape)
+            for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
 def _shape_mismatches(saved: Any, target: Any) -> list[str]:
-    saved_leaves = dict(jax.tree_util.tree_leaves_with_path(saved))
-    target_leaves = dict(jax.tree_util.tree_leaves_with_path(target))
-    problems = []
-    for path, leaf in target_leaves.items():
-        key = jax.tree_util.keystr(path)
-        if path not in saved_leaves:
-            problems.append(f"{key} missing from checkpoint")
-        elif tuple(saved_leaves[path].shape) != tuple(leaf.shape):
-            problems.append(f"{key}: checkpoint {tuple(saved_leaves[path].shape)} vs model {tuple(leaf.shape)}")
+    saved_shapes, target_shapes = _flat_shapes(saved), _flat_shapes(target)
+    problems = [f"{key} missing from checkpoint" for key in target_shapes if key not in saved_shapes]
+    problems += [f"{key} is {saved_shapes[key]} in the checkpoint but {shape} in this model"
+                 for key, shape in target_shapes.items() if key in saved_shapes and saved_shapes[key] != shape]
+    problems += [f"{key} in the checkpoint is not in this model" for key in saved_shapes if key not in target_shapes]
     return problems
 
 
@@ -53,15 +64,10 @@ def restore(mngr: ocp.CheckpointManager, target: Any, step: int | None = None) -
         raise AejaxError(f"no checkpoint found in {mngr.directory}")
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
     saved = mngr.item_metadata(step)["state"]
-    problems = _shape_mismatches(_to_plain(saved), abstract)
+    problems = _shape_mismatches(saved, abstract)
     if problems:
         shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
         raise AejaxError(f"checkpoint {mngr.directory}/{step} does not fit this model: {shown}")
     restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                           meta=ocp.args.JsonRestore()))
     return restored["state"], restored["meta"]
-
-
-def _to_plain(tree: Any) -> Any:
-    """Orbax metadata trees mirror the saved structure with dicts/lists; map them onto `target`'s keys."""
-    return tree

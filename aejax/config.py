@@ -15,6 +15,8 @@ from aejax.errors import AejaxError
 
 IMAGE_PIXELS = 28 * 28
 MNIST_TRAIN_SIZE = 60_000
+CONV_ORIGINAL_FEATURES = (64, 8)
+CONV_ORIGINAL_CODE = 7 * 7 * 8
 
 MODELS = ("linear", "conv", "conv_original")
 LOSSES = ("mse", "bce")
@@ -27,7 +29,9 @@ DTYPES = ("float32", "bfloat16")
 class Config:
     """Every setting of one training run.
 
-    `latent_dim` is the code size (the study's "encoding depth"); `conv_original` has a fixed 7x7x8 = 392 code.
+    `latent_dim` is the code size (the study's "encoding depth"); `conv_original` is the original study's conv
+    model, fixed at widths (64, 8) and a 7x7x8 = 392 code. `conv_features` sets the two conv widths of the
+    depth-matched `conv` model; `hidden` the hidden widths of `linear`.
     `train_examples` trains on the first N training images (None: all 60,000), for quick tests.
     The last partial batch of each epoch is dropped: 60,000 is divisible by the original batch size 25.
     """
@@ -35,7 +39,7 @@ class Config:
     model: str = "linear"
     latent_dim: int = 32
     hidden: tuple[int, ...] = ()
-    conv_features: tuple[int, ...] = (64, 8)
+    conv_features: tuple[int, ...] = (32, 32)
     epochs: int = 5
     batch_size: int = 25
     lr: float = 1e-3
@@ -130,7 +134,6 @@ def validate(config: Config) -> None:
     _check(len(config.conv_features) == 2,
            f"conv_features must have 2 entries (the two conv layers' channels), got {config.conv_features!r}")
     if config.model == "conv_original":
-        code = 7 * 7 * config.conv_features[-1]
-        _check(config.latent_dim == code,
-               f"conv_original has a fixed 7x7x{config.conv_features[-1]} = {code} code; "
-               f"latent_dim must be {code}, got {config.latent_dim}")
+        _check(config.latent_dim == CONV_ORIGINAL_CODE,
+               f"conv_original has a fixed 7x7x8 = {CONV_ORIGINAL_CODE} code; "
+               f"latent_dim must be {CONV_ORIGINAL_CODE}, got {config.latent_dim}")

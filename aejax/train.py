@@ -23,7 +23,7 @@ import numpy as np
 import optax
 
 from aejax import checkpoint, metrics, models
-from aejax.config import MNIST_TRAIN_SIZE, Config
+from aejax.config import CONV_ORIGINAL_CODE, MNIST_TRAIN_SIZE, Config
 from aejax.errors import AejaxError
 from aejax.rundir import RunDir
 
@@ -264,6 +264,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--latent-dim", type=int, default=None,
                    help="code size (default 32; conv_original: 392)")
     p.add_argument("--hidden", default="", help="comma-separated hidden widths of the linear model")
+    p.add_argument("--conv-features", default=",".join(map(str, Config.conv_features)),
+                   help="the two conv widths of the depth-matched conv model")
     p.add_argument("--epochs", type=int, default=Config.epochs)
     p.add_argument("--batch-size", type=int, default=Config.batch_size)
     p.add_argument("--lr", type=float, default=Config.lr)
@@ -291,8 +293,10 @@ def parse_ints(text: str, what: str) -> tuple[int, ...]:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    latent = args.latent_dim if args.latent_dim is not None else (392 if args.model == "conv_original" else 32)
+    latent = args.latent_dim if args.latent_dim is not None else (
+        CONV_ORIGINAL_CODE if args.model == "conv_original" else Config.latent_dim)
     return Config(model=args.model, latent_dim=latent, hidden=parse_ints(args.hidden, "--hidden"),
+                  conv_features=parse_ints(args.conv_features, "--conv-features"),
                   epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
                   warmup_epochs=args.warmup_epochs, optimizer=args.optimizer, loss=args.loss,
                   dtype=args.dtype, seed=args.seed, train_examples=args.train_examples)

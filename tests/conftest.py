@@ -1,0 +1,66 @@
+"""Shared fixtures: a tiny synthetic IDX set, real MNIST test digits read straight from the vendored files,
+and the real MNIST prepared once per session into a temporary tfds data dir."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aejax import data
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def idx_bytes(array: np.ndarray, magic: int) -> bytes:
+    header = np.array([magic, *array.shape[:3 if magic == data.IMAGES_MAGIC else 1]], dtype=">u4").tobytes()
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_idx_set(root: Path, n_train: int = 40, n_test: int = 20, seed: int = 0) -> dict[str, str]:
+    """Write the four gzipped IDX files of a tiny random MNIST-like set; return their content sha256s."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    checksums = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        images_name, labels_name = data.FILES[split]
+        payloads = {images_name: idx_bytes(rng.integers(0, 256, (n, 28, 28)), data.IMAGES_MAGIC),
+                    labels_name: idx_bytes(np.arange(n) % 10, data.LABELS_MAGIC)}
+        for name, raw in payloads.items():
+            (root / name).write_bytes(gzip.compress(raw))
+            checksums[name] = hashlib.sha256(raw).hexdigest()
+    return checksums
+
+
+@pytest.fixture
+def synthetic_idx(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    root = tmp_path / "idx"
+    return root, write_idx_set(root)
+
+
+@pytest.fixture(scope="session")
+def mnist_test_images() -> np.ndarray:
+    """The first 2,000 real MNIST test images, uint8 [2000, 28, 28, 1], without tfds."""
+    path = data.VENDORED_DIR / "t10k-images-idx3-ubyte.gz"
+    return data.read_idx(path, data.PINNED_SHA256[path.name])[:2000]
+
+
+@pytest.fixture(scope="session")
+def prepared_data_dir(tmp_path_factory) -> Path:
+    """Real vendored MNIST prepared once into a fresh tfds data dir."""
+    root = tmp_path_factory.mktemp("tfds")
+    data.load_mnist("test", data_dir=root)
+    return root
+
+
+def run_cli(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m ...` in a subprocess, as a user would."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=600)

@@ -1,0 +1,42 @@
+import json
+
+import pytest
+
+from aejax.config import Config
+from aejax.errors import AejaxError
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"latent_dim": 0}, "latent_dim must be in 1..784"),
+    ({"latent_dim": 785}, "latent_dim must be in 1..784"),
+    ({"latent_dim": 3.5}, "latent_dim must be an integer"),
+    ({"epochs": 0}, "epochs must be >= 1"),
+    ({"batch_size": 0}, "batch_size must be in 1..60000"),
+    ({"batch_size": 60_001}, "batch_size must be in 1..60000"),
+    ({"batch_size": 11, "train_examples": 10}, "batch_size must be in 1..10"),
+    ({"lr": 0.0}, "lr must be > 0"),
+    ({"lr": float("nan")}, "lr must be a finite number"),
+    ({"lr": float("inf")}, "lr must be a finite number"),
+    ({"model": "mlp"}, "unknown model 'mlp'"),
+    ({"loss": "l1"}, "unknown loss 'l1'"),
+    ({"optimizer": "lion"}, "unknown optimizer 'lion'"),
+    ({"schedule": "step"}, "unknown schedule 'step'"),
+    ({"hidden": (128, -1)}, "hidden must be a list of positive integers"),
+    ({"model": "conv_original", "latent_dim": 32}, "conv_original has a fixed 7x7x8 = 392 code"),
+    ({"seed": -1}, "seed must be >= 0"),
+])
+def test_invalid_values_raise_one_line(changes, message):
+    with pytest.raises(AejaxError, match=message) as info:
+        Config(**changes)
+    assert "\n" not in str(info.value)
+
+
+def test_json_roundtrip_and_unknown_keys():
+    config = Config(model="linear", latent_dim=64, hidden=(256,), lr=3e-3)
+    assert Config.from_dict(json.loads(config.to_json())) == config
+    with pytest.raises(AejaxError, match="unknown config key"):
+        Config.from_dict({**config.to_dict(), "latnet_dim": 3})
+
+
+def test_compression_ratio():
+    assert Config(latent_dim=32).compression_ratio == 24.5

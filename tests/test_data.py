@@ -1,0 +1,110 @@
+import gzip
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aejax import data
+from aejax.errors import AejaxError
+from tests.conftest import idx_bytes
+
+MNIST_TRAIN_CLASS_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+MNIST_TEST_CLASS_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def _load(root: Path, checksums, tmp_path: Path, split: str = "train"):
+    return data.load_mnist(split, data_dir=tmp_path / "tfds", mnist_dir=root, checksums=checksums)
+
+
+def test_builder_prepares_and_reads_synthetic_idx(synthetic_idx, tmp_path):
+    root, checksums = synthetic_idx
+    train = _load(root, checksums, tmp_path)
+    assert train.images.shape == (40, 28, 28, 1) and train.images.dtype == np.uint8
+    raw = data.read_idx(root / "train-images-idx3-ubyte.gz", None)
+    np.testing.assert_array_equal(train.images, raw)  # IDX order, bit-exact
+    np.testing.assert_array_equal(train.labels, np.arange(40) % 10)
+    assert _load(root, checksums, tmp_path, "test").images.shape == (20, 28, 28, 1)
+
+
+def test_second_preparation_reuses_the_first(synthetic_idx, tmp_path):
+    root, checksums = synthetic_idx
+    _load(root, checksums, tmp_path)
+    for f in root.iterdir():
+        f.unlink()  # the sources are gone: only the prepared data can answer
+    assert _load(root.parent / "elsewhere", checksums, tmp_path).images.shape == (40, 28, 28, 1)
+
+
+def _expect_error(root, checksums, tmp_path, pattern):
+    with pytest.raises(AejaxError, match=pattern) as info:
+        _load(root, checksums, tmp_path)
+    assert "\n" not in str(info.value)
+    prepared = tmp_path / "tfds" / "aejax_mnist"
+    assert not list(prepared.glob("*/dataset_info.json")), "a failed preparation left a dataset behind"
+
+
+def test_missing_file_names_it_and_the_place(synthetic_idx, tmp_path):
+    root, checksums = synthetic_idx
+    (root / "t10k-labels-idx1-ubyte.gz").unlink()
+    _expect_error(root, checksums, tmp_path, r"t10k-labels-idx1-ubyte.gz missing from .*idx")
+
+
+def test_checksum_mismatch_gives_file_expected_and_got(synthetic_idx, tmp_path):
+    root, checksums = synthetic_idx
+    wrong = {**checksums, "train-images-idx3-ubyte.gz": "0" * 64}
+    _expect_error(root, wrong, tmp_path, r"train-images-idx3-ubyte.gz fails its checksum.*expected 0{64}, got [0-9a-f]{64}")
+
+
+def test_real_pinned_checksums_reject_other_data(synthetic_idx, tmp_path):
+    root, _ = synthetic_idx
+    _expect_error(root, data.PINNED_SHA256, tmp_path, "fails its checksum")
+
+
+def test_truncated_gzip(synthetic_idx, tmp_path):
+    root, checksums = synthetic_idx
+    path = root / "train-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:200])
+    _expect_error(root, checksums, tmp_path, "train-images-idx3-ubyte.gz is truncated or not a gzip file")
+
+
+def test_not_gzip(synthetic_idx, tmp_path):
+    root, checksums = synthetic_idx
+    (root / "train-labels-idx1-ubyte.gz").write_bytes(b"this is not gzip data at all")
+    _expect_error(root, checksums, tmp_path, "train-labels-idx1-ubyte.gz is truncated or not a gzip file")
+
+
+@pytest.mark.parametrize("array, magic, pattern", [
+    (np.zeros((4, 28, 28)), 2049, "has IDX magic 2049, expected 2051"),
+    (np.zeros((4, 27, 28)), 2051, "holds 27x28 images, expected 28x28"),
+])
+def test_bad_idx_header(synthetic_idx, tmp_path, array, magic, pattern):
+    root, _ = synthetic_idx
+    path = root / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(idx_bytes(array, magic)))
+    with pytest.raises(AejaxError, match=pattern):
+        data.read_idx(path, None)
+
+
+def test_idx_count_disagrees_with_body(tmp_path):
+    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(gzip.compress(np.array([2049, 5], ">u4").tobytes() + bytes(3)))
+    with pytest.raises(AejaxError, match="header says 5 items but holds 3 data bytes"):
+        data.read_idx(path, None)
+
+
+def test_unknown_split():
+    with pytest.raises(AejaxError, match="unknown MNIST split"):
+        data.load_mnist("validation")
+
+
+def test_real_vendored_mnist(prepared_data_dir):
+    t0 = time.perf_counter()
+    train = data.load_mnist("train", data_dir=prepared_data_dir)
+    test = data.load_mnist("test", data_dir=prepared_data_dir)
+    seconds = time.perf_counter() - t0
+    assert train.images.shape == (60_000, 28, 28, 1) and test.images.shape == (10_000, 28, 28, 1)
+    assert train.images.dtype == np.uint8 and train.labels.dtype == np.int32
+    assert np.bincount(train.labels, minlength=10).tolist() == MNIST_TRAIN_CLASS_COUNTS
+    assert np.bincount(test.labels, minlength=10).tolist() == MNIST_TEST_CLASS_COUNTS
+    assert test.labels[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]  # IDX order
+    assert seconds < 10, f"loading both prepared splits took {seconds:.1f}s"
