@@ -48,23 +48,27 @@ def grid(path: str | Path, rows: Mapping[str, np.ndarray], title: str) -> None:
 
 
 def depth_vs_error(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Test MSE against code size, one line per model with error bars over seeds; compression on top."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for model in sorted({r["model"] for r in rows}):
-        depths = sorted({r["latent_dim"] for r in rows if r["model"] == model})
-        values = [[r["test_mse"] for r in rows if r["model"] == model and r["latent_dim"] == d] for d in depths]
+    """Test MSE against code size, one line per variant with error bars over seeds; compression on top."""
+    fig, ax = plt.subplots(figsize=(7.0, 4.6))
+    label = lambda r: r.get("variant") or r["model"]  # noqa: E731
+    for variant in sorted({label(r) for r in rows}):
+        depths = sorted({r["latent_dim"] for r in rows if label(r) == variant})
+        values = [[r["test_mse"] for r in rows if label(r) == variant and r["latent_dim"] == d] for d in depths]
         ax.errorbar(depths, [np.mean(v) for v in values], yerr=[np.std(v) for v in values], marker="o",
-                    capsize=3, label=model)
+                    capsize=3, label=variant, linestyle="--" if variant == "pca" else "-")
+    all_depths = sorted({r["latent_dim"] for r in rows})
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
+    ax.set_xticks(all_depths, [str(d) for d in all_depths])
+    ax.minorticks_off()
     ax.set_xlabel("code size (encoding depth)")
-    ax.set_ylabel("test MSE (per pixel, log scale)")
-    ax.set_title("Reconstruction error against code size (mean ± std over seeds)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    top = ax.secondary_xaxis("top", functions=(lambda d: 784 / np.maximum(d, 1e-9),
-                                               lambda r: 784 / np.maximum(r, 1e-9)))
+    ax.set_ylabel("test MSE per pixel (log scale)")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8)
+    top = ax.secondary_xaxis("top")
+    top.set_xticks(all_depths, [f"{784 / d:.1f}x" for d in all_depths])
     top.set_xlabel("compression ratio (784 / code size)")
+    ax.set_title("Reconstruction error against code size (mean ± std over seeds)", fontsize=10)
     _save(fig, path)
 
 

@@ -248,6 +248,28 @@ def run(config: Config, out_dir: str | Path, *, seeds: list[int] | tuple[int, ..
     return rows
 
 
+def load_model(run_dir: str | Path, seed: int | None = None) -> tuple[nn.Module, PyTree, Config]:
+    """Reload a trained model from a run directory's latest checkpoint: `(model, params, config)`.
+
+    `seed` picks one of the run's seeds (default: its first). No training, no data needed.
+    """
+    run_dir = Path(run_dir)
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())
+        config, seeds = Config.from_dict(saved["config"]), list(saved["seeds"])
+    except FileNotFoundError:
+        raise AejaxError(f"{run_dir} holds no aejax run (no config.json)") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise AejaxError(f"{run_dir / 'config.json'} is not a valid run config ({e})") from None
+    if seed is not None and seed not in seeds:
+        raise AejaxError(f"{run_dir} has seeds {seeds}, not {seed}")
+    trainer = make_trainer(config)
+    keys = jnp.stack([seed_keys(s)[0] for s in seeds])
+    target = jax.eval_shape(jax.vmap(functools.partial(init_state, trainer)), keys)
+    state, _ = checkpoint.restore(checkpoint.manager(run_dir / "checkpoints", config.keep_checkpoints), target)
+    return trainer.model, unstack(state.params, seeds.index(seed) if seed is not None else 0), config
+
+
 def _check_finite(losses: np.ndarray, epoch: int, seeds: list[int], mngr) -> None:
     bad = ~np.isfinite(losses)
     if bad.any():

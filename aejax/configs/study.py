@@ -1,0 +1,53 @@
+"""The depth study's arms: the original study's models, faithfully, and aejax's improvements beside them.
+
+    python -m experiments.study --out runs/study            # everything below, 3 seeds, 5 epochs each
+    python -m experiments.linear_depths --out runs/linear   # LINEAR arms + PCA
+    python -m experiments.conv_depths --out runs/conv       # CONV arms + PCA
+    python -m experiments.conv_depths --arms conv_original --epochs 30 --seeds 0 --out runs/conv30
+
+Original settings (the PyTorch notebooks): MSE, Adam lr 1e-3, batch 25; linear = Dense(784->d), Dense(d->784),
+sigmoid, 5 epochs (reported train MSE 0.00097 at d=256); conv = the 392-value model, 30 epochs (train MSE
+0.00263). Measured results are in the README's results section.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from aejax.config import CONV_ORIGINAL_CODE, Config
+
+DEPTHS = (32, 64, 128, 256)
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    """One line of the study: a label (also the run-directory prefix), a base config, and its depths.
+
+    `depths=None` means the study's depths; a fixed tuple means the architecture fixes the code size.
+    """
+
+    label: str
+    config: Config
+    depths: tuple[int, ...] | None = None
+    description: str = ""
+
+
+ORIGINAL = Config(batch_size=25, lr=1e-3, optimizer="adam", schedule="constant", loss="mse", epochs=5)
+
+LINEAR = (
+    Arm("linear", ORIGINAL.replace(model="linear"),
+        description="original: Dense(784->d), Dense(d->784), sigmoid; Adam 1e-3 constant, batch 25"),
+    Arm("linear_cos", ORIGINAL.replace(model="linear", schedule="cosine", lr=3e-3),
+        description="aejax: the original model; Adam 3e-3 with cosine decay to 0, batch 25"),
+    Arm("linear_h512", ORIGINAL.replace(model="linear", hidden=(512,), schedule="warmup_cosine",
+                                        warmup_epochs=0.2, lr=2e-3),
+        description="aejax: one ReLU hidden layer of 512 each side; Adam 2e-3, 0.2-epoch warmup + cosine"),
+)
+CONV = (
+    Arm("conv_original", ORIGINAL.replace(model="conv_original", latent_dim=CONV_ORIGINAL_CODE),
+        depths=(CONV_ORIGINAL_CODE,),
+        description="original: conv 64, 8 + pools, 7x7x8 code (392), transpose convs; Adam 1e-3, batch 25"),
+    Arm("conv", ORIGINAL.replace(model="conv", conv_features=(32, 32)),
+        description="aejax: conv 32, 32 + pools, Dense bottleneck to d, mirrored decoder; Adam 1e-3, batch 25"),
+)
+ARMS = {arm.label: arm for arm in LINEAR + CONV}

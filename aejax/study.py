@@ -1,0 +1,151 @@
+"""The depth study as library code: train each arm at each depth (seeds vmapped), add PCA, write the table
+and the figures. The scripts in `experiments/` only parse flags and call `run_study`.
+
+Each (arm, depth) trains in its own run directory under `OUT/runs/` and is resumed, not redone, when the
+study is run again with the same settings; `OUT/results.json` and the figures are rewritten from the runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from aejax import metrics, plots, train
+from aejax.config import IMAGE_PIXELS
+from aejax.configs.study import DEPTHS, Arm
+from aejax.data import load_mnist
+from aejax.rundir import RunDir, environment, write_json
+
+GRID_DIGITS = 10  # the first ten test images: 7 2 1 0 4 1 4 9 5 9
+
+
+def arm_depths(arm: Arm, depths: Sequence[int]) -> tuple[int, ...]:
+    return arm.depths if arm.depths is not None else tuple(depths)
+
+
+def run_dir_of(out_dir: Path, arm: Arm, depth: int) -> Path:
+    return out_dir / "runs" / f"{arm.label}_d{depth}"
+
+
+def pca_rows(train_images: jax.Array, test_images: jax.Array, depths: Sequence[int]) -> tuple[list[dict], dict]:
+    """PCA fitted on the training images, scored by the same metric code as the models."""
+    t0 = time.perf_counter()
+    pcas = metrics.fit_pca(train_images, depths)
+    jax.block_until_ready(pcas)
+    fit_seconds = time.perf_counter() - t0
+    rows = []
+    for k, pca in pcas.items():
+        m = metrics.reconstruction_metrics(metrics.Pca.reconstruct, pca, test_images)
+        rows.append({"model": "pca", "variant": "pca", "latent_dim": k, "compression_ratio": IMAGE_PIXELS / k,
+                     "epochs": 0, "seed": None, "test_mse": m["mse"], "test_psnr_db": m["psnr_db"],
+                     "test_ssim": m["ssim"], "params": k * IMAGE_PIXELS + IMAGE_PIXELS,
+                     "train_seconds": fit_seconds})
+    return rows, pcas
+
+
+def run_study(arms: Sequence[Arm], out_dir: str | Path, *, depths: Sequence[int] = DEPTHS,
+              seeds: Sequence[int] = (0, 1, 2), epochs: int | None = None, train_examples: int | None = None,
+              data_dir: str | None = None, mnist_dir: str | None = None, log=print) -> list[dict[str, Any]]:
+    """Train every arm at every depth for every seed; write results.json and the figures into `out_dir`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    train_np = load_mnist("train", data_dir=data_dir, mnist_dir=mnist_dir).images
+    test_np = load_mnist("test", data_dir=data_dir, mnist_dir=mnist_dir).images
+    if train_examples is not None:
+        train_np = train_np[:train_examples]
+    train_images, test_images = jax.device_put(train_np), jax.device_put(test_np)  # once, shared by all runs
+
+    rows: list[dict[str, Any]] = []
+    curves: dict[str, list[float]] = {}
+    for arm in arms:
+        for depth in arm_depths(arm, depths):
+            changes = {"latent_dim": depth, "train_examples": train_examples}
+            if epochs is not None:
+                changes["epochs"] = epochs
+            config = arm.config.replace(**changes)
+            run_dir = run_dir_of(out_dir, arm, depth)
+            log(f"== {arm.label} d={depth}: {len(seeds)} seed(s), {config.epochs} epochs -> {run_dir}")
+            arm_rows = train.run(config, run_dir, seeds=list(seeds), data=(train_images, test_images),
+                                 resume=True, log=log)
+            rows += [{**r, "variant": arm.label} for r in arm_rows]
+            history = RunDir(run_dir).read_metrics()
+            curves[f"{arm.label} d{depth}"] = [float(np.mean(h["train_loss"])) for h in history]
+            plots.reconstructions(out_dir / f"recon_{arm.label}_d{depth}.png", *_recon(run_dir, test_images),
+                                  title=f"{arm.label}, code {depth} (compression {IMAGE_PIXELS / depth:.1f}x), "
+                                        f"seed {seeds[0]}")
+
+    all_depths = sorted({d for arm in arms for d in arm_depths(arm, depths)})
+    p_rows, pcas = pca_rows(train_images, test_images, all_depths)
+    rows += p_rows
+    wall = time.perf_counter() - t_start
+    write_json(out_dir / "results.json", rows)
+    write_json(out_dir / "study.json", {
+        "arms": {a.label: {"description": a.description, "config": a.config.to_dict(),
+                           "depths": list(arm_depths(a, depths))} for a in arms},
+        "depths": list(depths), "seeds": list(seeds), "epochs": epochs, "train_examples": train_examples,
+        "wall_seconds": wall, "environment": environment()})
+    plots.depth_vs_error(out_dir / "depth_vs_error.png", rows)
+    plots.loss_curves(out_dir / "loss_curves.png", curves)
+    _recon_grid(out_dir, arms, depths, pcas, test_images)
+    log(f"study done in {wall:.1f}s: {out_dir / 'results.json'}")
+    return rows
+
+
+def _recon(run_dir: Path, test_images: jax.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(originals, reconstructions) of the grid digits by the run's first seed, reloaded from its checkpoint."""
+    model, params, _ = train.load_model(run_dir)
+    x = test_images[:GRID_DIGITS]
+    return np.asarray(x), np.asarray(model.apply({"params": params}, metrics.to_float(x)), np.float32)
+
+
+def _recon_grid(out_dir: Path, arms: Sequence[Arm], depths: Sequence[int], pcas: dict,
+                test_images: jax.Array) -> None:
+    x = test_images[:GRID_DIGITS]
+    rows = {"original": np.asarray(x)}
+    for depth in depths:
+        rows[f"PCA {depth}"] = np.asarray(jnp.clip(pcas[depth].reconstruct(metrics.to_float(x)), 0, 1))
+        for arm in arms:
+            if depth in arm_depths(arm, depths):
+                rows[f"{arm.label} {depth}"] = _recon(run_dir_of(out_dir, arm, depth), test_images)[1]
+    plots.grid(out_dir / "recon_grid.png", rows, "Test digits: original, then PCA and each model per code size")
+
+
+def main(default_arms: Sequence[Arm], argv: list[str] | None = None, prog: str = "python -m experiments.study") -> None:
+    """The shared command line of the study scripts."""
+    import argparse
+
+    from aejax.configs.study import ARMS
+    from aejax.errors import AejaxError
+
+    p = argparse.ArgumentParser(prog=prog, description="Compare autoencoders across code sizes on MNIST.")
+    p.add_argument("--out", required=True, help="output directory (runs/, results.json, figures)")
+    p.add_argument("--depths", default=",".join(map(str, DEPTHS)), help="code sizes, comma-separated")
+    p.add_argument("--seeds", default="0,1,2", help="seeds, comma-separated (trained together with vmap)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs for every arm (default: each arm's, 5)")
+    p.add_argument("--arms", default=",".join(a.label for a in default_arms),
+                   help=f"arms to run, from: {', '.join(ARMS)}")
+    p.add_argument("--train-examples", type=int, default=None, help="train on the first N images only")
+    p.add_argument("--data-dir", default=None, help="where tfds keeps prepared data")
+    p.add_argument("--mnist-dir", default=None, help="directory with the four MNIST .gz IDX files")
+    args = p.parse_args(argv)
+
+    def body() -> None:
+        depths = train.parse_ints(args.depths, "--depths")
+        seeds = train.parse_ints(args.seeds, "--seeds")
+        if not depths or any(not 0 < d <= IMAGE_PIXELS for d in depths):
+            raise AejaxError(f"--depths must be integers in 1..{IMAGE_PIXELS}, got {args.depths!r}")
+        labels = [a.strip() for a in args.arms.split(",") if a.strip()]
+        unknown = [a for a in labels if a not in ARMS]
+        if unknown or not labels:
+            raise AejaxError(f"unknown arm(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(ARMS)}")
+        run_study([ARMS[a] for a in labels], args.out, depths=depths, seeds=seeds, epochs=args.epochs,
+                  train_examples=args.train_examples, data_dir=args.data_dir, mnist_dir=args.mnist_dir)
+
+    train.cli(body)

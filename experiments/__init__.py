@@ -1,0 +1,1 @@
+"""Thin scripts over the aejax library, one per study."""
