@@ -67,6 +67,7 @@ def depth_vs_error(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:
     ax.legend(fontsize=8)
     top = ax.secondary_xaxis("top")
     top.set_xticks(all_depths, [f"{784 / d:.1f}x" for d in all_depths])
+    top.minorticks_off()
     top.set_xlabel("compression ratio (784 / code size)")
     ax.set_title("Reconstruction error against code size (mean ± std over seeds)", fontsize=10)
     _save(fig, path)
