@@ -7,6 +7,8 @@ crash mid-save never leaves a step that `latest_step` would return.
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,20 +56,51 @@ def _shape_mismatches(saved: Any, target: Any) -> list[str]:
     return problems
 
 
-def restore(mngr: ocp.CheckpointManager, target: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
-    """Restore `step` (default: the latest) into the structure, shapes and dtypes of `target`.
+def restore(mngr: ocp.CheckpointManager, target: Any, step: int | None = None,
+            log: Callable[[str], None] = print) -> tuple[Any, dict[str, Any]]:
+    """Restore `step` (default: the latest readable one) into the structure, shapes and dtypes of `target`.
 
     Raises `AejaxError` when there is no checkpoint or when its shapes differ from `target`'s (naming them).
+    A corrupt or truncated latest step is moved to `corrupt_checkpoints/` beside the checkpoint directory
+    (kept, never deleted) and the previous step is tried, saying so through `log`.
     """
-    step = mngr.latest_step() if step is None else step
-    if step is None:
-        raise AejaxError(f"no checkpoint found in {mngr.directory}")
+    directory = Path(mngr.directory)
+    steps = [step] if step is not None else sorted(mngr.all_steps(), reverse=True)
+    if not steps:
+        raise AejaxError(f"no checkpoint found in {directory}")
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
-    saved = mngr.item_metadata(step)["state"]
-    problems = _shape_mismatches(saved, abstract)
-    if problems:
-        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
-        raise AejaxError(f"checkpoint {mngr.directory}/{step} does not fit this model: {shown}")
-    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                          meta=ocp.args.JsonRestore()))
-    return restored["state"], restored["meta"]
+    for s in steps:
+        try:
+            saved = mngr.item_metadata(s)["state"]
+            problems = _shape_mismatches(saved, abstract)
+        except Exception as e:  # orbax and tensorstore raise many types for unreadable files
+            _set_aside(mngr, s, e, log)
+            continue
+        if problems:
+            shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+            raise AejaxError(f"checkpoint {directory}/{s} does not fit this model: {shown}")
+        try:
+            restored = mngr.restore(s, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                               meta=ocp.args.JsonRestore()))
+        except Exception as e:  # noqa: BLE001 - see above
+            _set_aside(mngr, s, e, log)
+            continue
+        if s != steps[0]:
+            log(f"restored the previous good checkpoint, step {s}")
+        return restored["state"], restored["meta"]
+    raise AejaxError(f"no readable checkpoint in {directory}: step(s) {', '.join(map(str, steps))} are corrupt "
+                     f"(moved to {directory.parent / 'corrupt_checkpoints'})")
+
+
+def _set_aside(mngr: ocp.CheckpointManager, step: int, error: Exception, log: Callable[[str], None]) -> None:
+    directory = Path(mngr.directory)
+    aside = directory.parent / "corrupt_checkpoints"
+    aside.mkdir(exist_ok=True)
+    target = aside / f"{step}"
+    n = 1
+    while target.exists():
+        target, n = aside / f"{step}.{n}", n + 1
+    shutil.move(str(directory / str(step)), str(target))
+    mngr.reload()
+    reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+    log(f"checkpoint step {step} in {directory} is corrupt ({reason}); moved it to {target}")

@@ -91,11 +91,34 @@ def run_study(arms: Sequence[Arm], out_dir: str | Path, *, depths: Sequence[int]
                            "depths": list(arm_depths(a, depths))} for a in arms},
         "depths": list(depths), "seeds": list(seeds), "epochs": epochs, "train_examples": train_examples,
         "wall_seconds": wall, "environment": environment()})
+    (out_dir / "results.md").write_text(markdown_table(rows))
     plots.depth_vs_error(out_dir / "depth_vs_error.png", rows)
     plots.loss_curves(out_dir / "loss_curves.png", curves)
     _recon_grid(out_dir, arms, depths, pcas, test_images)
     log(f"study done in {wall:.1f}s: {out_dir / 'results.json'}")
     return rows
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Mean ± std over seeds per (variant, code size), as a Markdown table."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r.get("variant") or r["model"], r["latent_dim"]), []).append(r)
+
+    def stat(values: list[float], fmt: str) -> str:
+        if len(values) == 1:
+            return format(values[0], fmt)
+        return f"{format(np.mean(values), fmt)} ± {format(np.std(values), fmt)}"
+
+    lines = ["| variant | code size | compression | epochs | seeds | test MSE | PSNR (dB) | SSIM | params | "
+             "train s / seed |", "|" + "---|" * 10]
+    for (variant, depth), group in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        get = lambda key: [float(g[key]) for g in group]  # noqa: E731
+        lines.append(f"| {variant} | {depth} | {IMAGE_PIXELS / depth:.1f}x | {group[0]['epochs']} | {len(group)} | "
+                     f"{stat(get('test_mse'), '.5f')} | {stat(get('test_psnr_db'), '.2f')} | "
+                     f"{stat(get('test_ssim'), '.4f')} | {group[0]['params']:,} | "
+                     f"{np.mean(get('train_seconds')):.1f} |")
+    return "\n".join(lines) + "\n"
 
 
 def _recon(run_dir: Path, test_images: jax.Array) -> tuple[np.ndarray, np.ndarray]:

@@ -9,10 +9,14 @@ states and K PRNG keys (K seeds, shared data), so one compiled program trains ev
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -201,30 +205,35 @@ def run(config: Config, out_dir: str | Path, *, seeds: list[int] | tuple[int, ..
     mngr = checkpoint.manager(run_dir.path / "checkpoints", config.keep_checkpoints)
     start_epoch, history = 0, []
     if resume and mngr.latest_step() is not None:
-        state, meta = checkpoint.restore(mngr, state)
+        state, meta = checkpoint.restore(mngr, state, log=log)
         start_epoch, history = int(meta["epoch"]), run_dir.read_metrics()[: int(meta["epoch"])]
         log(f"resumed from {run_dir.path / 'checkpoints'} at epoch {start_epoch}")
 
     n_steps = steps_per_epoch(config)
     train_seconds = sum(h["epoch_seconds"] for h in history)
-    for epoch in range(start_epoch, config.epochs):
-        t0 = time.perf_counter()
-        ekeys = jax.vmap(epoch_key, in_axes=(0, None))(data_keys, epoch)
-        state, losses = program.epoch(state, train_images, ekeys)
-        losses = np.asarray(losses)  # [K, steps]; waits for the epoch
-        seconds = time.perf_counter() - t0
-        _check_finite(losses, epoch, seeds, mngr)
-        train_seconds += seconds
-        mse = np.asarray(program.test_mse(state.params, test_images))
-        row = {"epoch": epoch + 1, "train_loss": losses.mean(axis=1).tolist(),
-               "test_mse": mse.tolist(), "epoch_seconds": seconds,
-               "images_per_second": len(seeds) * n_steps * config.batch_size / seconds}
-        history.append(row)
-        checkpoint.save(mngr, epoch + 1, state, {"epoch": epoch + 1, "seeds": seeds, "config": config.to_dict()})
-        run_dir.write_metrics(history)
-        log(f"epoch {epoch + 1}/{config.epochs}  train_loss {np.mean(row['train_loss']):.5f}  "
-            f"test_mse {np.mean(mse):.5f}  {row['images_per_second']:,.0f} img/s  {seconds:.1f}s"
-            + ("  (includes compilation)" if epoch == start_epoch else ""))
+    with stop_requests() as received:
+        for epoch in range(start_epoch, config.epochs):
+            t0 = time.perf_counter()
+            ekeys = jax.vmap(epoch_key, in_axes=(0, None))(data_keys, epoch)
+            state, losses = program.epoch(state, train_images, ekeys)
+            losses = np.asarray(losses)  # [K, steps]; waits for the epoch
+            seconds = time.perf_counter() - t0
+            _check_finite(losses, epoch, seeds, mngr)
+            train_seconds += seconds
+            mse = np.asarray(program.test_mse(state.params, test_images))
+            history.append({"epoch": epoch + 1, "train_loss": losses.mean(axis=1).tolist(),
+                            "test_mse": mse.tolist(), "epoch_seconds": seconds,
+                            "images_per_second": len(seeds) * n_steps * config.batch_size / seconds})
+            checkpoint.save(mngr, epoch + 1, state,
+                            {"epoch": epoch + 1, "seeds": seeds, "config": config.to_dict()})
+            run_dir.write_metrics(history)
+            log(f"epoch {epoch + 1}/{config.epochs}  train_loss {losses.mean():.5f}  test_mse {mse.mean():.5f}  "
+                f"{history[-1]['images_per_second']:,.0f} img/s  {seconds:.1f}s"
+                + ("  (includes compilation)" if epoch == start_epoch else ""))
+            if received:
+                raise Interrupted(f"stopped by {signal.Signals(received[0]).name} after epoch {epoch + 1}/"
+                                  f"{config.epochs}; its checkpoint is saved in {run_dir.path / 'checkpoints'}; "
+                                  f"continue with --resume", exit_code=128 + received[0])
 
     rows = []
     for i, seed in enumerate(seeds):
@@ -268,6 +277,39 @@ def load_model(run_dir: str | Path, seed: int | None = None) -> tuple[nn.Module,
     target = jax.eval_shape(jax.vmap(functools.partial(init_state, trainer)), keys)
     state, _ = checkpoint.restore(checkpoint.manager(run_dir / "checkpoints", config.keep_checkpoints), target)
     return trainer.model, unstack(state.params, seeds.index(seed) if seed is not None else 0), config
+
+
+class Interrupted(AejaxError):
+    """SIGINT or SIGTERM arrived; the epoch in flight finished and was checkpointed."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@contextlib.contextmanager
+def stop_requests() -> Iterator[list[int]]:
+    """Record SIGINT/SIGTERM (preemption) instead of dying mid-epoch; the loop stops after the next checkpoint.
+
+    A second signal stops at once (the checkpoint of the last finished epoch is on disk either way).
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum: int, frame) -> None:
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+        print(f"received {signal.Signals(signum).name}: stopping after this epoch's checkpoint", file=sys.stderr)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def _check_finite(losses: np.ndarray, epoch: int, seeds: list[int], mngr) -> None:
@@ -330,7 +372,7 @@ def cli(body) -> None:
         body()
     except AejaxError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(getattr(e, "exit_code", 2))
 
 
 def main(argv: list[str] | None = None) -> None:

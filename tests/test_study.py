@@ -1,0 +1,39 @@
+"""A small, fast version of the study through its real command line: schema and figures."""
+
+import json
+
+from tests.conftest import run_cli
+
+ROW_KEYS = {"model", "variant", "latent_dim", "compression_ratio", "epochs", "seed", "test_mse", "test_psnr_db",
+            "test_ssim", "params", "train_seconds"}
+
+
+def test_small_study_writes_table_and_figures(tmp_path, prepared_data_dir):
+    out = tmp_path / "study"
+    result = run_cli("experiments.study", "--out", str(out), "--depths", "32", "--epochs", "1", "--seeds", "0,1",
+                     "--arms", "linear,conv", "--train-examples", "500", "--data-dir", str(prepared_data_dir))
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads((out / "results.json").read_text())
+    assert all(ROW_KEYS <= set(r) for r in rows)
+    assert sorted((r["model"], r["seed"]) for r in rows if r["model"] != "pca") == [
+        ("conv", 0), ("conv", 1), ("linear", 0), ("linear", 1)]
+    assert [r["latent_dim"] for r in rows if r["model"] == "pca"] == [32]
+    for r in rows:
+        assert r["compression_ratio"] == 784 / 32 and 0 < r["test_mse"] < 0.2 and r["params"] > 0
+        assert -1 <= r["test_ssim"] <= 1 and r["test_psnr_db"] > 0
+    for name in ("recon_linear_d32.png", "recon_conv_d32.png", "recon_grid.png", "depth_vs_error.png",
+                 "loss_curves.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert json.loads((out / "study.json").read_text())["seeds"] == [0, 1]
+
+    again = run_cli("experiments.study", "--out", str(out), "--depths", "32", "--epochs", "2", "--seeds", "0,1",
+                    "--arms", "linear", "--train-examples", "500", "--data-dir", str(prepared_data_dir))
+    assert again.returncode == 2 and "holds a run of a different config" in again.stderr
+
+
+def test_study_rejects_bad_flags(tmp_path):
+    for args, message in ((["--arms", "mlp"], "unknown arm(s) mlp"), (["--depths", "0"], "--depths must be"),
+                          (["--seeds", "a,b"], "--seeds must be comma-separated integers")):
+        result = run_cli("experiments.study", "--out", str(tmp_path / "s"), *args)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
