@@ -33,6 +33,7 @@ class Config:
     model, fixed at widths (64, 8) and a 7x7x8 = 392 code. `conv_features` sets the two conv widths of the
     depth-matched `conv` model; `hidden` the hidden widths of `linear`.
     `train_examples` trains on the first N training images (None: all 60,000), for quick tests.
+    `data_parallel` shards each batch over all devices (see `aejax.parallel`).
     The last partial batch of each epoch is dropped: 60,000 is divisible by the original batch size 25.
     """
 
@@ -52,6 +53,7 @@ class Config:
     seed: int = 0
     train_examples: int | None = None
     keep_checkpoints: int = 3
+    data_parallel: bool = False
 
     def __post_init__(self) -> None:
         for name in ("hidden", "conv_features"):
@@ -111,6 +113,7 @@ def validate(config: Config) -> None:
            f"latent_dim must be in 1..{IMAGE_PIXELS}, got {config.latent_dim}")
     _check(config.epochs >= 1, f"epochs must be >= 1, got {config.epochs}")
     _check(config.seed >= 0, f"seed must be >= 0, got {config.seed}")
+    _check(isinstance(config.data_parallel, bool), f"data_parallel must be true or false, got {config.data_parallel!r}")
     _check(config.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {config.keep_checkpoints}")
     train_size = MNIST_TRAIN_SIZE
     if config.train_examples is not None:

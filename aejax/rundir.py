@@ -75,8 +75,9 @@ class RunDir:
         if config_file.exists():
             try:
                 saved = json.loads(config_file.read_text())
-                saved = {"config": saved["config"], "seeds": saved["seeds"]}
-            except (ValueError, KeyError, TypeError):
+                # Through Config, so settings added later (with their defaults) compare equal.
+                saved = {"config": Config.from_dict(saved["config"]).to_dict(), "seeds": saved["seeds"]}
+            except (ValueError, KeyError, TypeError, AejaxError):
                 saved = None
             if saved == wanted and resume:
                 return cls(path)

@@ -25,8 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
-from aejax import checkpoint, metrics, models
+from aejax import checkpoint, metrics, models, parallel
 from aejax.config import CONV_ORIGINAL_CODE, MNIST_TRAIN_SIZE, Config
 from aejax.errors import AejaxError
 from aejax.rundir import RunDir
@@ -50,6 +51,7 @@ class Trainer(NamedTuple):
     tx: optax.GradientTransformation
     loss: str
     batch_size: int
+    mesh: Mesh | None = None  # data parallel over this mesh's "data" axis; None: one device
 
 
 def steps_per_epoch(config: Config) -> int:
@@ -77,7 +79,8 @@ def make_optimizer(config: Config) -> optax.GradientTransformation:
 
 
 def make_trainer(config: Config) -> Trainer:
-    return Trainer(models.build(config), make_optimizer(config), config.loss, config.batch_size)
+    mesh = parallel.make_mesh(config.batch_size) if config.data_parallel else None
+    return Trainer(models.build(config), make_optimizer(config), config.loss, config.batch_size, mesh)
 
 
 def init_state(trainer: Trainer, key: Array) -> TrainState:
@@ -118,7 +121,10 @@ def train_epoch(trainer: Trainer, state: TrainState, images: Array, key: Array) 
     batches = epoch_batches(key, images.shape[0], trainer.batch_size)
 
     def body(state: TrainState, idx: Array) -> tuple[TrainState, Array]:
-        return train_step(trainer, state, metrics.to_float(images[idx]))  # [B, 28, 28, 1]
+        batch = metrics.to_float(images[idx])  # [B, 28, 28, 1]
+        if trainer.mesh is not None:  # each device gathers and trains on its slice of the batch
+            batch = jax.lax.with_sharding_constraint(batch, parallel.batch_sharded(trainer.mesh))
+        return train_step(trainer, state, batch)
 
     return jax.lax.scan(body, state, batches)
 
@@ -194,14 +200,16 @@ def run(config: Config, out_dir: str | Path, *, seeds: list[int] | tuple[int, ..
         train_np, test_np = data
     if config.train_examples is not None:
         train_np = train_np[: config.train_examples]
-    train_images, test_images = jax.device_put(train_np), jax.device_put(test_np)  # once, uint8
-
     trainer = make_trainer(config)
     program = compile_program(trainer)
     keys = [seed_keys(s) for s in seeds]
     init_keys = jnp.stack([k[0] for k in keys])
     data_keys = jnp.stack([k[1] for k in keys])
     state = program.init(init_keys)
+    if trainer.mesh is None:
+        train_images, test_images = jax.device_put(train_np), jax.device_put(test_np)  # once, uint8
+    else:
+        train_images, test_images, state = parallel.replicate((train_np, test_np, state), trainer.mesh)
     mngr = checkpoint.manager(run_dir.path / "checkpoints", config.keep_checkpoints)
     start_epoch, history = 0, []
     if resume and mngr.latest_step() is not None:
@@ -274,7 +282,9 @@ def load_model(run_dir: str | Path, seed: int | None = None) -> tuple[nn.Module,
         raise AejaxError(f"{run_dir} has seeds {seeds}, not {seed}")
     trainer = make_trainer(config)
     keys = jnp.stack([seed_keys(s)[0] for s in seeds])
-    target = jax.eval_shape(jax.vmap(functools.partial(init_state, trainer)), keys)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # whatever devices wrote it
+    target = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                                    jax.eval_shape(jax.vmap(functools.partial(init_state, trainer)), keys))
     state, _ = checkpoint.restore(checkpoint.manager(run_dir / "checkpoints", config.keep_checkpoints), target)
     return trainer.model, unstack(state.params, seeds.index(seed) if seed is not None else 0), config
 
@@ -339,6 +349,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--loss", default=Config.loss)
     p.add_argument("--dtype", default=Config.dtype)
     p.add_argument("--seed", type=int, default=Config.seed)
+    p.add_argument("--data-parallel", action="store_true",
+                   help="shard each batch over all devices (jax.sharding mesh), replicate the state")
     p.add_argument("--train-examples", type=int, default=None, help="train on the first N images only")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--data-dir", default=None, help="where tfds keeps prepared data")
@@ -363,7 +375,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
                   conv_features=parse_ints(args.conv_features, "--conv-features"),
                   epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
                   warmup_epochs=args.warmup_epochs, optimizer=args.optimizer, loss=args.loss,
-                  dtype=args.dtype, seed=args.seed, train_examples=args.train_examples)
+                  dtype=args.dtype, seed=args.seed, train_examples=args.train_examples,
+                  data_parallel=args.data_parallel)
 
 
 def cli(body) -> None:
@@ -377,6 +390,7 @@ def cli(body) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    parallel.maybe_initialize_distributed()
 
     def body() -> None:
         config = config_from_args(args)
