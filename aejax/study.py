@@ -7,6 +7,7 @@ study is run again with the same settings; `OUT/results.json` and the figures ar
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,9 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from aejax import metrics, plots, train
-from aejax.config import IMAGE_PIXELS
+from aejax.config import IMAGE_PIXELS, Config
 from aejax.configs.study import DEPTHS, Arm
 from aejax.data import load_mnist
+from aejax.errors import AejaxError
 from aejax.rundir import RunDir, environment, write_json
 
 GRID_DIGITS = 10  # the first ten test images: 7 2 1 0 4 1 4 9 5 9
@@ -54,7 +56,10 @@ def run_study(arms: Sequence[Arm], out_dir: str | Path, *, depths: Sequence[int]
               data_dir: str | None = None, mnist_dir: str | None = None, log=print) -> list[dict[str, Any]]:
     """Train every arm at every depth for every seed; write results.json and the figures into `out_dir`."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    settings = {"arms": {a.label: {"description": a.description, "config": a.config.to_dict(),
+                                   "depths": list(arm_depths(a, depths))} for a in arms},
+                "depths": list(depths), "seeds": list(seeds), "epochs": epochs, "train_examples": train_examples}
+    _claim(out_dir, settings)
     t_start = time.perf_counter()
     train_np = load_mnist("train", data_dir=data_dir, mnist_dir=mnist_dir).images
     test_np = load_mnist("test", data_dir=data_dir, mnist_dir=mnist_dir).images
@@ -86,17 +91,35 @@ def run_study(arms: Sequence[Arm], out_dir: str | Path, *, depths: Sequence[int]
     rows += p_rows
     wall = time.perf_counter() - t_start
     write_json(out_dir / "results.json", rows)
-    write_json(out_dir / "study.json", {
-        "arms": {a.label: {"description": a.description, "config": a.config.to_dict(),
-                           "depths": list(arm_depths(a, depths))} for a in arms},
-        "depths": list(depths), "seeds": list(seeds), "epochs": epochs, "train_examples": train_examples,
-        "wall_seconds": wall, "environment": environment()})
+    write_json(out_dir / "study.json", {**settings, "wall_seconds": wall, "environment": environment()})
     (out_dir / "results.md").write_text(markdown_table(rows))
     plots.depth_vs_error(out_dir / "depth_vs_error.png", rows)
     plots.loss_curves(out_dir / "loss_curves.png", curves)
     _recon_grid(out_dir, arms, depths, pcas, test_images)
     log(f"study done in {wall:.1f}s: {out_dir / 'results.json'}")
     return rows
+
+
+def _claim(out_dir: Path, settings: dict[str, Any]) -> None:
+    """Refuse an output directory holding a study of other settings (its table would be replaced)."""
+    previous = out_dir / "study.json"
+    if previous.exists():
+        try:
+            saved = json.loads(previous.read_text())
+            for arm in saved["arms"].values():  # through Config: settings added later compare equal
+                arm["config"] = Config.from_dict(arm["config"]).to_dict()
+            same = all(saved.get(key) == value for key, value in settings.items())
+        except (ValueError, KeyError, TypeError, AttributeError, AejaxError):
+            same = False
+        if not same:
+            raise AejaxError(f"{out_dir} holds a study with other settings (see its study.json); "
+                             f"choose another --out")
+    elif out_dir.exists() and not out_dir.is_dir():
+        raise AejaxError(f"output path {out_dir} exists and is not a directory")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise AejaxError(f"cannot create output directory {out_dir}: {e.strerror}") from None
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -142,12 +165,9 @@ def _recon_grid(out_dir: Path, arms: Sequence[Arm], depths: Sequence[int], pcas:
 
 def main(default_arms: Sequence[Arm], argv: list[str] | None = None, prog: str = "python -m experiments.study") -> None:
     """The shared command line of the study scripts."""
-    import argparse
-
     from aejax.configs.study import ARMS
-    from aejax.errors import AejaxError
 
-    p = argparse.ArgumentParser(prog=prog, description="Compare autoencoders across code sizes on MNIST.")
+    p = train.ArgumentParser(prog=prog, description="Compare autoencoders across code sizes on MNIST.")
     p.add_argument("--out", required=True, help="output directory (runs/, results.json, figures)")
     p.add_argument("--depths", default=",".join(map(str, DEPTHS)), help="code sizes, comma-separated")
     p.add_argument("--seeds", default="0,1,2", help="seeds, comma-separated (trained together with vmap)")

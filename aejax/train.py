@@ -332,8 +332,16 @@ def _check_finite(losses: np.ndarray, epoch: int, seeds: list[int], mngr) -> Non
                          f"training stopped and {where}; try a smaller --lr")
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with its errors on one line (no usage block), exit status 2."""
+
+    def error(self, message: str):
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m aejax.train", description="Train one MNIST autoencoder.")
+    p = ArgumentParser(prog="python -m aejax.train", description="Train one MNIST autoencoder.")
     p.add_argument("--model", default="linear", help="linear, conv or conv_original")
     p.add_argument("--latent-dim", type=int, default=None,
                    help="code size (default 32; conv_original: 392)")

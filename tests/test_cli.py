@@ -21,6 +21,9 @@ def _files(root):
     (["--lr", "0"], "lr must be > 0"),
     (["--lr", "nan"], "lr must be a finite number"),
     (["--model", "vae"], "unknown model 'vae'"),
+    (["--latent-dim", "3.5"], "argument --latent-dim: invalid int value: '3.5'"),
+    (["--loss", "l1"], "unknown loss 'l1'"),
+    (["--optimizer", "lion"], "unknown optimizer 'lion'"),
 ])
 def test_invalid_values_exit_2_with_one_line(tmp_path, args, message):
     out = tmp_path / "out"

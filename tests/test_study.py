@@ -28,12 +28,15 @@ def test_small_study_writes_table_and_figures(tmp_path, prepared_data_dir):
 
     again = run_cli("experiments.study", "--out", str(out), "--depths", "32", "--epochs", "2", "--seeds", "0,1",
                     "--arms", "linear", "--train-examples", "500", "--data-dir", str(prepared_data_dir))
-    assert again.returncode == 2 and "holds a run of a different config" in again.stderr
+    assert again.returncode == 2 and "holds a study with other settings" in again.stderr
+    assert json.loads((out / "results.json").read_text()) == rows  # untouched
 
 
 def test_study_rejects_bad_flags(tmp_path):
     for args, message in ((["--arms", "mlp"], "unknown arm(s) mlp"), (["--depths", "0"], "--depths must be"),
-                          (["--seeds", "a,b"], "--seeds must be comma-separated integers")):
+                          (["--seeds", "a,b"], "--seeds must be comma-separated integers"),
+                          (["--epochs", "x"], "argument --epochs: invalid int value: 'x'")):
         result = run_cli("experiments.study", "--out", str(tmp_path / "s"), *args)
+        assert not (tmp_path / "s").exists()
         assert result.returncode == 2 and message in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1

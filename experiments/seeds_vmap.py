@@ -1,0 +1,72 @@
+"""Wall time of K seeds trained together (one jit(vmap(epoch)) program) against K runs one after another.
+
+    python -m experiments.seeds_vmap --out benchmarks/seeds_vmap_cpu.json [--model linear --latent-dim 64]
+        [--ks 1,4,8] [--epochs 1] [--train-examples 60000]
+
+Times include compilation (each K compiles once), as a user pays them; train steps only (no evaluation or
+checkpoints). Add XLA_FLAGS=--xla_force_host_platform_device_count=8 and --data-parallel to time the sharded
+path on simulated devices.
+"""
+
+import argparse
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from aejax import parallel, train
+from aejax.config import Config
+from aejax.data import load_mnist
+from aejax.rundir import environment
+
+
+def train_seeds(config: Config, seeds: list[int], images: np.ndarray) -> float:
+    """Seconds to build, compile and run `config.epochs` epochs of `seeds` as one vmapped program."""
+    t0 = time.perf_counter()
+    trainer = train.make_trainer(config)
+    program = train.compile_program(trainer)
+    keys = [train.seed_keys(s) for s in seeds]
+    state = program.init(jnp.stack([k[0] for k in keys]))
+    data = jax.device_put(images)
+    if trainer.mesh is not None:
+        data, state = parallel.replicate((images, state), trainer.mesh)
+    data_keys = jnp.stack([k[1] for k in keys])
+    for epoch in range(config.epochs):
+        state, losses = program.epoch(state, data, jax.vmap(train.epoch_key, in_axes=(0, None))(data_keys, epoch))
+    jax.block_until_ready(losses)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m experiments.seeds_vmap", description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--model", default="linear")
+    p.add_argument("--latent-dim", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=25)
+    p.add_argument("--ks", default="1,4,8")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--train-examples", type=int, default=60_000)
+    p.add_argument("--data-parallel", action="store_true")
+    p.add_argument("--data-dir", default=None)
+    args = p.parse_args()
+    config = Config(model=args.model, latent_dim=args.latent_dim, batch_size=args.batch_size, epochs=args.epochs,
+                    train_examples=args.train_examples, data_parallel=args.data_parallel)
+    images = load_mnist("train", data_dir=args.data_dir).images[: args.train_examples]
+    rows = []
+    for k in train.parse_ints(args.ks, "--ks"):
+        together = train_seeds(config, list(range(k)), images)
+        apart = sum(train_seeds(config, [s], images) for s in range(k))
+        rows.append({"k": k, "vmapped_seconds": together, "sequential_seconds": apart,
+                     "speedup": apart / together,
+                     "vmapped_images_per_second": k * config.epochs * args.train_examples / together})
+        print(f"K={k}: vmapped {together:.1f}s, one after another {apart:.1f}s, speedup {apart / together:.2f}x",
+              flush=True)
+    result = {"config": config.to_dict(), "rows": rows, "environment": environment()}
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
