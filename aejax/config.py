@@ -23,6 +23,7 @@ LOSSES = ("mse", "bce")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 DTYPES = ("float32", "bfloat16")
+NOISES = ("none", "gaussian", "salt_pepper", "mask")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +35,8 @@ class Config:
     depth-matched `conv` model; `hidden` the hidden widths of `linear`.
     `train_examples` trains on the first N training images (None: all 60,000), for quick tests.
     `data_parallel` shards each batch over all devices (see `aejax.parallel`).
+    `noise` and `noise_level` train a denoising autoencoder: inputs are corrupted (`aejax.corruption`:
+    gaussian sigma, salt_pepper rate, mask rate), targets stay clean.
     The last partial batch of each epoch is dropped: 60,000 is divisible by the original batch size 25.
     """
 
@@ -54,6 +57,8 @@ class Config:
     train_examples: int | None = None
     keep_checkpoints: int = 3
     data_parallel: bool = False
+    noise: str = "none"
+    noise_level: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("hidden", "conv_features"):
@@ -106,6 +111,7 @@ def validate(config: Config) -> None:
            f"unknown optimizer {config.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
     _check(config.schedule in SCHEDULES,
            f"unknown schedule {config.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    _check(config.noise in NOISES, f"unknown noise {config.noise!r}; choose one of {', '.join(NOISES)}")
     _check(config.dtype in DTYPES, f"unknown dtype {config.dtype!r}; choose one of {', '.join(DTYPES)}")
     for name in ("latent_dim", "epochs", "batch_size", "seed", "keep_checkpoints"):
         _check(_is_int(getattr(config, name)), f"{name} must be an integer, got {getattr(config, name)!r}")
@@ -122,11 +128,14 @@ def validate(config: Config) -> None:
         train_size = config.train_examples
     _check(1 <= config.batch_size <= train_size,
            f"batch_size must be in 1..{train_size} (the training set size), got {config.batch_size}")
-    for name in ("lr", "weight_decay", "warmup_epochs"):
+    for name in ("lr", "weight_decay", "warmup_epochs", "noise_level"):
         value = getattr(config, name)
         _check(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
                f"{name} must be a finite number, got {value!r}")
     _check(config.lr > 0, f"lr must be > 0, got {config.lr}")
+    _check(config.noise_level >= 0, f"noise_level must be >= 0, got {config.noise_level}")
+    if config.noise in ("salt_pepper", "mask"):
+        _check(config.noise_level <= 1, f"noise_level is a rate for {config.noise}: in [0, 1], got {config.noise_level}")
     _check(config.weight_decay >= 0, f"weight_decay must be >= 0, got {config.weight_decay}")
     _check(0 <= config.warmup_epochs < config.epochs,
            f"warmup_epochs must be in [0, epochs), got {config.warmup_epochs}")

@@ -133,3 +133,15 @@ def fit_pca(images: Array, ks: list[int] | tuple[int, ...]) -> dict[int, Pca]:
     """PCA fitted once on uint8 `images` `[N, 28, 28, 1]`, truncated to each k in `ks`."""
     mean, basis = _pca_basis(images)
     return {k: Pca(mean, basis[:k]) for k in ks}
+
+
+@jax.jit
+def _pair_totals(images: Array, recon: Array) -> Totals:
+    return chunk_totals(images, recon)
+
+
+def score(images: Array, recon: Array, chunk: int = 1000) -> dict[str, float]:
+    """The same metrics for precomputed reconstructions: uint8 `images` against float `recon` in [0, 1]."""
+    parts = [_pair_totals(jnp.asarray(images[i:i + chunk]), jnp.asarray(recon[i:i + chunk], jnp.float32))
+             for i in range(0, len(images), chunk)]
+    return finalize(functools.reduce(lambda a, b: jax.tree_util.tree_map(jnp.add, a, b), parts))

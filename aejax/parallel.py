@@ -3,8 +3,8 @@ parameters, optimizer state and the (small) MNIST arrays replicated. No `pmap`: 
 one device, eight GPUs or a TPU slice; XLA inserts the gradient all-reduce.
 
 Multi-host: `maybe_initialize_distributed()` calls `jax.distributed.initialize()` when the environment asks
-for it (`JAX_COORDINATOR_ADDRESS` set, or `AEJAX_DISTRIBUTED=1` where JAX detects the cluster itself, as on
-TPU pods and SLURM). Arrays are then built with `make_array_from_callback`, each process supplying the shards
+for it (`JAX_COORDINATOR_ADDRESS` with `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID`, or `AEJAX_DISTRIBUTED=1`
+where JAX detects the cluster itself, as on TPU pods and SLURM). Arrays are then built with `make_array_from_callback`, each process supplying the shards
 its own devices hold.
 """
 
@@ -24,10 +24,18 @@ DATA_AXIS = "data"
 
 def maybe_initialize_distributed() -> bool:
     """Start JAX's multi-process runtime if the environment describes a cluster; True if it did."""
-    if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("AEJAX_DISTRIBUTED") == "1":
-        jax.distributed.initialize()
-        return True
-    return False
+    if not (os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("AEJAX_DISTRIBUTED") == "1"):
+        return False
+    kwargs = {}
+    try:  # JAX reads the coordinator address itself, but not these two
+        if "JAX_NUM_PROCESSES" in os.environ:
+            kwargs["num_processes"] = int(os.environ["JAX_NUM_PROCESSES"])
+        if "JAX_PROCESS_ID" in os.environ:
+            kwargs["process_id"] = int(os.environ["JAX_PROCESS_ID"])
+    except ValueError:
+        raise AejaxError("JAX_NUM_PROCESSES and JAX_PROCESS_ID must be integers") from None
+    jax.distributed.initialize(**kwargs)
+    return True
 
 
 def make_mesh(batch_size: int) -> Mesh:

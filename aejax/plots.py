@@ -85,3 +85,36 @@ def loss_curves(path: str | Path, curves: Mapping[str, Sequence[float]]) -> None
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     _save(fig, path)
+
+
+def rate_distortion(path: str | Path, curves: Mapping[str, Sequence[Mapping[str, float]]], png_bits: float) -> None:
+    """PSNR against bits per image, one curve per method; lossless PNG as a vertical line."""
+    fig, ax = plt.subplots(figsize=(7.4, 4.8))
+    for name, points in curves.items():
+        if name.startswith("png"):
+            continue
+        pts = sorted(points, key=lambda p: p["bits_per_image"])
+        style = ":" if name.startswith("pca") else ("-" if not name.startswith("jpeg") else "-.")
+        ax.plot([p["bits_per_image"] for p in pts], [p["psnr_db"] for p in pts], style, marker=".",
+                label=name, linewidth=2.2 if name == "jpeg" else 1.2, color="black" if name == "jpeg" else None)
+    ax.axvline(png_bits, color="gray", linestyle="--", label=f"PNG lossless ({png_bits:.0f} bits)")
+    ax.set_xscale("log")
+    ax.set_xlabel("bits per image (empirical entropy of the quantised code; file size for PNG/JPEG)")
+    ax.set_ylabel("PSNR (dB), 10k test images")
+    ax.set_title("Rate-distortion on MNIST: quantised codes against PNG and JPEG", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=6.5, ncol=2)
+    _save(fig, path)
+
+
+def latent_scatter(path: str | Path, projections: Mapping[str, np.ndarray], labels: np.ndarray) -> None:
+    """One panel per model: 2-D projections `[N, 2]` of codes, coloured by digit label."""
+    fig, axes = plt.subplots(1, len(projections), figsize=(5.2 * len(projections), 4.6), squeeze=False)
+    for ax, (name, xy) in zip(axes[0], projections.items()):
+        points = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", s=2, alpha=0.6, vmin=-0.5, vmax=9.5)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("code PC 1")
+        ax.set_ylabel("code PC 2")
+    fig.colorbar(points, ax=axes[0].tolist(), ticks=range(10), label="digit")
+    fig.suptitle("Test-set codes, projected on their top two principal components", fontsize=10)
+    _save(fig, path)

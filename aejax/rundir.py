@@ -42,6 +42,12 @@ def environment() -> dict[str, Any]:
             "cpu_count": os.cpu_count()}
 
 
+def _is_writer() -> bool:
+    import jax
+
+    return jax.process_index() == 0
+
+
 def write_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as f:
@@ -60,8 +66,13 @@ class RunDir:
     @classmethod
     def open(cls, out_dir: str | Path, config: Config, seeds: list[int], *, resume: bool,
              overwrite: bool) -> RunDir:
-        """Claim `out_dir` for this config and seeds, writing `config.json`; see the module docstring."""
+        """Claim `out_dir` for this config and seeds, writing `config.json`; see the module docstring.
+
+        In a multi-process run only process 0 checks and writes; the others share its directory.
+        """
         path = Path(out_dir)
+        if not _is_writer():
+            return cls(path)
         if path.exists() and not path.is_dir():
             raise AejaxError(f"output path {path} exists and is not a directory")
         try:
@@ -106,7 +117,9 @@ class RunDir:
         return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
 
     def write_metrics(self, history: list[dict[str, Any]]) -> None:
-        write_atomic(self.path / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+        if _is_writer():
+            write_atomic(self.path / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
 
     def write_results(self, rows: list[dict[str, Any]]) -> None:
-        write_json(self.path / "results.json", rows)
+        if _is_writer():
+            write_json(self.path / "results.json", rows)

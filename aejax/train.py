@@ -27,7 +27,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from aejax import checkpoint, metrics, models, parallel
+from aejax import checkpoint, corruption, metrics, models, parallel
 from aejax.config import CONV_ORIGINAL_CODE, MNIST_TRAIN_SIZE, Config
 from aejax.errors import AejaxError
 from aejax.rundir import RunDir
@@ -52,6 +52,8 @@ class Trainer(NamedTuple):
     loss: str
     batch_size: int
     mesh: Mesh | None = None  # data parallel over this mesh's "data" axis; None: one device
+    noise: str = "none"  # input corruption for denoising (aejax.corruption); targets stay clean
+    noise_level: float = 0.0
 
 
 def steps_per_epoch(config: Config) -> int:
@@ -80,7 +82,8 @@ def make_optimizer(config: Config) -> optax.GradientTransformation:
 
 def make_trainer(config: Config) -> Trainer:
     mesh = parallel.make_mesh(config.batch_size) if config.data_parallel else None
-    return Trainer(models.build(config), make_optimizer(config), config.loss, config.batch_size, mesh)
+    return Trainer(models.build(config), make_optimizer(config), config.loss, config.batch_size, mesh,
+                   config.noise, config.noise_level)
 
 
 def init_state(trainer: Trainer, key: Array) -> TrainState:
@@ -88,9 +91,10 @@ def init_state(trainer: Trainer, key: Array) -> TrainState:
     return TrainState(jnp.zeros((), jnp.int32), params, trainer.tx.init(params))
 
 
-def loss_fn(trainer: Trainer, params: PyTree, batch: Array) -> Array:
-    """Mean reconstruction loss of a float batch `[B, 28, 28, 1]` in [0, 1]."""
-    recon = trainer.model.apply({"params": params}, batch).astype(jnp.float32)
+def loss_fn(trainer: Trainer, params: PyTree, inputs: Array, batch: Array) -> Array:
+    """Mean reconstruction loss of `batch` (float `[B, 28, 28, 1]` in [0, 1]) from `inputs` (the batch, or a
+    corrupted copy of it)."""
+    recon = trainer.model.apply({"params": params}, inputs).astype(jnp.float32)
     if trainer.loss == "mse":
         return jnp.mean((recon - batch) ** 2)
     eps = 1e-7
@@ -98,9 +102,14 @@ def loss_fn(trainer: Trainer, params: PyTree, batch: Array) -> Array:
     return -jnp.mean(batch * jnp.log(recon) + (1 - batch) * jnp.log(1 - recon))
 
 
-def train_step(trainer: Trainer, state: TrainState, batch: Array) -> tuple[TrainState, Array]:
-    """One optimizer step on a float batch `[B, 28, 28, 1]`; returns the new state and the batch loss."""
-    loss, grads = jax.value_and_grad(loss_fn, argnums=1)(trainer, state.params, batch)
+def train_step(trainer: Trainer, state: TrainState, batch: Array,
+               key: Array | None = None) -> tuple[TrainState, Array]:
+    """One optimizer step on a float batch `[B, 28, 28, 1]`; returns the new state and the batch loss.
+
+    `key` draws the input corruption of a denoising trainer (unused otherwise).
+    """
+    inputs = batch if trainer.noise == "none" else corruption.corrupt(key, batch, trainer.noise, trainer.noise_level)
+    loss, grads = jax.value_and_grad(loss_fn, argnums=1)(trainer, state.params, inputs, batch)
     updates, opt_state = trainer.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return TrainState(state.step + 1, params, opt_state), loss
@@ -119,14 +128,16 @@ def train_epoch(trainer: Trainer, state: TrainState, images: Array, key: Array) 
     Returns the new state and the per-step losses `[N // batch_size]`.
     """
     batches = epoch_batches(key, images.shape[0], trainer.batch_size)
+    step_keys = jax.random.split(jax.random.fold_in(key, 1), batches.shape[0])  # corruption, one per step
 
-    def body(state: TrainState, idx: Array) -> tuple[TrainState, Array]:
+    def body(state: TrainState, xs: tuple[Array, Array]) -> tuple[TrainState, Array]:
+        idx, step_key = xs
         batch = metrics.to_float(images[idx])  # [B, 28, 28, 1]
         if trainer.mesh is not None:  # each device gathers and trains on its slice of the batch
             batch = jax.lax.with_sharding_constraint(batch, parallel.batch_sharded(trainer.mesh))
-        return train_step(trainer, state, batch)
+        return train_step(trainer, state, batch, step_key)
 
-    return jax.lax.scan(body, state, batches)
+    return jax.lax.scan(body, state, (batches, step_keys))
 
 
 def epoch_key(seed_key: Array, epoch: int) -> Array:
@@ -355,6 +366,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup-epochs", type=float, default=Config.warmup_epochs)
     p.add_argument("--optimizer", default=Config.optimizer)
     p.add_argument("--loss", default=Config.loss)
+    p.add_argument("--noise", default=Config.noise, help="denoising: none, gaussian, salt_pepper or mask")
+    p.add_argument("--noise-level", type=float, default=Config.noise_level, help="gaussian sigma or a rate")
     p.add_argument("--dtype", default=Config.dtype)
     p.add_argument("--seed", type=int, default=Config.seed)
     p.add_argument("--data-parallel", action="store_true",
@@ -384,7 +397,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
                   epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
                   warmup_epochs=args.warmup_epochs, optimizer=args.optimizer, loss=args.loss,
                   dtype=args.dtype, seed=args.seed, train_examples=args.train_examples,
-                  data_parallel=args.data_parallel)
+                  data_parallel=args.data_parallel, noise=args.noise, noise_level=args.noise_level)
 
 
 def cli(body) -> None:

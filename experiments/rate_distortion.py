@@ -1,0 +1,83 @@
+"""Compression that counts bits: quantised autoencoder and PCA codes against PNG and JPEG on the 10k test images.
+
+    python -m experiments.rate_distortion --study runs/study --out runs/rate_distortion
+
+Reloads the study's trained models (seed 0, no retraining) for the arms `linear` and `conv` at every depth,
+quantises their codes uniformly at several step sizes (relative to the code's standard deviation), estimates
+the rate as the empirical entropy of the symbols (`aejax.compression`), decodes and scores. PCA codes fitted on
+the training images are quantised the same way. Writes `rate_distortion.json` and `rate_distortion.png`.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from aejax import compression, metrics, plots, train
+from aejax.data import load_mnist
+from aejax.rundir import environment, write_json
+
+RELATIVE_STEPS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+JPEG_QUALITIES = (5, 10, 20, 40, 60, 80, 95)
+
+
+def model_curve(run_dir: Path, images: np.ndarray) -> list[dict]:
+    model, params, _ = train.load_model(run_dir)
+    variables = {"params": params}
+    encode = jax.jit(lambda x: model.apply(variables, metrics.to_float(x), method=model.encode))
+    decode = jax.jit(lambda z: model.apply(variables, z, method=model.decode))
+    codes = np.concatenate([np.asarray(encode(images[i:i + 1000])) for i in range(0, len(images), 1000)])
+    return compression.code_curve(codes, lambda z: np.concatenate(
+        [np.asarray(decode(z[i:i + 1000])) for i in range(0, len(z), 1000)]), images, RELATIVE_STEPS)
+
+
+def main() -> None:
+    p = train.ArgumentParser(prog="python -m experiments.rate_distortion", description=__doc__.splitlines()[0])
+    p.add_argument("--study", default="runs/study", help="a study output directory (its runs/ are reloaded)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--arms", default="linear,conv")
+    p.add_argument("--data-dir", default=None)
+    args = p.parse_args()
+
+    def body() -> None:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        test = load_mnist("test", data_dir=args.data_dir).images
+        train_images = load_mnist("train", data_dir=args.data_dir).images
+        curves: dict[str, list[dict]] = {}
+        runs = sorted((Path(args.study) / "runs").glob("*_d*"))
+        depths = sorted({int(r.name.rsplit("_d", 1)[1]) for r in runs})
+        for arm in args.arms.split(","):
+            for run_dir in runs:
+                label, depth = run_dir.name.rsplit("_d", 1)
+                if label == arm:
+                    curves[f"{arm} d{depth}"] = model_curve(run_dir, test)
+                    print(f"{arm} d{depth}: done", flush=True)
+        pcas = metrics.fit_pca(jax.device_put(train_images), [d for d in depths if d <= 256])
+        for k, pca in pcas.items():
+            codes = np.asarray(pca.encode(metrics.to_float(jax.device_put(test))))
+            curves[f"pca d{k}"] = compression.code_curve(codes, lambda z, pca=pca: np.asarray(pca.decode(z)),
+                                                         test, RELATIVE_STEPS)
+        png = compression.png_bits(test)
+        curves["png (lossless)"] = [{"bits_per_image": float(png.mean()), "mse": 0.0, "psnr_db": float("inf"),
+                                     "ssim": 1.0}]
+        jpeg_points = []
+        for q in JPEG_QUALITIES:
+            bits, decoded = compression.jpeg(test, q)
+            jpeg_points.append({"quality": q, "bits_per_image": float(bits.mean()),
+                                **metrics.score(test, decoded.astype(np.float32) / 255.0)})
+        curves["jpeg"] = jpeg_points
+        write_json(out / "rate_distortion.json", {"curves": curves, "relative_steps": list(RELATIVE_STEPS),
+                                                  "study": str(args.study), "environment": environment()})
+        plots.rate_distortion(out / "rate_distortion.png", curves, png_bits=float(png.mean()))
+        for name, points in curves.items():
+            best = max(points, key=lambda pt: pt["psnr_db"])
+            print(f"{name:>16}: {json.dumps({k: round(v, 3) for k, v in best.items() if isinstance(v, float)})}")
+
+    train.cli(body)
+
+
+if __name__ == "__main__":
+    main()
