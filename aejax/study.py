@@ -91,12 +91,16 @@ def run_study(arms: Sequence[Arm], out_dir: str | Path, *, depths: Sequence[int]
     rows += p_rows
     wall = time.perf_counter() - t_start
     write_json(out_dir / "results.json", rows)
-    write_json(out_dir / "study.json", {**settings, "wall_seconds": wall, "environment": environment()})
+    write_json(out_dir / "study.json", {
+        **settings, "wall_seconds_this_invocation": wall,
+        "train_seconds_sum": sum(r.get("train_seconds_total", 0.0) for r in rows if r["seed"] == seeds[0]),
+        "environment": environment()})
     (out_dir / "results.md").write_text(markdown_table(rows))
     plots.depth_vs_error(out_dir / "depth_vs_error.png", rows)
     plots.loss_curves(out_dir / "loss_curves.png", curves)
     _recon_grid(out_dir, arms, depths, pcas, test_images)
-    log(f"study done in {wall:.1f}s: {out_dir / 'results.json'}")
+    log(f"study done in {wall:.1f}s (runs already trained are reloaded, not retrained): "
+        f"{out_dir / 'results.json'}")
     return rows
 
 
