@@ -1,7 +1,7 @@
 """Training throughput: aejax's whole-epoch `lax.scan` against a per-step jitted loop fed from the host and
 against PyTorch (eager, and `torch.compile` where it works), plus FLOPs and a measured matmul peak.
 
-    python -m experiments.benchmark --out benchmarks/cpu.json [--reps 5] [--steps 300]
+    python -m experiments.benchmark --out benchmarks/cpu.json [--reps 3] [--images 10000]
 
 One process; every contender trains the identical architecture with Adam (lr 1e-3) and MSE on the same MNIST
 images; after a warm-up call, repetitions are interleaved across contenders and medians reported. FLOPs per
@@ -26,7 +26,7 @@ from aejax.config import Config
 from aejax.data import load_mnist
 from aejax.rundir import environment
 
-WORKLOADS = {  # name: (config, steps multiplier)
+WORKLOADS = {
     "linear_d32_b25": Config(model="linear", latent_dim=32, batch_size=25),
     "linear_d256_b25": Config(model="linear", latent_dim=256, batch_size=25),
     "linear_d32_b128": Config(model="linear", latent_dim=32, batch_size=128),
@@ -137,8 +137,8 @@ def torch_contenders(config: Config, images: np.ndarray, steps: int) -> dict[str
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m experiments.benchmark", description=__doc__.splitlines()[0])
     p.add_argument("--out", default=None, help="write the JSON here")
-    p.add_argument("--reps", type=int, default=5)
-    p.add_argument("--steps", type=int, default=300, help="steps per timed call (batch 1024: a sixth)")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--images", type=int, default=10_000, help="images per timed call (at least 10 steps)")
     p.add_argument("--workloads", default=",".join(WORKLOADS))
     p.add_argument("--data-dir", default=None)
     args = p.parse_args()
@@ -155,7 +155,7 @@ def main() -> None:
     results, ratios = {}, {}
     for name in args.workloads.split(","):
         config = WORKLOADS[name]
-        steps = max(10, args.steps // 6) if config.batch_size >= 1024 else args.steps
+        steps = max(10, args.images // config.batch_size)
         contenders = {"aejax_scan": aejax_scan(config, images, steps),
                       "aejax_host_loop": aejax_host_loop(config, images, steps)}
         if torch_version is not None:
