@@ -135,7 +135,8 @@ def validate(config: Config) -> None:
     _check(config.lr > 0, f"lr must be > 0, got {config.lr}")
     _check(config.noise_level >= 0, f"noise_level must be >= 0, got {config.noise_level}")
     if config.noise in ("salt_pepper", "mask"):
-        _check(config.noise_level <= 1, f"noise_level is a rate for {config.noise}: in [0, 1], got {config.noise_level}")
+        _check(config.noise_level <= 1,
+               f"noise_level is a rate for {config.noise}: in [0, 1], got {config.noise_level}")
     _check(config.weight_decay >= 0, f"weight_decay must be >= 0, got {config.weight_decay}")
     _check(0 <= config.warmup_epochs < config.epochs,
            f"warmup_epochs must be in [0, epochs), got {config.warmup_epochs}")

@@ -4,8 +4,8 @@ one device, eight GPUs or a TPU slice; XLA inserts the gradient all-reduce.
 
 Multi-host: `maybe_initialize_distributed()` calls `jax.distributed.initialize()` when the environment asks
 for it (`JAX_COORDINATOR_ADDRESS` with `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID`, or `AEJAX_DISTRIBUTED=1`
-where JAX detects the cluster itself, as on TPU pods and SLURM). Arrays are then built with `make_array_from_callback`, each process supplying the shards
-its own devices hold.
+where JAX detects the cluster itself, as on TPU pods and SLURM). Arrays are then built with
+`make_array_from_callback`, each process supplying the shards its own devices hold.
 """
 
 from __future__ import annotations

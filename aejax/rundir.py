@@ -48,6 +48,20 @@ def _is_writer() -> bool:
     return jax.process_index() == 0
 
 
+def make_output_dir(path: str | Path) -> Path:
+    """Create `path` (and parents) if needed; a one-line error if it cannot be, or cannot be written."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise AejaxError(f"output path {path} exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise AejaxError(f"cannot create output directory {path}: {e.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise AejaxError(f"output directory {path} is not writable")
+    return path
+
+
 def write_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as f:
@@ -73,14 +87,7 @@ class RunDir:
         path = Path(out_dir)
         if not _is_writer():
             return cls(path)
-        if path.exists() and not path.is_dir():
-            raise AejaxError(f"output path {path} exists and is not a directory")
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise AejaxError(f"cannot create output directory {path}: {e.strerror}") from None
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise AejaxError(f"output directory {path} is not writable")
+        make_output_dir(path)
         wanted = {"config": config.to_dict(), "seeds": list(seeds)}
         config_file = path / "config.json"
         if config_file.exists():

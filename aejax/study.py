@@ -22,7 +22,7 @@ from aejax.config import IMAGE_PIXELS, Config
 from aejax.configs.study import DEPTHS, Arm
 from aejax.data import load_mnist
 from aejax.errors import AejaxError
-from aejax.rundir import RunDir, environment, write_json
+from aejax.rundir import RunDir, environment, make_output_dir, write_json
 
 GRID_DIGITS = 10  # the first ten test images: 7 2 1 0 4 1 4 9 5 9
 
@@ -118,12 +118,7 @@ def _claim(out_dir: Path, settings: dict[str, Any]) -> None:
         if not same:
             raise AejaxError(f"{out_dir} holds a study with other settings (see its study.json); "
                              f"choose another --out")
-    elif out_dir.exists() and not out_dir.is_dir():
-        raise AejaxError(f"output path {out_dir} exists and is not a directory")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise AejaxError(f"cannot create output directory {out_dir}: {e.strerror}") from None
+    make_output_dir(out_dir)
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aejax import metrics, train
+from aejax import train
 from aejax.config import Config
 from aejax.data import load_mnist
 from aejax.rundir import environment

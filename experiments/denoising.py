@@ -8,7 +8,6 @@ the noisy input itself, each autoencoder, a 3x3 median filter, a Gaussian blur (
 the top-d PCA components of the clean training images. Writes `denoising.json`, `denoising.md`, `denoising.png`.
 """
 
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -16,7 +15,7 @@ import numpy as np
 from aejax import baselines, corruption, metrics, plots, train
 from aejax.configs.study import ARMS
 from aejax.data import load_mnist
-from aejax.rundir import environment, write_json
+from aejax.rundir import environment, make_output_dir, write_json
 
 NOISE_SEED = 1234  # the fixed noisy test set
 
@@ -34,7 +33,7 @@ def main() -> None:
     args = p.parse_args()
 
     def body() -> None:
-        out = Path(args.out)
+        out = make_output_dir(args.out)
         sigmas = [float(s) for s in args.sigmas.split(",")]
         train_np = load_mnist("train", data_dir=args.data_dir).images
         test_np = load_mnist("test", data_dir=args.data_dir).images

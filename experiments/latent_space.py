@@ -14,6 +14,7 @@ import numpy as np
 
 from aejax import metrics, plots, train
 from aejax.data import load_mnist
+from aejax.rundir import make_output_dir
 
 
 def main() -> None:
@@ -26,8 +27,7 @@ def main() -> None:
     args = p.parse_args()
 
     def body() -> None:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
+        out = make_output_dir(args.out)
         test = load_mnist("test", data_dir=args.data_dir)
         projections, rows = {}, {}
         t = np.linspace(0.0, 1.0, 10, dtype=np.float32)[:, None]

@@ -8,7 +8,6 @@ the rate as the empirical entropy of the symbols (`aejax.compression`), decodes 
 the training images are quantised the same way. Writes `rate_distortion.json` and `rate_distortion.png`.
 """
 
-import argparse
 import json
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import numpy as np
 
 from aejax import compression, metrics, plots, train
 from aejax.data import load_mnist
-from aejax.rundir import environment, write_json
+from aejax.rundir import environment, make_output_dir, write_json
 
 RELATIVE_STEPS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
 JPEG_QUALITIES = (5, 10, 20, 40, 60, 80, 95)
@@ -42,8 +41,7 @@ def main() -> None:
     args = p.parse_args()
 
     def body() -> None:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
+        out = make_output_dir(args.out)
         test = load_mnist("test", data_dir=args.data_dir).images
         train_images = load_mnist("train", data_dir=args.data_dir).images
         curves: dict[str, list[dict]] = {}

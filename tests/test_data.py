@@ -52,7 +52,8 @@ def test_missing_file_names_it_and_the_place(synthetic_idx, tmp_path):
 def test_checksum_mismatch_gives_file_expected_and_got(synthetic_idx, tmp_path):
     root, checksums = synthetic_idx
     wrong = {**checksums, "train-images-idx3-ubyte.gz": "0" * 64}
-    _expect_error(root, wrong, tmp_path, r"train-images-idx3-ubyte.gz fails its checksum.*expected 0{64}, got [0-9a-f]{64}")
+    _expect_error(root, wrong, tmp_path,
+                  r"train-images-idx3-ubyte.gz fails its checksum.*expected 0{64}, got [0-9a-f]{64}")
 
 
 def test_real_pinned_checksums_reject_other_data(synthetic_idx, tmp_path):
