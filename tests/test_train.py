@@ -103,8 +103,8 @@ def test_non_finite_loss_stops_with_epoch_and_step(tmp_path, mnist_test_images, 
     # the loss of every step from the 4th step of epoch 2 on (1000 images / batch 50 = 20 steps an epoch).
     real_step = train.train_step
 
-    def step_with_nan(trainer, state, batch):
-        new_state, loss = real_step(trainer, state, batch)
+    def step_with_nan(trainer, state, batch, key=None):
+        new_state, loss = real_step(trainer, state, batch, key)
         return new_state, jnp.where(state.step >= 20 + 3, jnp.nan, loss)
 
     monkeypatch.setattr(train, "train_step", step_with_nan)
