@@ -154,7 +154,7 @@ def _recon_grid(out_dir: Path, arms: Sequence[Arm], depths: Sequence[int], pcas:
                 test_images: jax.Array) -> None:
     x = test_images[:GRID_DIGITS]
     rows = {"original": np.asarray(x)}
-    for depth in depths:
+    for depth in sorted(pcas):  # every code size some arm ran at
         rows[f"PCA {depth}"] = np.asarray(jnp.clip(pcas[depth].reconstruct(metrics.to_float(x)), 0, 1))
         for arm in arms:
             if depth in arm_depths(arm, depths):
