@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from aejax import ops
 from aejax.config import CONV_ORIGINAL_FEATURES, IMAGE_PIXELS, Config
 from aejax.errors import AejaxError
 
@@ -51,50 +52,39 @@ class LinearAutoencoder(nn.Module):
         return self.decode(self.encode(x))
 
 
-class Conv3x3(nn.Module):
-    """3x3 convolution, stride 1, SAME padding, as one matmul over 9 shifted copies of the input.
+class ConvPool3x3(nn.Module):
+    """3x3 convolution (stride 1, SAME) followed by a 2x2 max-pool, with bias: [B, H, W, C] -> [B, H/2, W/2, F].
 
-    Same parameters and result as `nn.Conv(features, (3, 3), padding="SAME")`. XLA's CPU convolution
-    gradients run ~7x slower than this matmul form on these shapes (see `experiments/benchmark.py`).
+    Same parameters and values as `nn.Conv(features, (3, 3), padding="SAME")` then
+    `nn.max_pool(., (2, 2), (2, 2))`; computed by `aejax.ops.conv3x3_max_pool2` for speed.
     """
 
     features: int
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: Array) -> Array:  # [B, H, W, C] -> [B, H, W, features]
-        b, h, w, c = x.shape
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, c, self.features))
+    def __call__(self, x: Array) -> Array:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], self.features))
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        xp = jnp.pad(x.astype(self.dtype), ((0, 0), (1, 1), (1, 1), (0, 0)))
-        patches = jnp.concatenate([xp[:, i:i + h, j:j + w, :] for i in range(3) for j in range(3)],
-                                  axis=-1)  # [B, H, W, 9C]
-        return patches @ kernel.reshape(9 * c, self.features).astype(self.dtype) + bias.astype(self.dtype)
+        return ops.conv3x3_max_pool2(x.astype(self.dtype), kernel.astype(self.dtype)) + bias.astype(self.dtype)
 
 
 class Upsample2x2(nn.Module):
-    """Transpose convolution with a 2x2 kernel and stride 2 (non-overlapping), as one einsum.
+    """Transpose convolution, 2x2 kernel, stride 2, in block layout (see `aejax.ops.upsample2x2`):
+    [B, H, W, *blocks, C] -> [B, H, W, *blocks, 2, 2, F]; `ops.unblock` turns the result into an image.
 
-    Each input pixel writes its own 2x2 output patch: out[2i+a, 2j+b] = x[i, j] @ kernel[a, b] + bias,
-    the same family of maps as `nn.ConvTranspose(features, (2, 2), strides=(2, 2))`.
+    Each input pixel writes its own 2x2 output patch: out[2i+a, 2j+b] = x[i, j] @ kernel[a, b] + bias, the
+    same map as `nn.ConvTranspose(features, (2, 2), strides=(2, 2))` (up to its kernel flip convention).
     """
 
     features: int
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: Array) -> Array:  # [B, H, W, C] -> [B, 2H, 2W, features]
-        b, h, w, c = x.shape
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (2, 2, c, self.features))
+    def __call__(self, x: Array) -> Array:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (2, 2, x.shape[-1], self.features))
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        y = jnp.einsum("bhwc,ijco->bhiwjo", x.astype(self.dtype), kernel.astype(self.dtype))
-        return y.reshape(b, 2 * h, 2 * w, self.features) + bias.astype(self.dtype)
-
-
-def max_pool2(x: Array) -> Array:
-    """2x2 max-pool, stride 2, by reshape (its gradient avoids XLA's slow select-and-scatter on CPU)."""
-    b, h, w, c = x.shape  # [B, H, W, C] -> [B, H/2, W/2, C]
-    return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+        return ops.upsample2x2(x.astype(self.dtype), kernel.astype(self.dtype)) + bias.astype(self.dtype)
 
 
 class ConvAutoencoder(nn.Module):
@@ -105,7 +95,8 @@ class ConvAutoencoder(nn.Module):
     stride 2), sigmoid. With an integer `latent_dim` a linear Dense bottleneck maps the 7x7xC feature map to
     exactly `latent_dim` values and a Dense + ReLU maps it back, so the code matches a linear model's depth.
     `features` sets the two conv widths; the decoder mirrors them. (ReLU and max-pool commute; pooling first
-    is cheaper.)
+    is cheaper. The layers are computed by `aejax.ops`, whose hand-written gradients are what make this
+    model fast on CPU.)
     """
 
     latent_dim: int | None = None
@@ -114,8 +105,8 @@ class ConvAutoencoder(nn.Module):
 
     def setup(self) -> None:
         f1, f2 = self.features
-        self.conv1 = Conv3x3(f1, dtype=self.dtype)
-        self.conv2 = Conv3x3(f2, dtype=self.dtype)
+        self.conv1 = ConvPool3x3(f1, dtype=self.dtype)
+        self.conv2 = ConvPool3x3(f2, dtype=self.dtype)
         if self.latent_dim is not None:
             self.to_code = nn.Dense(self.latent_dim, dtype=self.dtype)
             self.from_code = nn.Dense(7 * 7 * f2, dtype=self.dtype)
@@ -123,8 +114,8 @@ class ConvAutoencoder(nn.Module):
         self.deconv2 = Upsample2x2(1, dtype=self.dtype)
 
     def encode(self, x: Array) -> Array:  # [B, 28, 28, 1] -> [B, d] or [B, 7, 7, f2]
-        h = nn.relu(max_pool2(self.conv1(x)))  # [B, 14, 14, f1]
-        h = nn.relu(max_pool2(self.conv2(h)))  # [B, 7, 7, f2]
+        h = nn.relu(self.conv1(x))  # [B, 14, 14, f1]
+        h = nn.relu(self.conv2(h))  # [B, 7, 7, f2]
         if self.latent_dim is None:
             return h
         return self.to_code(h.reshape(h.shape[0], -1))
@@ -134,8 +125,8 @@ class ConvAutoencoder(nn.Module):
             h = z
         else:
             h = nn.relu(self.from_code(z)).reshape(z.shape[0], 7, 7, self.features[1])
-        h = nn.relu(self.deconv1(h))  # [B, 14, 14, f1]
-        return nn.sigmoid(self.deconv2(h))  # [B, 28, 28, 1]
+        h = nn.relu(self.deconv1(h))  # [B, 7, 7, 2, 2, f1]: a 14x14 map in block layout
+        return ops.unblock(nn.sigmoid(self.deconv2(h)))  # [B, 7, 7, 2, 2, 2, 2, 1] -> [B, 28, 28, 1]
 
     def __call__(self, x: Array) -> Array:
         return self.decode(self.encode(x))

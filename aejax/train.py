@@ -129,10 +129,11 @@ def train_epoch(trainer: Trainer, state: TrainState, images: Array, key: Array) 
     """
     batches = epoch_batches(key, images.shape[0], trainer.batch_size)
     step_keys = jax.random.split(jax.random.fold_in(key, 1), batches.shape[0])  # corruption, one per step
+    rows = images.reshape(images.shape[0], -1)  # [N, 784]: XLA's CPU gather of whole rows is ~8x faster
 
     def body(state: TrainState, xs: tuple[Array, Array]) -> tuple[TrainState, Array]:
         idx, step_key = xs
-        batch = metrics.to_float(images[idx])  # [B, 28, 28, 1]
+        batch = metrics.to_float(rows[idx]).reshape(idx.shape[0], *images.shape[1:])  # [B, 28, 28, 1]
         if trainer.mesh is not None:  # each device gathers and trains on its slice of the batch
             batch = jax.lax.with_sharding_constraint(batch, parallel.batch_sharded(trainer.mesh))
         return train_step(trainer, state, batch, step_key)

@@ -35,26 +35,29 @@ def test_shapes_and_parameter_counts(config, code_shape, params):
     assert models.param_count(variables["params"]) == params
 
 
-def test_conv3x3_equals_xla_convolution():
-    x = jax.random.normal(jax.random.key(0), (2, 14, 14, 5))
-    layer = models.Conv3x3(7)
-    variables = layer.init(jax.random.key(1), x)
-    ref = nn.Conv(7, (3, 3), padding="SAME").apply(variables, x)
-    np.testing.assert_allclose(layer.apply(variables, x), ref, rtol=1e-5, atol=1e-5)
+def test_conv_autoencoder_equals_flax_reference_layers_values_and_gradients():
+    """The fast layers give the model flax's reference layers would (nn.Conv, nn.max_pool, nn.ConvTranspose)."""
+    model, variables = _init(Config(model="conv_original", latent_dim=392))
+    p = variables["params"]
 
+    def reference(params, x):
+        h = nn.relu(nn.max_pool(nn.Conv(64, (3, 3), padding="SAME").apply({"params": params["conv1"]}, x),
+                                (2, 2), (2, 2)))
+        h = nn.relu(nn.max_pool(nn.Conv(8, (3, 3), padding="SAME").apply({"params": params["conv2"]}, h),
+                                (2, 2), (2, 2)))
+        for name, act in (("deconv1", nn.relu), ("deconv2", nn.sigmoid)):
+            kernel = params[name]["kernel"][::-1, ::-1]  # lax's transpose-conv convention flips the taps
+            h = act(jax.lax.conv_transpose(h, kernel, (2, 2), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+                    + params[name]["bias"])
+        return h
 
-def test_max_pool2_equals_flax_max_pool():
-    x = jax.random.normal(jax.random.key(0), (2, 14, 14, 3))
-    np.testing.assert_array_equal(models.max_pool2(x), nn.max_pool(x, (2, 2), strides=(2, 2)))
-
-
-def test_upsample_is_a_stride_2_transpose_convolution():
-    x = jax.random.normal(jax.random.key(0), (2, 7, 7, 4))
-    layer = models.Upsample2x2(3)
-    variables = layer.init(jax.random.key(1), x)
-    kernel = variables["params"]["kernel"][::-1, ::-1]  # lax's convention flips the spatial taps
-    ref = jax.lax.conv_transpose(x, kernel, (2, 2), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    np.testing.assert_allclose(layer.apply(variables, x), ref + variables["params"]["bias"], rtol=1e-5, atol=1e-5)
+    x = jax.random.uniform(jax.random.key(1), (4, 28, 28, 1))
+    np.testing.assert_allclose(model.apply(variables, x), reference(p, x), rtol=1e-5, atol=1e-6)
+    loss = lambda f: lambda params: jnp.mean((f(params, x) - x) ** 2)  # noqa: E731
+    got = jax.grad(loss(lambda params, x: model.apply({"params": params}, x)))(p)
+    want = jax.grad(loss(reference))(p)
+    for (path, g), w in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-7, err_msg=jax.tree_util.keystr(path))
 
 
 def test_bfloat16_compute_keeps_float32_params():
