@@ -2,12 +2,13 @@
 hand-written gradients that keep XLA's CPU backend on fast paths.
 
 Why: on CPU, XLA lowers the kernel gradient of a convolution to a convolution with the batch as feature
-dimension (~30x slower than the forward here), and the gradient of a reshape-max pool to a multi-pass
-select. Each function below computes exactly the same values as `lax.conv_general_dilated` /
-`nn.max_pool` / `lax.conv_transpose` (tested in `tests/test_ops.py`) but chooses its own backward pass:
+dimension (~30x slower than the forward here), the gradient of a reshape-max pool to a multi-pass select, and a
+convolution vmapped over models (seeds) to a grouped convolution (~25x slower than one model's). Each function
+below computes the same values as `lax.conv_general_dilated` / `nn.max_pool` / `lax.conv_transpose` (tested in
+`tests/test_ops.py`) from matmuls, which `vmap` batches well, and chooses its own backward pass:
 
-- `conv3x3`: forward and input gradient are ordinary XLA convolutions (fast); the kernel gradient is one
-  matmul, over shifted copies of the input when it has few channels, or of the output gradient when that has.
+- `conv3x3`: forward, input gradient and kernel gradient are each one matmul, over shifted copies of whichever
+  side has fewer channels (for the forward: the input's taps, or the per-tap products summed with shifts).
 - `max_pool2`: the gradient goes to the first maximum of each 2x2 window (PyTorch's and XLA's rule).
 - `conv3x3_max_pool2`: for inputs with few channels (the first layer), the convolution is computed directly
   in a window-major layout `[B, H/2, W/2, 4, F]`, so the pool is a max over one axis and only the argmax
@@ -15,8 +16,8 @@ select. Each function below computes exactly the same values as `lax.conv_genera
 - `upsample2x2` / `unblock`: stride-2 2x2 transpose convolutions chained in a block layout, interleaved into
   an image once at the end (the interleaving transpose is paid on the smallest tensor).
 
-Measured on this project's 2-core CPU: the original conv AE trains 2.6x faster than with autodiff through
-the plain formulations (`experiments/benchmark.py`, README "Performance").
+Measured on this project's 2-core CPU: the original conv AE trains more than 2x faster than with autodiff
+through XLA's own operations (`experiments/benchmark.py`, `experiments/profile_conv.py`, README "Performance").
 """
 
 from __future__ import annotations
@@ -25,13 +26,6 @@ import jax
 import jax.numpy as jnp
 
 Array = jax.Array
-
-_DIMS = ("NHWC", "HWIO", "NHWC")
-
-
-def _conv(x: Array, kernel: Array) -> Array:
-    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_DIMS)
-
 
 def _taps(x: Array, sign: int) -> Array:
     """The 9 shifted copies of `x` [B, H, W, C] as [B, H, W, 9C], tap (i, j) holding x[h + s(i-1), w + s(j-1)]
@@ -42,20 +36,39 @@ def _taps(x: Array, sign: int) -> Array:
     return jnp.concatenate([xp[:, o(i):o(i) + h, o(j):o(j) + w, :] for i in range(3) for j in range(3)], axis=-1)
 
 
+def _shift_sum(z: Array, sign: int) -> Array:
+    """sum over taps (i, j) of z[h + s(i-1), w + s(j-1), i, j] for z [B, H, W, 3, 3, F] (zero outside)."""
+    _, h, w = z.shape[:3]
+    zp = jnp.pad(z, ((0, 0), (1, 1), (1, 1), (0, 0), (0, 0), (0, 0)))
+    o = lambda i: 1 + sign * (i - 1)  # noqa: E731
+    return sum(zp[:, o(i):o(i) + h, o(j):o(j) + w, i, j] for i in range(3) for j in range(3))
+
+
+def _correlate(x: Array, taps: Array, sign: int) -> Array:
+    """sum over (i, j) of x[h + s(i-1), w + s(j-1)] @ taps[i, j] for x [B, H, W, C], taps [3, 3, C, F], as one
+    matmul on the side with fewer channels: shifted copies of the input (C <= F) or of the per-tap products."""
+    b, h, w, c = x.shape
+    f = taps.shape[-1]
+    if c <= f:
+        return _taps(x, sign) @ taps.reshape(9 * c, f)
+    z = x @ taps.transpose(2, 0, 1, 3).reshape(c, 9 * f)  # [B, H, W, 9F]: every tap's product at every pixel
+    return _shift_sum(z.reshape(b, h, w, 3, 3, f), sign)
+
+
 @jax.custom_vjp
 def conv3x3(x: Array, kernel: Array) -> Array:
     """3x3 convolution, stride 1, SAME zero padding: [B, H, W, C] x [3, 3, C, F] -> [B, H, W, F]."""
-    return _conv(x, kernel)
+    return _correlate(x, kernel, 1)
 
 
 def _conv3x3_fwd(x: Array, kernel: Array) -> tuple[Array, tuple[Array, Array]]:
-    return _conv(x, kernel), (x, kernel)
+    return conv3x3(x, kernel), (x, kernel)
 
 
 def _conv3x3_bwd(res: tuple[Array, Array], dy: Array) -> tuple[Array, Array]:
     x, kernel = res
     c, f = kernel.shape[2:]
-    dx = _conv(dy, jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2))  # correlation with the flipped kernel
+    dx = _correlate(dy, kernel.transpose(0, 1, 3, 2), -1)  # [B, H, W, C]
     if 9 * c <= 4 * f:  # few input channels: [9C, B*H*W] @ [B*H*W, F]
         dk = (_taps(x, 1).reshape(-1, 9 * c).T @ dy.reshape(-1, f)).reshape(3, 3, c, f)
     else:  # few output channels: [C, B*H*W] @ [B*H*W, 9F]
