@@ -39,21 +39,29 @@ def png_bits(images: np.ndarray) -> np.ndarray:
     sizes = []
     for image in images:
         buffer = io.BytesIO()
-        Image.fromarray(image[..., 0], mode="L").save(buffer, format="PNG", optimize=True)
+        Image.fromarray(image[..., 0]).save(buffer, format="PNG", optimize=True)
         sizes.append(8 * buffer.tell())
     return np.asarray(sizes)
 
 
 def jpeg(images: np.ndarray, quality: int) -> tuple[np.ndarray, np.ndarray]:
-    """JPEG at `quality` (grayscale, Pillow): (bits per image `[N]`, decoded uint8 images `[N, 28, 28, 1]`)."""
+    """JPEG at `quality` (grayscale, optimised Huffman tables, Pillow): (bits per image `[N]`, decoded uint8
+    images `[N, 28, 28, 1]`)."""
     sizes, decoded = [], []
     for image in images:
         buffer = io.BytesIO()
-        Image.fromarray(image[..., 0], mode="L").save(buffer, format="JPEG", quality=quality)
+        Image.fromarray(image[..., 0]).save(buffer, format="JPEG", quality=quality, optimize=True)
         sizes.append(8 * buffer.tell())
         buffer.seek(0)
         decoded.append(np.asarray(Image.open(buffer), dtype=np.uint8)[..., None])
     return np.asarray(sizes), np.stack(decoded)
+
+
+def blank_bits(fmt: str, quality: int | None = None) -> int:
+    """Bits of an all-black 28x28 image as PNG or JPEG (at `quality`): the file format's fixed cost (headers,
+    tables), which a code's entropy estimate does not pay; file size minus it approximates the payload."""
+    blank = np.zeros((1, 28, 28, 1), np.uint8)
+    return int(png_bits(blank)[0] if fmt == "png" else jpeg(blank, quality)[0][0])
 
 
 def code_curve(codes: np.ndarray, decode, images: np.ndarray, relative_steps: tuple[float, ...]) -> list[dict]:

@@ -160,19 +160,24 @@ class MnistBuilder(tfds.core.GeneratorBasedBuilder):
 
 def load_mnist(split: str, *, data_dir: str | os.PathLike | None = None,
                mnist_dir: str | os.PathLike | None = None,
-               checksums: Mapping[str, str] | None = PINNED_SHA256) -> Mnist:
+               checksums: Mapping[str, str] | None = PINNED_SHA256, examples: int | None = None) -> Mnist:
     """Prepare MNIST once (if needed) and return one split as NumPy arrays.
 
-    Returns images `[N, 28, 28, 1]` uint8 and labels `[N]` int32.
+    Returns images `[N, 28, 28, 1]` uint8 and labels `[N]` int32; only the first `examples` records when given
+    (quick checks on part of a split).
     """
     if split not in SPLITS:
         raise AejaxError(f"unknown MNIST split {split!r}; choose one of {', '.join(SPLITS)}")
+    if examples is not None and (isinstance(examples, bool) or not isinstance(examples, int) or examples < 1):
+        raise AejaxError(f"examples must be a positive integer or None, got {examples!r}")
     builder = MnistBuilder(mnist_dir=mnist_dir, checksums=checksums,
                            data_dir=None if data_dir is None else os.fspath(data_dir),
                            file_format="array_record")
     builder.download_and_prepare()
     source = builder.as_data_source(split=split)
-    records = source.__getitems__(range(len(source)))
+    if examples is not None and examples > len(source):
+        raise AejaxError(f"asked for {examples} {split} examples; the split has {len(source)}")
+    records = source.__getitems__(range(len(source) if examples is None else examples))
     images = np.stack([r["image"] for r in records]) if records else np.zeros((0, 28, 28, 1), np.uint8)
     labels = np.asarray([r["label"] for r in records], dtype=np.int32)
     return Mnist(images, labels)

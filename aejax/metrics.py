@@ -145,3 +145,21 @@ def score(images: Array, recon: Array, chunk: int = 1000) -> dict[str, float]:
     parts = [_pair_totals(jnp.asarray(images[i:i + chunk]), jnp.asarray(recon[i:i + chunk], jnp.float32))
              for i in range(0, len(images), chunk)]
     return finalize(functools.reduce(lambda a, b: jax.tree_util.tree_map(jnp.add, a, b), parts))
+
+
+@jax.jit
+def _nearest_other(queries: Array, offset: Array, points: Array) -> Array:
+    """Index of each query's nearest point `[q]`, excluding itself (query i is point offset + i)."""
+    d2 = (jnp.sum(queries**2, 1)[:, None] - 2 * queries @ points.T + jnp.sum(points**2, 1)[None, :])  # [q, N]
+    own = offset + jnp.arange(queries.shape[0])
+    d2 = d2.at[jnp.arange(queries.shape[0]), own].set(jnp.inf)
+    return jnp.argmin(d2, axis=1)
+
+
+def nearest_neighbour_accuracy(codes: Array, labels: Array, chunk: int = 1000) -> float:
+    """Leave-one-out 1-nearest-neighbour label accuracy of `codes` `[N, d]` (Euclidean): how well the code space
+    keeps digits of one class together, with no classifier trained."""
+    points = jnp.asarray(codes, jnp.float32).reshape(len(codes), -1)
+    nearest = jnp.concatenate([_nearest_other(points[i:i + chunk], jnp.int32(i), points)
+                               for i in range(0, len(points), chunk)])
+    return float(jnp.mean(jnp.asarray(labels)[nearest] == jnp.asarray(labels)))

@@ -34,7 +34,9 @@ def reconstructions(path: str | Path, originals: np.ndarray, recon: np.ndarray, 
 def grid(path: str | Path, rows: Mapping[str, np.ndarray], title: str) -> None:
     """One row per entry of `rows` (label -> images `[n, 28, 28, 1]`), one column per digit."""
     n = len(next(iter(rows.values())))
-    fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.9 + 1.6, len(rows) * 0.95 + 0.5), squeeze=False)
+    height = len(rows) * 0.95 + 0.5  # inches; the title keeps a fixed 0.4 inch whatever the row count
+    fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.9 + 1.6, height), squeeze=False)
+    fig.subplots_adjust(top=1 - 0.4 / height)
     for r, (label, images) in enumerate(rows.items()):
         for c in range(n):
             ax = axes[r, c]
@@ -43,7 +45,7 @@ def grid(path: str | Path, rows: Mapping[str, np.ndarray], title: str) -> None:
             ax.set_yticks([])
             if c == 0:
                 ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=10, y=1 - 0.1 / height)
     _save(fig, path)
 
 
@@ -87,21 +89,31 @@ def loss_curves(path: str | Path, curves: Mapping[str, Sequence[float]]) -> None
     _save(fig, path)
 
 
-def rate_distortion(path: str | Path, curves: Mapping[str, Sequence[Mapping[str, float]]], png_bits: float) -> None:
-    """PSNR against bits per image, one curve per method; lossless PNG as a vertical line."""
-    fig, ax = plt.subplots(figsize=(7.4, 4.8))
+def rate_distortion(path: str | Path, curves: Mapping[str, Sequence[Mapping[str, float]]]) -> None:
+    """PSNR against bits per image, one curve per method; lossless ones ('png...') as vertical lines."""
+    fig, ax = plt.subplots(figsize=(7.6, 5.0))
     for name, points in curves.items():
         if name.startswith("png"):
+            bits = points[0]["bits_per_image"]
+            ax.axvline(bits, color="gray", linestyle="--" if "payload" not in name else ":",
+                       label=f"{name}: {bits:.0f} bits")
             continue
         pts = sorted(points, key=lambda p: p["bits_per_image"])
-        style = ":" if name.startswith("pca") else ("-" if not name.startswith("jpeg") else "-.")
-        ax.plot([p["bits_per_image"] for p in pts], [p["psnr_db"] for p in pts], style, marker=".",
-                label=name, linewidth=2.2 if name == "jpeg" else 1.2, color="black" if name == "jpeg" else None)
-    ax.axvline(png_bits, color="gray", linestyle="--", label=f"PNG lossless ({png_bits:.0f} bits)")
+        family = name.split()[0]
+        if family == "jpeg":
+            style, color, width = ("-." if name == "jpeg" else "--"), "black", 2.0
+        else:  # one colour family per method, darker for larger codes
+            members = [n for n in curves if n.split()[0] == family]
+            shade = 0.4 + 0.55 * members.index(name) / max(1, len(members) - 1)
+            cmap = {"linear": "Blues", "conv": "Oranges", "pca": "Greens"}.get(family, "Purples")
+            style, color, width = (":" if family == "pca" else "-"), plt.get_cmap(cmap)(shade), 1.3
+        ax.plot([p["bits_per_image"] for p in pts], [p["psnr_db"] for p in pts], style, marker=".", label=name,
+                linewidth=width, color=color)
     ax.set_xscale("log")
-    ax.set_xlabel("bits per image (empirical entropy of the quantised code; file size for PNG/JPEG)")
-    ax.set_ylabel("PSNR (dB), 10k test images")
-    ax.set_title("Rate-distortion on MNIST: quantised codes against PNG and JPEG", fontsize=10)
+    ax.set_xlabel("bits per image (entropy of the quantised code; file size, or file minus a blank image's, for "
+                  "PNG/JPEG)", fontsize=8)
+    ax.set_ylabel("PSNR (dB)")
+    ax.set_title("Rate-distortion on the MNIST test set: quantised codes against PNG and JPEG", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=6.5, ncol=2)
     _save(fig, path)
@@ -109,7 +121,7 @@ def rate_distortion(path: str | Path, curves: Mapping[str, Sequence[Mapping[str,
 
 def latent_scatter(path: str | Path, projections: Mapping[str, np.ndarray], labels: np.ndarray) -> None:
     """One panel per model: 2-D projections `[N, 2]` of codes, coloured by digit label."""
-    fig, axes = plt.subplots(1, len(projections), figsize=(5.2 * len(projections), 4.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(projections), figsize=(5.8 * len(projections), 4.6), squeeze=False)
     for ax, (name, xy) in zip(axes[0], projections.items()):
         points = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", s=2, alpha=0.6, vmin=-0.5, vmax=9.5)
         ax.set_title(name, fontsize=10)

@@ -62,6 +62,14 @@ def make_output_dir(path: str | Path) -> Path:
     return path
 
 
+def refuse_overwrite(paths: list[str | Path], overwrite: bool) -> None:
+    """Stop before any work if a result file a script is about to write exists, unless `overwrite`."""
+    existing = [str(p) for p in paths if Path(p).exists()]
+    if existing and not overwrite:
+        raise AejaxError(f"{', '.join(existing)} already exist(s); choose another --out or pass --overwrite "
+                         f"to replace it")
+
+
 def write_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as f:

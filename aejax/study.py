@@ -19,7 +19,7 @@ import numpy as np
 
 from aejax import metrics, plots, train
 from aejax.config import IMAGE_PIXELS, Config
-from aejax.configs.study import DEPTHS, Arm
+from aejax.configs.study import DEPTHS, Arm, parse_arms
 from aejax.data import load_mnist
 from aejax.errors import AejaxError
 from aejax.rundir import RunDir, environment, make_output_dir, write_json
@@ -183,11 +183,7 @@ def main(default_arms: Sequence[Arm], argv: list[str] | None = None, prog: str =
         seeds = train.parse_ints(args.seeds, "--seeds")
         if not depths or any(not 0 < d <= IMAGE_PIXELS for d in depths):
             raise AejaxError(f"--depths must be integers in 1..{IMAGE_PIXELS}, got {args.depths!r}")
-        labels = [a.strip() for a in args.arms.split(",") if a.strip()]
-        unknown = [a for a in labels if a not in ARMS]
-        if unknown or not labels:
-            raise AejaxError(f"unknown arm(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(ARMS)}")
-        run_study([ARMS[a] for a in labels], args.out, depths=depths, seeds=seeds, epochs=args.epochs,
+        run_study(parse_arms(args.arms), args.out, depths=depths, seeds=seeds, epochs=args.epochs,
                   train_examples=args.train_examples, data_dir=args.data_dir, mnist_dir=args.mnist_dir)
 
     train.cli(body)

@@ -16,6 +16,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -144,7 +145,13 @@ def main() -> None:
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                    help="aejax compute dtype (params stay fp32) and the dtype of the peak matmul; PyTorch stays fp32")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--overwrite", action="store_true", help="replace the result file(s) if they exist")
     args = p.parse_args()
+    if args.out and Path(args.out).exists() and not args.overwrite:
+        p.error(f"{args.out} exists; choose another --out or pass --overwrite to replace it")
+    unknown = set(args.workloads.split(",")) - set(WORKLOADS)
+    if unknown:
+        p.error(f"unknown workload(s) {', '.join(sorted(unknown))}; choose from {', '.join(WORKLOADS)}")
     images = load_mnist("train", data_dir=args.data_dir).images
     try:
         import torch

@@ -5,6 +5,8 @@
 Reloads the study's models (seed 0). `latent_codes.png`: the 10k test codes projected onto their top two
 principal components, coloured by digit label, one panel per model. `latent_interpolation.png`: decodings of
 (1 - t) z_a + t z_b for t in [0, 1] between the first two test digits (a 7 and a 2), one row per model.
+`latent.json`: per model, the leave-one-out 1-nearest-neighbour label accuracy of the test codes (in the full
+code space and in the 2-D projection), the code variance the 2-D projection keeps, and raw pixels' accuracy.
 """
 
 from pathlib import Path
@@ -14,7 +16,8 @@ import numpy as np
 
 from aejax import metrics, plots, train
 from aejax.data import load_mnist
-from aejax.rundir import make_output_dir
+from aejax.errors import AejaxError
+from aejax.rundir import environment, make_output_dir, refuse_overwrite, write_json
 
 
 def main() -> None:
@@ -24,24 +27,41 @@ def main() -> None:
     p.add_argument("--depth", type=int, default=32)
     p.add_argument("--arms", default="linear,conv")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--overwrite", action="store_true", help="replace the result file(s) if they exist")
     args = p.parse_args()
 
     def body() -> None:
+        arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+        run_dirs = {arm: Path(args.study) / "runs" / f"{arm}_d{args.depth}" for arm in arms}
+        missing = [str(d) for d in run_dirs.values() if not (d / "config.json").exists()]
+        if missing or not arms:
+            raise AejaxError(f"no trained run at {', '.join(missing) or '(no --arms given)'}: pass --study, a study "
+                             f"output directory, and --depth/--arms that it trained")
         out = make_output_dir(args.out)
+        refuse_overwrite([out / "latent.json", out / "latent_codes.png", out / "latent_interpolation.png"],
+                         args.overwrite)
         test = load_mnist("test", data_dir=args.data_dir)
-        projections, rows = {}, {}
+        projections, rows, summary = {}, {}, {}
+        pixels = metrics.to_float(test.images).reshape(len(test.images), -1)
+        summary["pixels"] = {"nn_accuracy_code": metrics.nearest_neighbour_accuracy(pixels, test.labels)}
         t = np.linspace(0.0, 1.0, 10, dtype=np.float32)[:, None]
-        for arm in args.arms.split(","):
-            model, params, _ = train.load_model(Path(args.study) / "runs" / f"{arm}_d{args.depth}")
+        for arm, run_dir in run_dirs.items():
+            model, params, _ = train.load_model(run_dir)
             variables = {"params": params}
             encode = jax.jit(lambda x, m=model, v=variables: m.apply(v, metrics.to_float(x), method=m.encode))
             codes = np.concatenate([np.asarray(encode(test.images[i:i + 1000]))
                                     for i in range(0, len(test.images), 1000)])
             centred = codes - codes.mean(axis=0)
-            _, _, vt = np.linalg.svd(centred, full_matrices=False)
+            _, singular, vt = np.linalg.svd(centred, full_matrices=False)
             projections[f"{arm}, code {args.depth}"] = centred @ vt[:2].T
+            summary[arm] = {"nn_accuracy_code": metrics.nearest_neighbour_accuracy(codes, test.labels),
+                            "nn_accuracy_2d": metrics.nearest_neighbour_accuracy(centred @ vt[:2].T, test.labels),
+                            "variance_in_2d": float((singular[:2] ** 2).sum() / (singular**2).sum())}
+            print(f"{arm}: {summary[arm]}", flush=True)
             path = (1 - t) * codes[0] + t * codes[1]  # [10, d]
             rows[f"{arm} {args.depth}"] = np.asarray(model.apply(variables, path, method=model.decode))
+        write_json(out / "latent.json", {"depth": args.depth, "study": str(args.study), "models": summary,
+                                         "environment": environment()})
         plots.latent_scatter(out / "latent_codes.png", projections, test.labels)
         plots.grid(out / "latent_interpolation.png", rows,
                    "Decoded interpolation between two test codes, t = 0 ... 1 (linear in code space)")

@@ -5,7 +5,9 @@
 Reloads the study's trained models (seed 0, no retraining) for the arms `linear` and `conv` at every depth,
 quantises their codes uniformly at several step sizes (relative to the code's standard deviation), estimates
 the rate as the empirical entropy of the symbols (`aejax.compression`), decodes and scores. PCA codes fitted on
-the training images are quantised the same way. Writes `rate_distortion.json` and `rate_distortion.png`.
+the training images are quantised the same way. PNG (lossless) and JPEG (Pillow, optimised Huffman tables) are
+reported as whole files and as payload: the file minus an all-black image's file (headers and tables), since the
+codes' entropy estimate pays no such overhead. Writes `rate_distortion.json` and `rate_distortion.png`.
 """
 
 import json
@@ -16,9 +18,10 @@ import numpy as np
 
 from aejax import compression, metrics, plots, train
 from aejax.data import load_mnist
-from aejax.rundir import environment, make_output_dir, write_json
+from aejax.errors import AejaxError
+from aejax.rundir import environment, make_output_dir, refuse_overwrite, write_json
 
-RELATIVE_STEPS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+RELATIVE_STEPS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
 JPEG_QUALITIES = (5, 10, 20, 40, 60, 80, 95)
 
 
@@ -37,41 +40,54 @@ def main() -> None:
     p.add_argument("--study", default="runs/study", help="a study output directory (its runs/ are reloaded)")
     p.add_argument("--out", required=True)
     p.add_argument("--arms", default="linear,conv")
+    p.add_argument("--test-examples", type=int, default=None, help="score on the first N test images (quick checks; default: all 10,000)")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--overwrite", action="store_true", help="replace the result file(s) if they exist")
     args = p.parse_args()
 
     def body() -> None:
+        test = load_mnist("test", data_dir=args.data_dir, examples=args.test_examples).images
+        runs: dict[str, list[tuple[int, Path]]] = {}  # arm -> [(depth, run dir)], by depth
+        for run_dir in (Path(args.study) / "runs").glob("*_d*"):
+            label, depth = run_dir.name.rsplit("_d", 1)
+            runs.setdefault(label, []).append((int(depth), run_dir))
+        arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+        missing = [a for a in arms if a not in runs]
+        if missing or not arms:
+            raise AejaxError(f"{args.study}/runs holds no run of arm(s) {', '.join(missing) or '(none given)'}; "
+                             f"it has {', '.join(sorted(runs)) or 'none'} (pass --study, a study output directory)")
         out = make_output_dir(args.out)
-        test = load_mnist("test", data_dir=args.data_dir).images
+        refuse_overwrite([out / "rate_distortion.json"], args.overwrite)
         train_images = load_mnist("train", data_dir=args.data_dir).images
         curves: dict[str, list[dict]] = {}
-        runs = sorted((Path(args.study) / "runs").glob("*_d*"))
-        depths = sorted({int(r.name.rsplit("_d", 1)[1]) for r in runs})
-        for arm in args.arms.split(","):
-            for run_dir in runs:
-                label, depth = run_dir.name.rsplit("_d", 1)
-                if label == arm:
-                    curves[f"{arm} d{depth}"] = model_curve(run_dir, test)
-                    print(f"{arm} d{depth}: done", flush=True)
+        for arm in arms:
+            for depth, run_dir in sorted(runs[arm]):
+                curves[f"{arm} d{depth}"] = model_curve(run_dir, test)
+                print(f"{arm} d{depth}: done", flush=True)
+        depths = sorted({depth for arm in arms for depth, _ in runs[arm]})
         pcas = metrics.fit_pca(jax.device_put(train_images), [d for d in depths if d <= 256])
         for k, pca in pcas.items():
             codes = np.asarray(pca.encode(metrics.to_float(jax.device_put(test))))
             curves[f"pca d{k}"] = compression.code_curve(codes, lambda z, pca=pca: np.asarray(pca.decode(z)),
                                                          test, RELATIVE_STEPS)
-        png = compression.png_bits(test)
-        curves["png (lossless)"] = [{"bits_per_image": float(png.mean()), "mse": 0.0, "psnr_db": float("inf"),
-                                     "ssim": 1.0}]
-        jpeg_points = []
+        png = float(compression.png_bits(test).mean())
+        png_header = compression.blank_bits("png")
+        curves["png (lossless)"] = [{"bits_per_image": png, "mse": 0.0, "psnr_db": None, "ssim": 1.0}]
+        curves["png payload (lossless)"] = [{"bits_per_image": png - png_header, "header_bits": png_header,
+                                             "mse": 0.0, "psnr_db": None, "ssim": 1.0}]  # PSNR infinite
+        curves["jpeg"], curves["jpeg payload"] = [], []
         for q in JPEG_QUALITIES:
             bits, decoded = compression.jpeg(test, q)
-            jpeg_points.append({"quality": q, "bits_per_image": float(bits.mean()),
-                                **metrics.score(test, decoded.astype(np.float32) / 255.0)})
-        curves["jpeg"] = jpeg_points
+            score = metrics.score(test, decoded.astype(np.float32) / 255.0)
+            header = compression.blank_bits("jpeg", q)
+            curves["jpeg"].append({"quality": q, "bits_per_image": float(bits.mean()), **score})
+            curves["jpeg payload"].append({"quality": q, "bits_per_image": float(bits.mean()) - header,
+                                           "header_bits": header, **score})
         write_json(out / "rate_distortion.json", {"curves": curves, "relative_steps": list(RELATIVE_STEPS),
                                                   "study": str(args.study), "environment": environment()})
-        plots.rate_distortion(out / "rate_distortion.png", curves, png_bits=float(png.mean()))
+        plots.rate_distortion(out / "rate_distortion.png", curves)
         for name, points in curves.items():
-            best = max(points, key=lambda pt: pt["psnr_db"])
+            best = max(points, key=lambda pt: pt["psnr_db"] if pt["psnr_db"] is not None else float("inf"))
             print(f"{name:>16}: {json.dumps({k: round(v, 3) for k, v in best.items() if isinstance(v, float)})}")
 
     train.cli(body)

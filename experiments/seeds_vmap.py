@@ -11,6 +11,7 @@ path on simulated devices.
 import argparse
 import json
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -50,7 +51,10 @@ def main() -> None:
     p.add_argument("--train-examples", type=int, default=60_000)
     p.add_argument("--data-parallel", action="store_true")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--overwrite", action="store_true", help="replace the result file(s) if they exist")
     args = p.parse_args()
+    if args.out and Path(args.out).exists() and not args.overwrite:
+        p.error(f"{args.out} exists; choose another --out or pass --overwrite to replace it")
     config = Config(model=args.model, latent_dim=args.latent_dim, batch_size=args.batch_size, epochs=args.epochs,
                     train_examples=args.train_examples, data_parallel=args.data_parallel)
     images = load_mnist("train", data_dir=args.data_dir).images[: args.train_examples]

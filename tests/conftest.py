@@ -59,6 +59,16 @@ def prepared_data_dir(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def small_study(tmp_path_factory, prepared_data_dir) -> tuple[Path, subprocess.CompletedProcess]:
+    """A tiny study through the real command line (linear and conv at depth 32, 1 epoch on 500 images, seeds
+    0 and 1), shared by the study test and the application-script test: (its output dir, the finished process)."""
+    out = tmp_path_factory.mktemp("small") / "study"
+    result = run_cli("experiments.study", "--out", str(out), "--depths", "32", "--epochs", "1", "--seeds", "0,1",
+                     "--arms", "linear,conv", "--train-examples", "500", "--data-dir", str(prepared_data_dir))
+    return out, result
+
+
 def run_cli(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run `python -m ...` in a subprocess, as a user would."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}

@@ -29,6 +29,9 @@ def test_png_is_lossless_and_jpeg_decodes(mnist_test_images):
     assert low_bits.mean() < high_bits.mean()
     err = lambda x: np.mean((x.astype(float) - images) ** 2)  # noqa: E731
     assert err(high) < err(low)
+    # a blank image costs the format's fixed overhead, less than any digit
+    assert 0 < compression.blank_bits("png") < bits.min()
+    assert 0 < compression.blank_bits("jpeg", 10) < low_bits.min()
 
 
 def test_finer_steps_cost_more_bits_and_distort_less(mnist_test_images):

@@ -27,6 +27,17 @@ def test_builder_prepares_and_reads_synthetic_idx(synthetic_idx, tmp_path):
     assert _load(root, checksums, tmp_path, "test").images.shape == (20, 28, 28, 1)
 
 
+def test_first_examples_only(synthetic_idx, tmp_path):
+    root, checksums = synthetic_idx
+    full = _load(root, checksums, tmp_path)
+    head = data.load_mnist("train", data_dir=tmp_path / "tfds", mnist_dir=root, checksums=checksums, examples=7)
+    np.testing.assert_array_equal(head.images, full.images[:7])
+    np.testing.assert_array_equal(head.labels, full.labels[:7])
+    for bad, pattern in ((0, "positive integer"), (41, "asked for 41 train examples; the split has 40")):
+        with pytest.raises(AejaxError, match=pattern):
+            data.load_mnist("train", data_dir=tmp_path / "tfds", mnist_dir=root, checksums=checksums, examples=bad)
+
+
 def test_second_preparation_reuses_the_first(synthetic_idx, tmp_path):
     root, checksums = synthetic_idx
     _load(root, checksums, tmp_path)

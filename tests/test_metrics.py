@@ -37,3 +37,14 @@ def test_ssim_is_symmetric_and_bounded(mnist_test_images):
     s_ab, s_ba = metrics.ssim(a, b), metrics.ssim(b, a)
     np.testing.assert_allclose(s_ab, s_ba, rtol=1e-5)
     assert bool(jnp.all(s_ab < 0.9)) and bool(jnp.all(s_ab > -1))
+
+
+def test_nearest_neighbour_accuracy_by_hand():
+    # Two tight pairs far apart: each point's nearest other point shares its label -> 1.0.
+    codes = np.array([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [5.0, 5.1]])
+    assert metrics.nearest_neighbour_accuracy(codes, np.array([0, 0, 1, 1]), chunk=3) == 1.0
+    # Crossed labels: every nearest neighbour has the other label -> 0.0 (a point never counts as its own).
+    assert metrics.nearest_neighbour_accuracy(codes, np.array([0, 1, 0, 1]), chunk=3) == 0.0
+    # One of four disagrees with its neighbour's label.
+    codes = np.array([[0.0], [1.0], [10.0], [12.0]])
+    assert metrics.nearest_neighbour_accuracy(codes, np.array([0, 0, 1, 2])) == 0.5  # 10 -> 12 and 12 -> 10 cross labels

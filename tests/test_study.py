@@ -8,10 +8,8 @@ ROW_KEYS = {"model", "variant", "latent_dim", "compression_ratio", "epochs", "se
             "test_ssim", "params", "train_seconds"}
 
 
-def test_small_study_writes_table_and_figures(tmp_path, prepared_data_dir):
-    out = tmp_path / "study"
-    result = run_cli("experiments.study", "--out", str(out), "--depths", "32", "--epochs", "1", "--seeds", "0,1",
-                     "--arms", "linear,conv", "--train-examples", "500", "--data-dir", str(prepared_data_dir))
+def test_small_study_writes_table_and_figures(small_study, prepared_data_dir):
+    out, result = small_study
     assert result.returncode == 0, result.stderr[-2000:]
     rows = json.loads((out / "results.json").read_text())
     assert all(ROW_KEYS <= set(r) for r in rows)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 
 from aejax.config import CONV_ORIGINAL_CODE, Config
+from aejax.errors import AejaxError
 
 DEPTHS = (32, 64, 128, 256)
 
@@ -51,3 +52,12 @@ CONV = (
         description="aejax: conv 32, 32 + pools, Dense bottleneck to d, mirrored decoder; Adam 1e-3, batch 25"),
 )
 ARMS = {arm.label: arm for arm in LINEAR + CONV}
+
+
+def parse_arms(text: str) -> list[Arm]:
+    """The arms named in a comma-separated `text` (a `--arms` flag); a one-line error for unknown names."""
+    labels = [a.strip() for a in text.split(",") if a.strip()]
+    unknown = [a for a in labels if a not in ARMS]
+    if unknown or not labels:
+        raise AejaxError(f"unknown arm(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(ARMS)}")
+    return [ARMS[a] for a in labels]

@@ -1,0 +1,55 @@
+"""The application scripts end to end on a small trained study: denoising, rate-distortion, latent space."""
+
+import json
+
+import numpy as np
+
+from tests.conftest import run_cli
+
+
+def test_denoising_rate_distortion_and_latent_scripts(tmp_path, prepared_data_dir, small_study):
+    data = ("--data-dir", str(prepared_data_dir))
+    study, result = small_study
+    assert result.returncode == 0, result.stderr[-2000:]
+
+    result = run_cli("experiments.denoising", "--out", str(tmp_path / "dn"), "--noise", "salt_pepper",
+                     "--levels", "0.2", "--latent-dim", "16", "--epochs", "1", "--arms", "linear",
+                     "--train-examples", "500", "--test-examples", "500", *data)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads((tmp_path / "dn" / "denoising.json").read_text())["rows"]
+    methods = {r["method"]: r for r in rows}
+    assert set(methods) == {"noisy input", "median 3x3", "gaussian blur", "pca 16", "linear AE"}
+    assert methods["median 3x3"]["psnr_db"] > methods["noisy input"]["psnr_db"]  # a median filter removes s&p
+    assert (tmp_path / "dn" / "denoising.png").stat().st_size > 0
+    bad = run_cli("experiments.denoising", "--out", str(tmp_path / "bad"), "--levels", "0.1,x", *data)
+    assert bad.returncode == 2 and "--levels" in bad.stderr and "Traceback" not in bad.stderr
+
+    result = run_cli("experiments.rate_distortion", "--study", str(study), "--out", str(tmp_path / "rd"),
+                     "--test-examples", "500", *data)
+    assert result.returncode == 0, result.stderr[-2000:]
+    curves = json.loads((tmp_path / "rd" / "rate_distortion.json").read_text())["curves"]
+    assert {"linear d32", "conv d32", "pca d32", "png (lossless)", "jpeg"} <= set(curves)
+    for name in ("linear d32", "jpeg"):  # more bits buy a better reconstruction
+        points = sorted(curves[name], key=lambda p: p["bits_per_image"])
+        assert np.all(np.diff([p["psnr_db"] for p in points]) > -0.05), name
+    assert (tmp_path / "rd" / "rate_distortion.png").stat().st_size > 0
+    written = (tmp_path / "rd" / "rate_distortion.json").read_bytes()
+    again = run_cli("experiments.rate_distortion", "--study", str(study), "--out", str(tmp_path / "rd"),
+                    "--test-examples", "500", *data)
+    assert again.returncode == 2 and "--overwrite" in again.stderr and "Traceback" not in again.stderr
+    assert (tmp_path / "rd" / "rate_distortion.json").read_bytes() == written  # a finished result is kept
+    wrong = run_cli("experiments.rate_distortion", "--study", str(study), "--arms", "linear_cos",
+                    "--out", str(tmp_path / "rd2"), *data)
+    assert wrong.returncode == 2 and "no run of arm(s) linear_cos" in wrong.stderr
+    assert not (tmp_path / "rd2").exists()
+
+    result = run_cli("experiments.latent_space", "--study", str(study), "--out", str(tmp_path / "lat"), *data)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "lat" / "latent_codes.png").stat().st_size > 0
+    assert (tmp_path / "lat" / "latent_interpolation.png").stat().st_size > 0
+    models = json.loads((tmp_path / "lat" / "latent.json").read_text())["models"]
+    assert set(models) == {"pixels", "linear", "conv"}
+    assert all(0.1 < m["nn_accuracy_code"] <= 1 for m in models.values())  # far above chance on real digits
+    bad = run_cli("experiments.latent_space", "--study", str(study), "--depth", "64", "--out", str(tmp_path / "l2"),
+                  *data)
+    assert bad.returncode == 2 and "no trained run at" in bad.stderr and not (tmp_path / "l2").exists()
