@@ -34,7 +34,9 @@ class Config:
     model, fixed at widths (64, 8) and a 7x7x8 = 392 code. `conv_features` sets the two conv widths of the
     depth-matched `conv` model; `hidden` the hidden widths of `linear`.
     `train_examples` trains on the first N training images (None: all 60,000), for quick tests.
-    `data_parallel` shards each batch over all devices (see `aejax.parallel`).
+    `data_parallel` shards each batch over all devices (see `aejax.parallel`); `shard_data` also splits the
+    training images' rows over the devices instead of copying them to each, and each host then loads only its own
+    rows (for data that outgrows one device; MNIST does not need it).
     `noise` and `noise_level` train a denoising autoencoder: inputs are corrupted (`aejax.corruption`:
     gaussian sigma, salt_pepper rate, mask rate), targets stay clean.
     The last partial batch of each epoch is dropped: 60,000 is divisible by the original batch size 25.
@@ -57,6 +59,7 @@ class Config:
     train_examples: int | None = None
     keep_checkpoints: int = 3
     data_parallel: bool = False
+    shard_data: bool = False
     noise: str = "none"
     noise_level: float = 0.0
 
@@ -120,6 +123,8 @@ def validate(config: Config) -> None:
     _check(config.epochs >= 1, f"epochs must be >= 1, got {config.epochs}")
     _check(config.seed >= 0, f"seed must be >= 0, got {config.seed}")
     _check(isinstance(config.data_parallel, bool), f"data_parallel must be true or false, got {config.data_parallel!r}")
+    _check(isinstance(config.shard_data, bool), f"shard_data must be true or false, got {config.shard_data!r}")
+    _check(config.data_parallel or not config.shard_data, "shard_data needs data_parallel")
     _check(config.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {config.keep_checkpoints}")
     train_size = MNIST_TRAIN_SIZE
     if config.train_examples is not None:

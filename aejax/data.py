@@ -158,26 +158,42 @@ class MnistBuilder(tfds.core.GeneratorBasedBuilder):
             yield i, {"image": images[i], "label": int(labels[i])}
 
 
-def load_mnist(split: str, *, data_dir: str | os.PathLike | None = None,
-               mnist_dir: str | os.PathLike | None = None,
-               checksums: Mapping[str, str] | None = PINNED_SHA256, examples: int | None = None) -> Mnist:
-    """Prepare MNIST once (if needed) and return one split as NumPy arrays.
-
-    Returns images `[N, 28, 28, 1]` uint8 and labels `[N]` int32; only the first `examples` records when given
-    (quick checks on part of a split).
-    """
+def _source(split: str, data_dir: str | os.PathLike | None, mnist_dir: str | os.PathLike | None,
+            checksums: Mapping[str, str] | None):
+    """The prepared split as a random-access tfds data source (prepared first if needed)."""
     if split not in SPLITS:
         raise AejaxError(f"unknown MNIST split {split!r}; choose one of {', '.join(SPLITS)}")
-    if examples is not None and (isinstance(examples, bool) or not isinstance(examples, int) or examples < 1):
-        raise AejaxError(f"examples must be a positive integer or None, got {examples!r}")
     builder = MnistBuilder(mnist_dir=mnist_dir, checksums=checksums,
                            data_dir=None if data_dir is None else os.fspath(data_dir),
                            file_format="array_record")
     builder.download_and_prepare()
-    source = builder.as_data_source(split=split)
+    return builder.as_data_source(split=split)
+
+
+def split_size(split: str, *, data_dir: str | os.PathLike | None = None,
+               mnist_dir: str | os.PathLike | None = None,
+               checksums: Mapping[str, str] | None = PINNED_SHA256) -> int:
+    """The number of records in a split, without reading them."""
+    return len(_source(split, data_dir, mnist_dir, checksums))
+
+
+def load_mnist(split: str, *, data_dir: str | os.PathLike | None = None,
+               mnist_dir: str | os.PathLike | None = None,
+               checksums: Mapping[str, str] | None = PINNED_SHA256, examples: int | None = None,
+               rows: range | None = None) -> Mnist:
+    """Prepare MNIST once (if needed) and return one split as NumPy arrays.
+
+    Returns images `[N, 28, 28, 1]` uint8 and labels `[N]` int32; only the first `examples` records when given
+    (quick checks on part of a split), or only the records in `rows` (one host's shard).
+    """
+    if examples is not None and (isinstance(examples, bool) or not isinstance(examples, int) or examples < 1):
+        raise AejaxError(f"examples must be a positive integer or None, got {examples!r}")
+    source = _source(split, data_dir, mnist_dir, checksums)
     if examples is not None and examples > len(source):
         raise AejaxError(f"asked for {examples} {split} examples; the split has {len(source)}")
-    records = source.__getitems__(range(len(source) if examples is None else examples))
+    if rows is not None and not (rows.step == 1 and 0 <= rows.start <= rows.stop <= len(source)):
+        raise AejaxError(f"rows {rows} are not a contiguous range within the {len(source)} {split} examples")
+    records = source.__getitems__(rows if rows is not None else range(len(source) if examples is None else examples))
     images = np.stack([r["image"] for r in records]) if records else np.zeros((0, 28, 28, 1), np.uint8)
     labels = np.asarray([r["label"] for r in records], dtype=np.int32)
     return Mnist(images, labels)

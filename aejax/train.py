@@ -205,13 +205,19 @@ def run(config: Config, out_dir: str | Path, *, seeds: list[int] | tuple[int, ..
         raise AejaxError(f"seeds must be distinct non-negative integers, got {seeds!r}")
     run_dir = RunDir.open(out_dir, config, seeds, resume=resume, overwrite=overwrite)
     if data is None:
-        from aejax.data import load_mnist
-        train_np = load_mnist("train", data_dir=data_dir, mnist_dir=mnist_dir).images
+        from aejax.data import load_mnist, split_size
+
+        def load_train(rows: range) -> np.ndarray:
+            return load_mnist("train", data_dir=data_dir, mnist_dir=mnist_dir, rows=rows).images
+
+        n_train = split_size("train", data_dir=data_dir, mnist_dir=mnist_dir)
         test_np = load_mnist("test", data_dir=data_dir, mnist_dir=mnist_dir).images
     else:
-        train_np, test_np = data
-    if config.train_examples is not None:
-        train_np = train_np[: config.train_examples]
+        def load_train(rows: range) -> np.ndarray:
+            return data[0][rows.start:rows.stop]
+
+        n_train, test_np = len(data[0]), data[1]
+    n_train = n_train if config.train_examples is None else min(n_train, config.train_examples)
     trainer = make_trainer(config)
     program = compile_program(trainer)
     keys = [seed_keys(s) for s in seeds]
@@ -219,9 +225,11 @@ def run(config: Config, out_dir: str | Path, *, seeds: list[int] | tuple[int, ..
     data_keys = jnp.stack([k[1] for k in keys])
     state = program.init(init_keys)
     if trainer.mesh is None:
-        train_images, test_images = jax.device_put(train_np), jax.device_put(test_np)  # once, uint8
+        train_images, test_images = jax.device_put(load_train(range(n_train))), jax.device_put(test_np)  # uint8
     else:
-        train_images, test_images, state = parallel.replicate((train_np, test_np, state), trainer.mesh)
+        test_images, state = parallel.replicate((test_np, state), trainer.mesh)
+        train_images = (parallel.shard_rows(load_train, n_train, trainer.mesh) if config.shard_data
+                        else parallel.replicate(load_train(range(n_train)), trainer.mesh))
     mngr = checkpoint.manager(run_dir.path / "checkpoints", config.keep_checkpoints)
     start_epoch, history = 0, []
     if resume and mngr.latest_step() is not None:
@@ -373,6 +381,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=Config.seed)
     p.add_argument("--data-parallel", action="store_true",
                    help="shard each batch over all devices (jax.sharding mesh), replicate the state")
+    p.add_argument("--shard-data", action="store_true",
+                   help="with --data-parallel: split the training images over the devices; each host loads its rows")
     p.add_argument("--train-examples", type=int, default=None, help="train on the first N images only")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--data-dir", default=None, help="where tfds keeps prepared data")
@@ -398,7 +408,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
                   epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
                   warmup_epochs=args.warmup_epochs, optimizer=args.optimizer, loss=args.loss,
                   dtype=args.dtype, seed=args.seed, train_examples=args.train_examples,
-                  data_parallel=args.data_parallel, noise=args.noise, noise_level=args.noise_level)
+                  data_parallel=args.data_parallel, shard_data=args.shard_data, noise=args.noise,
+                  noise_level=args.noise_level)
 
 
 def cli(body) -> None:

@@ -24,6 +24,8 @@ from aejax.errors import AejaxError
     ({"hidden": (128, -1)}, "hidden must be a list of positive integers"),
     ({"model": "conv_original", "latent_dim": 32}, "conv_original has a fixed 7x7x8 = 392 code"),
     ({"seed": -1}, "seed must be >= 0"),
+    ({"shard_data": True}, "shard_data needs data_parallel"),
+    ({"data_parallel": 1}, "data_parallel must be true or false"),
 ])
 def test_invalid_values_raise_one_line(changes, message):
     with pytest.raises(AejaxError, match=message) as info:

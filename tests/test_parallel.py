@@ -1,7 +1,9 @@
-"""Data parallel training on 8 simulated CPU devices (a subprocess: the device count is fixed when JAX starts)."""
+"""Data parallel training on 8 simulated CPU devices (a subprocess: the device count is fixed when JAX starts),
+and on 2 processes of 4 devices each (multi-host on one machine)."""
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -14,13 +16,17 @@ from tests.conftest import REPO
 SCRIPT = r"""
 import json, sys
 import jax, numpy as np
-from aejax import data, train
+from aejax import data, parallel, train
 from aejax.config import Config
 assert jax.device_count() == 8, jax.devices()
 images = data.read_idx(data.VENDORED_DIR / "t10k-images-idx3-ubyte.gz", None)[:2000]
 out = {}
-for name, parallel in (("one", False), ("eight", True)):
-    config = Config(latent_dim=16, epochs=2, batch_size=40, lr=2e-3, data_parallel=parallel)
+asked = []
+rows = parallel.shard_rows(lambda r: asked.append(r) or images[r.start:r.stop], 2000, parallel.make_mesh(40))
+out["shard_rows"] = {"asked": [[r.start, r.stop] for r in asked], "equal": bool((np.asarray(rows) == images).all()),
+                     "per_device": sorted(s.data.shape[0] for s in rows.addressable_shards)}
+for name, dp, shard in (("one", False, False), ("eight", True, False), ("eight_sharded", True, True)):
+    config = Config(latent_dim=16, epochs=2, batch_size=40, lr=2e-3, data_parallel=dp, shard_data=shard)
     rows = train.run(config, sys.argv[1] + "/" + name, data=(images, images[:1000]), log=lambda *_: None)
     history = [json.loads(l) for l in open(sys.argv[1] + "/" + name + "/metrics.jsonl")]
     out[name] = {"train_loss": [h["train_loss"][0] for h in history], "test_mse": rows[0]["test_mse"],
@@ -40,9 +46,56 @@ def test_eight_devices_match_one_device_and_checkpoints_restore_on_one(tmp_path)
     # Same global batch, same data order: the loss curves agree up to float reassociation in the all-reduce.
     np.testing.assert_allclose(out["eight"]["train_loss"], out["one"]["train_loss"], rtol=1e-4)
     np.testing.assert_allclose(out["eight"]["test_mse"], out["one"]["test_mse"], rtol=1e-3)
+    # Training images split by rows over the 8 devices (shard_data): 250 rows each, the same curve.
+    assert out["shard_rows"] == {"asked": [[0, 2000]], "equal": True, "per_device": [250] * 8}
+    np.testing.assert_allclose(out["eight_sharded"]["train_loss"], out["one"]["train_loss"], rtol=1e-4)
     # The checkpoint written by 8 devices restores here, on 1 device (orbax reshards).
     assert jax.device_count() == 1
     model, params, config = train.load_model(tmp_path / "eight")
     assert config.data_parallel
     x = np.zeros((1, 28, 28, 1), np.float32)
     assert model.apply({"params": params}, x).shape == (1, 28, 28, 1)
+
+
+WORKER = r"""
+import json, sys
+import jax
+from aejax import data, parallel, train
+from aejax.config import Config
+assert parallel.maybe_initialize_distributed()
+assert (jax.process_count(), jax.device_count(), jax.local_device_count()) == (2, 8, 4)
+images = data.read_idx(data.VENDORED_DIR / "t10k-images-idx3-ubyte.gz", None)[:2000]
+asked, shard_rows = [], parallel.shard_rows
+parallel.shard_rows = lambda load, n, mesh: shard_rows(lambda r: asked.append([r.start, r.stop]) or load(r), n, mesh)
+config = Config(latent_dim=16, epochs=2, batch_size=40, lr=2e-3, data_parallel=True, shard_data=True)
+train.run(config, sys.argv[1], data=(images, images[:1000]), log=lambda *_: None)
+print(json.dumps({"process": jax.process_index(), "asked": asked}))
+"""
+
+
+def test_two_processes_each_load_their_rows_and_match_one_device(tmp_path):
+    """Multi-host on one machine: 2 processes x 4 CPU devices (gloo collectives), `shard_data` on."""
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path / "two")], cwd=REPO, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env={**os.environ, "PYTHONPATH": str(REPO), "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
+                                   "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i),
+                                   "XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+             for i in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (stdout, stderr) in zip(procs, outputs):
+        assert p.returncode == 0, stderr[-3000:]
+    asked = sorted(json.loads(stdout.strip().splitlines()[-1])["asked"] for stdout, _ in outputs)
+    assert asked == [[[0, 1000]], [[1000, 2000]]]  # each process loaded only its own half of the rows
+    from aejax import data
+    from aejax.config import Config
+    images = data.read_idx(data.VENDORED_DIR / "t10k-images-idx3-ubyte.gz", None)[:2000]
+    train.run(Config(latent_dim=16, epochs=2, batch_size=40, lr=2e-3), tmp_path / "one",
+              data=(images, images[:1000]), log=lambda *_: None)
+    curve = lambda d: [json.loads(line)["train_loss"][0]  # noqa: E731
+                       for line in (d / "metrics.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose(curve(tmp_path / "two"), curve(tmp_path / "one"), rtol=1e-4)
+    model, params, config = train.load_model(tmp_path / "two")  # the 2-process checkpoint, on 1 device
+    assert config.shard_data and model.apply({"params": params}, np.zeros((1, 28, 28, 1))).shape == (1, 28, 28, 1)
