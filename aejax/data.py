@@ -189,11 +189,14 @@ def load_mnist(split: str, *, data_dir: str | os.PathLike | None = None,
     if examples is not None and (isinstance(examples, bool) or not isinstance(examples, int) or examples < 1):
         raise AejaxError(f"examples must be a positive integer or None, got {examples!r}")
     source = _source(split, data_dir, mnist_dir, checksums)
-    if examples is not None and examples > len(source):
-        raise AejaxError(f"asked for {examples} {split} examples; the split has {len(source)}")
-    if rows is not None and not (rows.step == 1 and 0 <= rows.start <= rows.stop <= len(source)):
+    if examples is not None:
+        if examples > len(source):
+            raise AejaxError(f"asked for {examples} {split} examples; the split has {len(source)}")
+        rows = range(examples)
+    rows = range(len(source)) if rows is None else rows
+    if not (rows.step == 1 and 0 <= rows.start <= rows.stop <= len(source)):
         raise AejaxError(f"rows {rows} are not a contiguous range within the {len(source)} {split} examples")
-    records = source.__getitems__(rows if rows is not None else range(len(source) if examples is None else examples))
+    records = source.__getitems__(rows)
     images = np.stack([r["image"] for r in records]) if records else np.zeros((0, 28, 28, 1), np.uint8)
     labels = np.asarray([r["label"] for r in records], dtype=np.int32)
     return Mnist(images, labels)

@@ -93,6 +93,7 @@ def shard_rows(load_rows: Callable[[range], np.ndarray], n: int, mesh: Mesh) -> 
     if len(local) != len(rows):
         raise AejaxError(f"loaded {len(local)} rows for rows {rows.start}..{rows.stop - 1}")
     sharding = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
     def shard(index: tuple[slice, ...]) -> np.ndarray:
         start, stop, _ = index[0].indices(n)
         return local[start - rows.start:stop - rows.start]

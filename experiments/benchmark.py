@@ -16,7 +16,6 @@ import json
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +24,7 @@ import numpy as np
 from aejax import train
 from aejax.config import Config
 from aejax.data import load_mnist
-from aejax.rundir import environment
+from aejax.rundir import environment, refuse_overwrite
 
 WORKLOADS = {
     "linear_d32_b25": Config(model="linear", latent_dim=32, batch_size=25),
@@ -147,8 +146,8 @@ def main() -> None:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--overwrite", action="store_true", help="replace the result file(s) if they exist")
     args = p.parse_args()
-    if args.out and Path(args.out).exists() and not args.overwrite:
-        p.error(f"{args.out} exists; choose another --out or pass --overwrite to replace it")
+    if args.out:
+        train.cli(lambda: refuse_overwrite([args.out], args.overwrite))
     unknown = set(args.workloads.split(",")) - set(WORKLOADS)
     if unknown:
         p.error(f"unknown workload(s) {', '.join(sorted(unknown))}; choose from {', '.join(WORKLOADS)}")

@@ -34,7 +34,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--arms", default="linear,conv")
     p.add_argument("--train-examples", type=int, default=None)
-    p.add_argument("--test-examples", type=int, default=None, help="score on the first N test images (quick checks; default: all 10,000)")
+    p.add_argument("--test-examples", type=int, default=None,
+                   help="score on the first N test images (quick checks; default: all 10,000)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--overwrite", action="store_true", help="replace the result file(s) if they exist")
     args = p.parse_args()

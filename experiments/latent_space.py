@@ -15,6 +15,7 @@ import jax
 import numpy as np
 
 from aejax import metrics, plots, train
+from aejax.configs.study import parse_arms
 from aejax.data import load_mnist
 from aejax.errors import AejaxError
 from aejax.rundir import environment, make_output_dir, refuse_overwrite, write_json
@@ -31,11 +32,11 @@ def main() -> None:
     args = p.parse_args()
 
     def body() -> None:
-        arms = [a.strip() for a in args.arms.split(",") if a.strip()]
-        run_dirs = {arm: Path(args.study) / "runs" / f"{arm}_d{args.depth}" for arm in arms}
+        run_dirs = {arm.label: Path(args.study) / "runs" / f"{arm.label}_d{args.depth}"
+                    for arm in parse_arms(args.arms)}
         missing = [str(d) for d in run_dirs.values() if not (d / "config.json").exists()]
-        if missing or not arms:
-            raise AejaxError(f"no trained run at {', '.join(missing) or '(no --arms given)'}: pass --study, a study "
+        if missing:
+            raise AejaxError(f"no trained run at {', '.join(missing)}: pass --study, a study "
                              f"output directory, and --depth/--arms that it trained")
         out = make_output_dir(args.out)
         refuse_overwrite([out / "latent.json", out / "latent_codes.png", out / "latent_interpolation.png"],

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from aejax import compression, metrics, plots, train
+from aejax.configs.study import parse_arms
 from aejax.data import load_mnist
 from aejax.errors import AejaxError
 from aejax.rundir import environment, make_output_dir, refuse_overwrite, write_json
@@ -40,7 +41,8 @@ def main() -> None:
     p.add_argument("--study", default="runs/study", help="a study output directory (its runs/ are reloaded)")
     p.add_argument("--out", required=True)
     p.add_argument("--arms", default="linear,conv")
-    p.add_argument("--test-examples", type=int, default=None, help="score on the first N test images (quick checks; default: all 10,000)")
+    p.add_argument("--test-examples", type=int, default=None,
+                   help="score on the first N test images (quick checks; default: all 10,000)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--overwrite", action="store_true", help="replace the result file(s) if they exist")
     args = p.parse_args()
@@ -51,10 +53,10 @@ def main() -> None:
         for run_dir in (Path(args.study) / "runs").glob("*_d*"):
             label, depth = run_dir.name.rsplit("_d", 1)
             runs.setdefault(label, []).append((int(depth), run_dir))
-        arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+        arms = [arm.label for arm in parse_arms(args.arms)]
         missing = [a for a in arms if a not in runs]
-        if missing or not arms:
-            raise AejaxError(f"{args.study}/runs holds no run of arm(s) {', '.join(missing) or '(none given)'}; "
+        if missing:
+            raise AejaxError(f"{args.study}/runs holds no run of arm(s) {', '.join(missing)}; "
                              f"it has {', '.join(sorted(runs)) or 'none'} (pass --study, a study output directory)")
         out = make_output_dir(args.out)
         refuse_overwrite([out / "rate_distortion.json"], args.overwrite)

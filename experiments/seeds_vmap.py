@@ -4,14 +4,14 @@
         [--ks 1,4,8] [--epochs 1] [--train-examples 60000]
 
 Times include compilation (each K compiles once), as a user pays them; train steps only (no evaluation or
-checkpoints). An untimed warm-up run first absorbs the process's one-time set-up. Add XLA_FLAGS=--xla_force_host_platform_device_count=8 and --data-parallel to time the sharded
-path on simulated devices.
+checkpoints). An untimed warm-up run first absorbs the process's one-time set-up. Add
+XLA_FLAGS=--xla_force_host_platform_device_count=8 and --data-parallel to time the sharded path on simulated
+devices.
 """
 
 import argparse
 import json
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +20,7 @@ import numpy as np
 from aejax import parallel, train
 from aejax.config import Config
 from aejax.data import load_mnist
-from aejax.rundir import environment
+from aejax.rundir import environment, refuse_overwrite
 
 
 def train_seeds(config: Config, seeds: list[int], images: np.ndarray) -> float:
@@ -53,8 +53,8 @@ def main() -> None:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--overwrite", action="store_true", help="replace the result file(s) if they exist")
     args = p.parse_args()
-    if args.out and Path(args.out).exists() and not args.overwrite:
-        p.error(f"{args.out} exists; choose another --out or pass --overwrite to replace it")
+    if args.out:
+        train.cli(lambda: refuse_overwrite([args.out], args.overwrite))
     config = Config(model=args.model, latent_dim=args.latent_dim, batch_size=args.batch_size, epochs=args.epochs,
                     train_examples=args.train_examples, data_parallel=args.data_parallel)
     images = load_mnist("train", data_dir=args.data_dir).images[: args.train_examples]

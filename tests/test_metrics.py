@@ -47,4 +47,5 @@ def test_nearest_neighbour_accuracy_by_hand():
     assert metrics.nearest_neighbour_accuracy(codes, np.array([0, 1, 0, 1]), chunk=3) == 0.0
     # One of four disagrees with its neighbour's label.
     codes = np.array([[0.0], [1.0], [10.0], [12.0]])
-    assert metrics.nearest_neighbour_accuracy(codes, np.array([0, 0, 1, 2])) == 0.5  # 10 -> 12 and 12 -> 10 cross labels
+    # 10 -> 12 and 12 -> 10 cross labels
+    assert metrics.nearest_neighbour_accuracy(codes, np.array([0, 0, 1, 2])) == 0.5

@@ -80,7 +80,8 @@ def test_two_processes_each_load_their_rows_and_match_one_device(tmp_path):
         port = s.getsockname()[1]
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path / "two")], cwd=REPO, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              env={**os.environ, "PYTHONPATH": str(REPO), "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
+                              env={**os.environ, "PYTHONPATH": str(REPO),
+                                   "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
                                    "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i),
                                    "XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
              for i in range(2)]
