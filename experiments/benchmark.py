@@ -1,7 +1,9 @@
 """Training throughput: aejax's whole-epoch `lax.scan` against a per-step jitted loop fed from the host and
-against PyTorch (eager, and `torch.compile` where it works), plus FLOPs and a measured matmul peak.
+against PyTorch (eager, and `torch.compile` where it works; each with the default and the fused Adam), plus FLOPs
+and a measured matmul peak.
 
     python -m experiments.benchmark --out benchmarks/cpu.json [--reps 3] [--images 10000] [--dtype bfloat16]
+        [--workloads linear_d32_b25,...] [--no-torch]
 
 One process; every contender trains the identical architecture with Adam (lr 1e-3) and MSE on the same MNIST
 images; after a warm-up call, repetitions are interleaved across contenders and medians reported. FLOPs per
@@ -109,8 +111,8 @@ def torch_contenders(config: Config, images: np.ndarray, steps: int) -> dict[str
                               nn.ConvTranspose2d(64, 1, 2, stride=2), nn.Sigmoid())
     data = torch.from_numpy(images[: steps * config.batch_size].transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
 
-    def make(step_model) -> Callable[[], None]:
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    def make(step_model, fused: bool) -> Callable[[], None]:
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused)
         gen = torch.Generator().manual_seed(0)
 
         def run() -> None:
@@ -124,12 +126,19 @@ def torch_contenders(config: Config, images: np.ndarray, steps: int) -> dict[str
 
         return run
 
-    contenders = {"torch_eager": make(model)}
+    contenders = {"torch_eager": make(model, fused=False)}
+    try:
+        run = make(model, fused=True)
+        run()  # fails here where this torch build has no fused Adam for the device
+        contenders["torch_eager_fused_adam"] = run
+    except RuntimeError as e:  # fused Adam needs a device and torch version that has it
+        print(f"fused Adam unavailable: {str(e).splitlines()[0][:120]}")
     try:
         compiled = torch.compile(model)
-        run = make(compiled)
-        run()  # compile now, so a failure is caught here
-        contenders["torch_compile"] = run
+        for fused in (False, True):
+            run = make(compiled, fused=fused)
+            run()  # compile now, so a failure is caught here
+            contenders["torch_compile_fused_adam" if fused else "torch_compile"] = run
     except Exception as e:  # torch.compile's failures come in many types
         print(f"torch.compile unavailable for {config.model}: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
     return contenders
@@ -143,6 +152,7 @@ def main() -> None:
     p.add_argument("--workloads", default=",".join(WORKLOADS))
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                    help="aejax compute dtype (params stay fp32) and the dtype of the peak matmul; PyTorch stays fp32")
+    p.add_argument("--no-torch", action="store_true", help="aejax contenders only, even where PyTorch is installed")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--overwrite", action="store_true", help="replace the result file(s) if they exist")
     args = p.parse_args()
@@ -151,13 +161,17 @@ def main() -> None:
     unknown = set(args.workloads.split(",")) - set(WORKLOADS)
     if unknown:
         p.error(f"unknown workload(s) {', '.join(sorted(unknown))}; choose from {', '.join(WORKLOADS)}")
+    for flag, value in (("--reps", args.reps), ("--images", args.images)):
+        if value < 1:
+            p.error(f"{flag} must be at least 1, got {value}")
     images = load_mnist("train", data_dir=args.data_dir).images
+    torch_version = None
     try:
-        import torch
+        if not args.no_torch:
+            import torch
 
-        torch_version = torch.__version__
+            torch_version = torch.__version__
     except ImportError:
-        torch_version = None
         print("PyTorch not installed: its rows are skipped (pip install torch==2.13.0)")
     peaks = [matmul_peak_gflops(dtype=args.dtype)]
     print(f"dense {args.dtype} matmul peak (2048^3, best of 10): {peaks[0]:.1f} GFLOP/s")
@@ -193,7 +207,7 @@ def main() -> None:
               + (f", aejax/torch {ratios[name]:.2f}x" if name in ratios else ""), flush=True)
     peaks.append(matmul_peak_gflops(dtype=args.dtype))  # again at the end: the machine's state may have changed
     peak = max(peaks)
-    print(f"dense fp32 matmul peak at the end: {peaks[1]:.1f} GFLOP/s; using the higher, {peak:.1f}")
+    print(f"dense {args.dtype} matmul peak at the end: {peaks[1]:.1f} GFLOP/s; using the higher, {peak:.1f}")
     for name, row in results.items():
         row["fraction_of_matmul_peak"] = row["aejax_gflops"] / peak
         print(f"{name:>20}: {row['fraction_of_matmul_peak']:.0%} of peak, scan / host loop "

@@ -20,6 +20,7 @@ import numpy as np
 from aejax import parallel, train
 from aejax.config import Config
 from aejax.data import load_mnist
+from aejax.errors import AejaxError
 from aejax.rundir import environment, refuse_overwrite
 
 
@@ -53,14 +54,21 @@ def main() -> None:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--overwrite", action="store_true", help="replace the result file(s) if they exist")
     args = p.parse_args()
-    if args.out:
-        train.cli(lambda: refuse_overwrite([args.out], args.overwrite))
+    train.cli(lambda: measure(args))
+
+
+def measure(args: argparse.Namespace) -> None:
+    """Validate every flag, then time each K and write the JSON."""
+    refuse_overwrite([args.out], args.overwrite)
+    ks = train.parse_ints(args.ks, "--ks")
+    if not ks or min(ks) < 1:
+        raise AejaxError(f"--ks must be positive integers, got {args.ks!r}")
     config = Config(model=args.model, latent_dim=args.latent_dim, batch_size=args.batch_size, epochs=args.epochs,
                     train_examples=args.train_examples, data_parallel=args.data_parallel)
-    images = load_mnist("train", data_dir=args.data_dir).images[: args.train_examples]
+    images = load_mnist("train", data_dir=args.data_dir, examples=args.train_examples).images
     train_seeds(config, [0], images[: 20 * args.batch_size])  # untimed: the process's first run pays set-up
     rows = []
-    for k in train.parse_ints(args.ks, "--ks"):
+    for k in ks:
         together = train_seeds(config, list(range(k)), images)
         apart = sum(train_seeds(config, [s], images) for s in range(k))
         rows.append({"k": k, "vmapped_seconds": together, "sequential_seconds": apart,
@@ -71,7 +79,6 @@ def main() -> None:
     result = {"config": config.to_dict(), "rows": rows, "environment": environment()}
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)
-
 
 if __name__ == "__main__":
     main()

@@ -53,3 +53,31 @@ def test_denoising_rate_distortion_and_latent_scripts(tmp_path, prepared_data_di
     bad = run_cli("experiments.latent_space", "--study", str(study), "--depth", "64", "--out", str(tmp_path / "l2"),
                   *data)
     assert bad.returncode == 2 and "no trained run at" in bad.stderr and not (tmp_path / "l2").exists()
+
+
+def test_benchmark_and_seeds_vmap_scripts_write_their_figures(tmp_path, prepared_data_dir):
+    """The timing scripts run end to end on a few steps (their numbers are measured by running them, not here)."""
+    data = ("--data-dir", str(prepared_data_dir))
+    out = tmp_path / "bench.json"
+    result = run_cli("experiments.benchmark", "--out", str(out), "--workloads", "linear_d32_b25",
+                     "--images", "250", "--reps", "1", "--no-torch", *data)
+    assert result.returncode == 0, result.stderr[-2000:]
+    bench = json.loads(out.read_text())
+    row = bench["workloads"]["linear_d32_b25"]
+    assert set(row["images_per_second"]) == {"aejax_scan", "aejax_host_loop"} and bench["ratios"] == {}
+    assert all(v > 0 for v in row["images_per_second"].values()) and bench["matmul_peak_gflops"] > 0
+    matmuls = 5 * 2 * 784 * 32  # encoder and decoder forward, two kernel gradients, one input gradient
+    assert matmuls < row["flops_per_image"] < 1.5 * matmuls  # plus bias, sigmoid, loss and Adam
+    again = run_cli("experiments.benchmark", "--out", str(out), "--no-torch", *data)
+    assert again.returncode == 2 and "--overwrite" in again.stderr and "Traceback" not in again.stderr
+    bad = run_cli("experiments.benchmark", "--workloads", "linear_d7", "--no-torch", *data)
+    assert bad.returncode == 2 and "unknown workload(s) linear_d7" in bad.stderr
+
+    out = tmp_path / "seeds.json"
+    result = run_cli("experiments.seeds_vmap", "--out", str(out), "--ks", "1,2", "--train-examples", "500", *data)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert out.stat().st_size > 0
+    for flags in (("--ks", "1,0"), ("--train-examples", "70000")):
+        bad = run_cli("experiments.seeds_vmap", "--out", str(tmp_path / "bad.json"), *flags, *data)
+        assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
+        assert not (tmp_path / "bad.json").exists()
