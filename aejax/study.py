@@ -59,6 +59,8 @@ def run_study(arms: Sequence[Arm], out_dir: str | Path, *, depths: Sequence[int]
     settings = {"arms": {a.label: {"description": a.description, "config": a.config.to_dict(),
                                    "depths": list(arm_depths(a, depths))} for a in arms},
                 "depths": list(depths), "seeds": list(seeds), "epochs": epochs, "train_examples": train_examples}
+    configs = {(arm.label, depth): _arm_config(arm, depth, epochs, train_examples)  # validated before any work
+               for arm in arms for depth in arm_depths(arm, depths)}
     _claim(out_dir, settings)
     t_start = time.perf_counter()
     train_np = load_mnist("train", data_dir=data_dir, mnist_dir=mnist_dir).images
@@ -72,10 +74,7 @@ def run_study(arms: Sequence[Arm], out_dir: str | Path, *, depths: Sequence[int]
     recons: dict[tuple[str, int], np.ndarray] = {}  # (arm, depth) -> grid digits' reconstructions
     for arm in arms:
         for depth in arm_depths(arm, depths):
-            changes = {"latent_dim": depth, "train_examples": train_examples}
-            if epochs is not None:
-                changes["epochs"] = epochs
-            config = arm.config.replace(**changes)
+            config = configs[arm.label, depth]
             run_dir = run_dir_of(out_dir, arm, depth)
             log(f"== {arm.label} d={depth}: {len(seeds)} seed(s), {config.epochs} epochs -> {run_dir}")
             arm_rows = train.run(config, run_dir, seeds=list(seeds), data=(train_images, test_images),
@@ -105,6 +104,14 @@ def run_study(arms: Sequence[Arm], out_dir: str | Path, *, depths: Sequence[int]
     log(f"study done in {wall:.1f}s (runs already trained are reloaded, not retrained): "
         f"{out_dir / 'results.json'}")
     return rows
+
+
+def _arm_config(arm: Arm, depth: int, epochs: int | None, train_examples: int | None) -> Config:
+    """The arm's config at code size `depth`, with the study's epochs (when given) and training-set size."""
+    changes = {"latent_dim": depth, "train_examples": train_examples}
+    if epochs is not None:
+        changes["epochs"] = epochs
+    return arm.config.replace(**changes)
 
 
 def _claim(out_dir: Path, settings: dict[str, Any]) -> None:

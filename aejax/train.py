@@ -392,6 +392,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def positive_int(text: str) -> int:
+    """An argparse `type` for counts: '12' -> 12; '0', '-3' or 'x' give a one-line usage error."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
 def parse_ints(text: str, what: str) -> tuple[int, ...]:
     """'32,64' -> (32, 64), with a one-line error for anything else."""
     try:

@@ -13,7 +13,6 @@ PyTorch is optional: without it those rows are skipped with a notice (`pip insta
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -145,10 +144,11 @@ def torch_contenders(config: Config, images: np.ndarray, steps: int) -> dict[str
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m experiments.benchmark", description=__doc__.splitlines()[0])
+    p = train.ArgumentParser(prog="python -m experiments.benchmark", description=__doc__.splitlines()[0])
     p.add_argument("--out", default=None, help="write the JSON here")
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--images", type=int, default=10_000, help="images per timed call (at least 10 steps)")
+    p.add_argument("--reps", type=train.positive_int, default=3)
+    p.add_argument("--images", type=train.positive_int, default=10_000,
+                   help="images per timed call (at least 10 steps)")
     p.add_argument("--workloads", default=",".join(WORKLOADS))
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                    help="aejax compute dtype (params stay fp32) and the dtype of the peak matmul; PyTorch stays fp32")
@@ -161,9 +161,6 @@ def main() -> None:
     unknown = set(args.workloads.split(",")) - set(WORKLOADS)
     if unknown:
         p.error(f"unknown workload(s) {', '.join(sorted(unknown))}; choose from {', '.join(WORKLOADS)}")
-    for flag, value in (("--reps", args.reps), ("--images", args.images)):
-        if value < 1:
-            p.error(f"{flag} must be at least 1, got {value}")
     images = load_mnist("train", data_dir=args.data_dir).images
     torch_version = None
     try:

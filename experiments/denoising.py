@@ -11,6 +11,7 @@ the noisy input itself, each autoencoder, a 3x3 median filter, a Gaussian blur (
 the top-d PCA components of the clean training images. Writes `denoising.json`, `denoising.md`, `denoising.png`.
 """
 
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -34,7 +35,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--arms", default="linear,conv")
     p.add_argument("--train-examples", type=int, default=None)
-    p.add_argument("--test-examples", type=int, default=None,
+    p.add_argument("--test-examples", type=train.positive_int, default=None,
                    help="score on the first N test images (quick checks; default: all 10,000)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--overwrite", action="store_true", help="replace the result file(s) if they exist")
@@ -49,10 +50,10 @@ def main() -> None:
         configs = {(level, arm): ARMS[arm].config.replace(  # validated here, before any work
             latent_dim=args.latent_dim, epochs=args.epochs, seed=args.seed, noise=args.noise, noise_level=level,
             train_examples=args.train_examples) for level in levels for arm in arms}
-        out = make_output_dir(args.out)
-        refuse_overwrite([out / "denoising.json"], args.overwrite)
+        refuse_overwrite([Path(args.out) / "denoising.json"], args.overwrite)
         train_np = load_mnist("train", data_dir=args.data_dir).images
         test_np = load_mnist("test", data_dir=args.data_dir, examples=args.test_examples).images
+        out = make_output_dir(args.out)  # only once the flags and the data are known to be good
         data = (jax.device_put(train_np), jax.device_put(test_np))
         clean = metrics.to_float(data[1])
         pca = metrics.fit_pca(data[0], [args.latent_dim])[args.latent_dim]

@@ -8,7 +8,6 @@ The reference rows are what a straightforward flax model runs (`nn.Conv` / `nn.m
 `lax` operations); the rows are diagnostics for `experiments/benchmark.py`, not a replacement for it.
 """
 
-import argparse
 import statistics
 import time
 from collections.abc import Callable
@@ -17,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from aejax import ops
+from aejax import ops, train
 
 REPEATS = 20
 DIMS = ("NHWC", "HWIO", "NHWC")
@@ -53,8 +52,8 @@ def aejax_block(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m experiments.profile_conv", description=__doc__.splitlines()[0])
-    p.add_argument("--batch-size", type=int, default=25)
+    p = train.ArgumentParser(prog="python -m experiments.profile_conv", description=__doc__.splitlines()[0])
+    p.add_argument("--batch-size", type=train.positive_int, default=25)
     b = p.parse_args().batch_size
     key = jax.random.key(0)
     print(f"batch {b}, microseconds per call (forward + backward to the inputs named)")

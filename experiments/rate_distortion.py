@@ -41,7 +41,7 @@ def main() -> None:
     p.add_argument("--study", default="runs/study", help="a study output directory (its runs/ are reloaded)")
     p.add_argument("--out", required=True)
     p.add_argument("--arms", default="linear,conv")
-    p.add_argument("--test-examples", type=int, default=None,
+    p.add_argument("--test-examples", type=train.positive_int, default=None,
                    help="score on the first N test images (quick checks; default: all 10,000)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--overwrite", action="store_true", help="replace the result file(s) if they exist")

@@ -42,7 +42,7 @@ def train_seeds(config: Config, seeds: list[int], images: np.ndarray) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m experiments.seeds_vmap", description=__doc__.splitlines()[0])
+    p = train.ArgumentParser(prog="python -m experiments.seeds_vmap", description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
     p.add_argument("--model", default="linear")
     p.add_argument("--latent-dim", type=int, default=64)

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from tests.conftest import run_cli
 
@@ -81,3 +82,16 @@ def test_benchmark_and_seeds_vmap_scripts_write_their_figures(tmp_path, prepared
         bad = run_cli("experiments.seeds_vmap", "--out", str(tmp_path / "bad.json"), *flags, *data)
         assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
         assert not (tmp_path / "bad.json").exists()
+
+
+@pytest.mark.parametrize("script, flags", [
+    ("experiments.profile_conv", ("--batch-size", "0")),
+    ("experiments.benchmark", ("--reps", "-1")),
+    ("experiments.denoising", ("--out", "{out}", "--test-examples", "0")),
+    ("experiments.rate_distortion", ("--out", "{out}", "--test-examples", "x")),
+])
+def test_scripts_reject_a_count_below_one(tmp_path, script, flags):
+    out = tmp_path / "out"
+    result = run_cli(script, *(f.format(out=out) for f in flags))
+    assert result.returncode == 2 and "must be a positive integer" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()

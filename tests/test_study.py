@@ -33,7 +33,9 @@ def test_small_study_writes_table_and_figures(small_study, prepared_data_dir):
 def test_study_rejects_bad_flags(tmp_path):
     for args, message in ((["--arms", "mlp"], "unknown arm(s) mlp"), (["--depths", "0"], "--depths must be"),
                           (["--seeds", "a,b"], "--seeds must be comma-separated integers"),
-                          (["--epochs", "x"], "argument --epochs: invalid int value: 'x'")):
+                          (["--epochs", "x"], "argument --epochs: invalid int value: 'x'"),
+                          (["--epochs", "0"], "epochs must be >= 1"),  # checked before the directory is made
+                          (["--train-examples", "70000"], "train_examples must be an integer in 1..60000")):
         result = run_cli("experiments.study", "--out", str(tmp_path / "s"), *args)
         assert not (tmp_path / "s").exists()
         assert result.returncode == 2 and message in result.stderr, result.stderr
