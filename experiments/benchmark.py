@@ -125,21 +125,16 @@ def torch_contenders(config: Config, images: np.ndarray, steps: int) -> dict[str
 
         return run
 
-    contenders = {"torch_eager": make(model, fused=False)}
-    try:
-        run = make(model, fused=True)
-        run()  # fails here where this torch build has no fused Adam for the device
-        contenders["torch_eager_fused_adam"] = run
-    except RuntimeError as e:  # fused Adam needs a device and torch version that has it
-        print(f"fused Adam unavailable: {str(e).splitlines()[0][:120]}")
-    try:
-        compiled = torch.compile(model)
-        for fused in (False, True):
-            run = make(compiled, fused=fused)
-            run()  # compile now, so a failure is caught here
-            contenders["torch_compile_fused_adam" if fused else "torch_compile"] = run
-    except Exception as e:  # torch.compile's failures come in many types
-        print(f"torch.compile unavailable for {config.model}: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
+    compiled = torch.compile(model)
+    contenders = {}
+    for name, step_model, fused in (("torch_eager", model, False), ("torch_eager_fused_adam", model, True),
+                                    ("torch_compile", compiled, False), ("torch_compile_fused_adam", compiled, True)):
+        try:
+            run = make(step_model, fused=fused)
+            run()  # compiles and builds the fused kernels now, so a failure is caught here
+            contenders[name] = run
+        except Exception as e:  # torch.compile's and fused Adam's failures come in many types
+            print(f"{name} unavailable for {config.model}: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
     return contenders
 
 
