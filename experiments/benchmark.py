@@ -13,10 +13,10 @@ PyTorch is optional: without it those rows are skipped with a notice (`pip insta
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +25,7 @@ import numpy as np
 from aejax import train
 from aejax.config import Config
 from aejax.data import load_mnist
-from aejax.rundir import environment, refuse_overwrite
+from aejax.rundir import environment, refuse_overwrite, write_json
 
 WORKLOADS = {
     "linear_d32_b25": Config(model="linear", latent_dim=32, batch_size=25),
@@ -210,8 +210,7 @@ def main() -> None:
            "matmul_peak_gflops": peak, "matmul_peak_runs_gflops": peaks, "reps": args.reps,
            "workloads": results, "ratios": ratios, "environment": environment()}
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump(out, f, indent=2)
+        write_json(Path(args.out), out)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from aejax import baselines, corruption, metrics, plots, train
-from aejax.configs.study import ARMS, parse_arms
+from aejax.configs.study import parse_arms
 from aejax.data import load_mnist
 from aejax.errors import AejaxError
 from aejax.rundir import environment, make_output_dir, refuse_overwrite, write_json
@@ -46,8 +46,8 @@ def main() -> None:
             levels = [float(s) for s in args.levels.split(",")]
         except ValueError:
             raise AejaxError(f"--levels must be comma-separated numbers, got {args.levels!r}") from None
-        arms = [arm.label for arm in parse_arms(args.arms)]
-        configs = {(level, arm): ARMS[arm].config.replace(  # validated here, before any work
+        arms = parse_arms(args.arms)
+        configs = {(level, arm.label): arm.config.replace(  # validated here, before any work
             latent_dim=args.latent_dim, epochs=args.epochs, seed=args.seed, noise=args.noise, noise_level=level,
             train_examples=args.train_examples) for level in levels for arm in arms}
         refuse_overwrite([Path(args.out) / "denoising.json"], args.overwrite)
@@ -64,11 +64,11 @@ def main() -> None:
                        "gaussian blur": baselines.gaussian_blur(noisy),
                        f"pca {args.latent_dim}": jax.numpy.clip(pca.reconstruct(noisy), 0, 1)}
             for arm in arms:
-                run_dir = out / "runs" / f"{arm}_d{args.latent_dim}_{args.noise}{level}"
-                train.run(configs[level, arm], run_dir, data=data, resume=True)
+                run_dir = out / "runs" / f"{arm.label}_d{args.latent_dim}_{args.noise}{level}"
+                train.run(configs[level, arm.label], run_dir, data=data, resume=True)
                 model, params, _ = train.load_model(run_dir)
                 apply = jax.jit(lambda x, model=model, params=params: model.apply({"params": params}, x))
-                outputs[f"{arm} AE"] = np.concatenate([np.asarray(apply(noisy[i:i + 1000]))
+                outputs[f"{arm.label} AE"] = np.concatenate([np.asarray(apply(noisy[i:i + 1000]))
                                                        for i in range(0, len(noisy), 1000)])
             for method, recon in outputs.items():
                 rows.append({"noise": args.noise, "level": level, "method": method,

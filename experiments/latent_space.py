@@ -38,10 +38,10 @@ def main() -> None:
         if missing:
             raise AejaxError(f"no trained run at {', '.join(missing)}: pass --study, a study "
                              f"output directory, and --depth/--arms that it trained")
-        out = make_output_dir(args.out)
-        refuse_overwrite([out / "latent.json", out / "latent_codes.png", out / "latent_interpolation.png"],
-                         args.overwrite)
+        refuse_overwrite([Path(args.out) / name for name in ("latent.json", "latent_codes.png",
+                                                              "latent_interpolation.png")], args.overwrite)
         test = load_mnist("test", data_dir=args.data_dir)
+        out = make_output_dir(args.out)  # only once the flags and the data are known to be good
         projections, rows, summary = {}, {}, {}
         pixels = metrics.to_float(test.images).reshape(len(test.images), -1)
         summary["pixels"] = {"nn_accuracy_code": metrics.nearest_neighbour_accuracy(pixels, test.labels)}

@@ -10,8 +10,8 @@ devices.
 """
 
 import argparse
-import json
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +21,7 @@ from aejax import parallel, train
 from aejax.config import Config
 from aejax.data import load_mnist
 from aejax.errors import AejaxError
-from aejax.rundir import environment, refuse_overwrite
+from aejax.rundir import environment, refuse_overwrite, write_json
 
 
 def train_seeds(config: Config, seeds: list[int], images: np.ndarray) -> float:
@@ -77,8 +77,8 @@ def measure(args: argparse.Namespace) -> None:
         print(f"K={k}: vmapped {together:.1f}s, one after another {apart:.1f}s, speedup {apart / together:.2f}x",
               flush=True)
     result = {"config": config.to_dict(), "rows": rows, "environment": environment()}
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
+    write_json(Path(args.out), result)
+
 
 if __name__ == "__main__":
     main()
