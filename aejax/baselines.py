@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+from aejax import metrics
 
 Array = jax.Array
 
@@ -19,11 +20,5 @@ def median3x3(x: Array) -> Array:
 
 def gaussian_blur(x: Array, sigma: float = 1.0, radius: int = 2) -> Array:
     """Separable Gaussian filter, same size output (edges replicated)."""
-    t = np.arange(-radius, radius + 1, dtype=np.float64)
-    g = np.exp(-(t ** 2) / (2 * sigma ** 2))
-    k = jnp.asarray(g / g.sum(), jnp.float32)
     xp = jnp.pad(x, ((0, 0), (radius, radius), (radius, radius), (0, 0)), mode="edge")
-    n = 2 * radius + 1
-    dn = ("NHWC", "HWIO", "NHWC")
-    y = jax.lax.conv_general_dilated(xp, k.reshape(n, 1, 1, 1), (1, 1), "VALID", dimension_numbers=dn)
-    return jax.lax.conv_general_dilated(y, k.reshape(1, n, 1, 1), (1, 1), "VALID", dimension_numbers=dn)
+    return metrics.separable_blur(xp, jnp.asarray(metrics.gaussian_window(2 * radius + 1, sigma)))

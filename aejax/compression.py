@@ -13,6 +13,8 @@ import io
 import numpy as np
 from PIL import Image
 
+from aejax.config import IMAGE_SHAPE
+
 
 def quantize(z: np.ndarray, step: float) -> np.ndarray:
     """Uniform scalar quantisation: integer symbols round(z / step)."""
@@ -34,14 +36,19 @@ def entropy_bits(symbols: np.ndarray) -> float:
     return total
 
 
-def png_bits(images: np.ndarray) -> np.ndarray:
-    """Lossless PNG size (bits) of each uint8 image `[N, 28, 28, 1]`, Pillow at its best compression."""
-    sizes = []
+def png_files(images: np.ndarray) -> list[bytes]:
+    """Each uint8 image `[N, 28, 28, 1]` as a lossless PNG file, Pillow at its best compression."""
+    files = []
     for image in images:
         buffer = io.BytesIO()
         Image.fromarray(image[..., 0]).save(buffer, format="PNG", optimize=True)
-        sizes.append(8 * buffer.tell())
-    return np.asarray(sizes)
+        files.append(buffer.getvalue())
+    return files
+
+
+def png_bits(images: np.ndarray) -> np.ndarray:
+    """Lossless PNG size (bits) of each uint8 image `[N, 28, 28, 1]`."""
+    return np.asarray([8 * len(f) for f in png_files(images)])
 
 
 def jpeg(images: np.ndarray, quality: int) -> tuple[np.ndarray, np.ndarray]:
@@ -60,7 +67,7 @@ def jpeg(images: np.ndarray, quality: int) -> tuple[np.ndarray, np.ndarray]:
 def blank_bits(fmt: str, quality: int | None = None) -> int:
     """Bits of an all-black 28x28 image as PNG or JPEG (at `quality`): the file format's fixed cost (headers,
     tables), which a code's entropy estimate does not pay; file size minus it approximates the payload."""
-    blank = np.zeros((1, 28, 28, 1), np.uint8)
+    blank = np.zeros((1, *IMAGE_SHAPE), np.uint8)
     return int(png_bits(blank)[0] if fmt == "png" else jpeg(blank, quality)[0][0])
 
 

@@ -1,7 +1,8 @@
 """The run configuration: one frozen dataclass holding every setting that determines a result.
 
 A `Config` is validated on construction, written to `config.json` by every run and read back from it, so a
-run directory alone says how it was produced.
+run directory alone says how it was produced. Each field carries a one-line `help` in its metadata, from which
+`aejax.cli` generates the command line: a new field gets its flag without further edits.
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ from typing import Any
 
 from aejax.errors import AejaxError
 
-IMAGE_PIXELS = 28 * 28
+IMAGE_SIDE = 28
+IMAGE_SHAPE = (IMAGE_SIDE, IMAGE_SIDE, 1)  # one MNIST image, channels last
+IMAGE_PIXELS = IMAGE_SIDE * IMAGE_SIDE
+POOLED_SIDE = IMAGE_SIDE // 4  # side of the conv models' feature map after two 2x2 pools: 7
 MNIST_TRAIN_SIZE = 60_000
 CONV_ORIGINAL_FEATURES = (64, 8)
-CONV_ORIGINAL_CODE = 7 * 7 * 8
+CONV_ORIGINAL_CODE = POOLED_SIDE * POOLED_SIDE * CONV_ORIGINAL_FEATURES[1]
 
 MODELS = ("linear", "conv", "conv_original")
 LOSSES = ("mse", "bce")
@@ -26,42 +30,42 @@ DTYPES = ("float32", "bfloat16")
 NOISES = ("none", "gaussian", "salt_pepper", "mask")
 
 
+def _field(default: Any, help: str) -> Any:  # noqa: A002 - argparse's name for it
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Every setting of one training run.
+    """Every setting of one training run (each field's `help` metadata says what it does).
 
     `latent_dim` is the code size (the study's "encoding depth"); `conv_original` is the original study's conv
-    model, fixed at widths (64, 8) and a 7x7x8 = 392 code. `conv_features` sets the two conv widths of the
-    depth-matched `conv` model; `hidden` the hidden widths of `linear`.
-    `train_examples` trains on the first N training images (None: all 60,000), for quick tests.
-    `data_parallel` shards each batch over all devices (see `aejax.parallel`); `shard_data` also splits the
-    training images' rows over the devices instead of copying them to each, and each host then loads only its own
-    rows (for data that outgrows one device; MNIST does not need it).
-    `noise` and `noise_level` train a denoising autoencoder: inputs are corrupted (`aejax.corruption`:
-    gaussian sigma, salt_pepper rate, mask rate), targets stay clean.
-    The last partial batch of each epoch is dropped: 60,000 is divisible by the original batch size 25.
+    model, fixed at widths (64, 8) and a 7x7x8 = 392 code. `data_parallel` shards each batch over all devices
+    (see `aejax.parallel`); `shard_data` also splits the training images' rows over the devices instead of
+    copying them to each. The last partial batch of each epoch is dropped: 60,000 is divisible by the original
+    batch size 25. A setting that only one model, schedule or optimizer reads is an error elsewhere rather than
+    silently ignored.
     """
 
-    model: str = "linear"
-    latent_dim: int = 32
-    hidden: tuple[int, ...] = ()
-    conv_features: tuple[int, ...] = (32, 32)
-    epochs: int = 5
-    batch_size: int = 25
-    lr: float = 1e-3
-    schedule: str = "constant"
-    warmup_epochs: float = 0.0
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-    loss: str = "mse"
-    dtype: str = "float32"
-    seed: int = 0
-    train_examples: int | None = None
-    keep_checkpoints: int = 3
-    data_parallel: bool = False
-    shard_data: bool = False
-    noise: str = "none"
-    noise_level: float = 0.0
+    model: str = _field("linear", f"architecture: {', '.join(MODELS)}")
+    latent_dim: int = _field(32, f"code size (encoding depth); conv_original fixes it at {CONV_ORIGINAL_CODE}")
+    hidden: tuple[int, ...] = _field((), "hidden widths of the linear model, mirrored in the decoder (e.g. 512)")
+    conv_features: tuple[int, ...] = _field((32, 32), "the two conv widths of the depth-matched conv model")
+    epochs: int = _field(5, "passes over the training set")
+    batch_size: int = _field(25, "images per optimizer step (the global batch under data_parallel)")
+    lr: float = _field(1e-3, "learning rate (the peak rate of a schedule)")
+    schedule: str = _field("constant", f"learning-rate schedule: {', '.join(SCHEDULES)}")
+    warmup_epochs: float = _field(0.0, "linear warmup from 0 to lr, in epochs (warmup_cosine only)")
+    optimizer: str = _field("adam", f"optimizer: {', '.join(OPTIMIZERS)} (sgd with momentum 0.9)")
+    weight_decay: float = _field(0.0, "decoupled weight decay (adamw only)")
+    loss: str = _field("mse", f"reconstruction loss: {', '.join(LOSSES)}")
+    dtype: str = _field("float32", f"compute dtype, {', '.join(DTYPES)}; parameters stay float32")
+    seed: int = _field(0, "the one integer that fixes initialisation, data order and noise")
+    train_examples: int | None = _field(None, "train on the first N training images only")
+    keep_checkpoints: int = _field(3, "how many of the latest per-epoch checkpoints to keep")
+    data_parallel: bool = _field(False, "shard each batch over all devices (jax.sharding mesh)")
+    shard_data: bool = _field(False, "with data_parallel: split the training images over the devices")
+    noise: str = _field("none", f"denoising: corrupt the inputs with {', '.join(NOISES)}; targets stay clean")
+    noise_level: float = _field(0.0, "gaussian noise std, or the salt_pepper / mask rate")
 
     def __post_init__(self) -> None:
         for name in ("hidden", "conv_features"):
@@ -155,3 +159,24 @@ def validate(config: Config) -> None:
         _check(config.latent_dim == CONV_ORIGINAL_CODE,
                f"conv_original has a fixed 7x7x8 = {CONV_ORIGINAL_CODE} code; "
                f"latent_dim must be {CONV_ORIGINAL_CODE}, got {config.latent_dim}")
+    _check_read(config)
+
+
+def _default(name: str) -> Any:
+    return next(f.default for f in dataclasses.fields(Config) if f.name == name)
+
+
+def _check_read(config: Config) -> None:
+    """A setting that the chosen model, schedule, optimizer or noise would not read is an error, not ignored."""
+    readers = {  # setting -> (the field that decides whether it is read, the values that read it)
+        "hidden": ("model", ("linear",)),
+        "conv_features": ("model", ("conv",)),
+        "warmup_epochs": ("schedule", ("warmup_cosine",)),
+        "weight_decay": ("optimizer", ("adamw",)),
+        "noise_level": ("noise", tuple(n for n in NOISES if n != "none")),
+    }
+    for name, (owner, values) in readers.items():
+        value, chosen = getattr(config, name), getattr(config, owner)
+        _check(chosen in values or value == _default(name),
+               f"{name}={_jsonable(value)!r} is read only with {owner} {' or '.join(values)}, not {owner} "
+               f"{chosen}; leave it at its default {_jsonable(_default(name))!r}")

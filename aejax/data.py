@@ -25,6 +25,7 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow_datasets as tfds
 
+from aejax.config import IMAGE_SHAPE, IMAGE_SIDE
 from aejax.errors import AejaxError
 
 SPLITS = ("train", "test")
@@ -80,10 +81,11 @@ def read_idx(path: Path, expected_sha256: str | None) -> np.ndarray:
     header = np.frombuffer(raw[:header_len], dtype=">u4")
     if header[0] != magic:
         raise AejaxError(f"MNIST file {path} has IDX magic {header[0]}, expected {magic}")
-    if is_images and tuple(header[2:]) != (28, 28):
-        raise AejaxError(f"MNIST file {path} holds {header[2]}x{header[3]} images, expected 28x28")
+    if is_images and tuple(header[2:]) != IMAGE_SHAPE[:2]:
+        raise AejaxError(f"MNIST file {path} holds {header[2]}x{header[3]} images, "
+                         f"expected {IMAGE_SIDE}x{IMAGE_SIDE}")
     count = int(header[1])
-    shape = (count, 28, 28, 1) if is_images else (count,)
+    shape = (count, *IMAGE_SHAPE) if is_images else (count,)
     body = raw[header_len:]
     if len(body) != int(np.prod(shape)):
         raise AejaxError(f"MNIST file {path} header says {count} items but holds {len(body)} data bytes, "
@@ -126,7 +128,7 @@ class MnistBuilder(tfds.core.GeneratorBasedBuilder):
             builder=self,
             description="The MNIST database of handwritten digits (LeCun, Cortes, Burges), CC BY-SA 3.0.",
             features=tfds.features.FeaturesDict({
-                "image": tfds.features.Tensor(shape=(28, 28, 1), dtype=np.uint8),
+                "image": tfds.features.Tensor(shape=IMAGE_SHAPE, dtype=np.uint8),
                 "label": tfds.features.ClassLabel(num_classes=10),
             }),
             supervised_keys=("image", "label"),
@@ -197,6 +199,6 @@ def load_mnist(split: str, *, data_dir: str | os.PathLike | None = None,
     if not (rows.step == 1 and 0 <= rows.start <= rows.stop <= len(source)):
         raise AejaxError(f"rows {rows} are not a contiguous range within the {len(source)} {split} examples")
     records = source.__getitems__(rows)
-    images = np.stack([r["image"] for r in records]) if records else np.zeros((0, 28, 28, 1), np.uint8)
+    images = np.stack([r["image"] for r in records]) if records else np.zeros((0, *IMAGE_SHAPE), np.uint8)
     labels = np.asarray([r["label"] for r in records], dtype=np.int32)
     return Mnist(images, labels)

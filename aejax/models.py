@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from aejax import ops
-from aejax.config import CONV_ORIGINAL_FEATURES, IMAGE_PIXELS, Config
+from aejax.config import CONV_ORIGINAL_FEATURES, IMAGE_PIXELS, IMAGE_SHAPE, POOLED_SIDE, Config
 from aejax.errors import AejaxError
 
 Array = jax.Array
@@ -46,7 +46,7 @@ class LinearAutoencoder(nn.Module):
         h = z
         for layer in self.decoder_layers[:-1]:
             h = nn.relu(layer(h))
-        return nn.sigmoid(self.decoder_layers[-1](h)).reshape(z.shape[0], 28, 28, 1)
+        return nn.sigmoid(self.decoder_layers[-1](h)).reshape(z.shape[0], *IMAGE_SHAPE)
 
     def __call__(self, x: Array) -> Array:
         return self.decode(self.encode(x))
@@ -109,7 +109,7 @@ class ConvAutoencoder(nn.Module):
         self.conv2 = ConvPool3x3(f2, dtype=self.dtype)
         if self.latent_dim is not None:
             self.to_code = nn.Dense(self.latent_dim, dtype=self.dtype)
-            self.from_code = nn.Dense(7 * 7 * f2, dtype=self.dtype)
+            self.from_code = nn.Dense(POOLED_SIDE * POOLED_SIDE * f2, dtype=self.dtype)
         self.deconv1 = Upsample2x2(f1, dtype=self.dtype)
         self.deconv2 = Upsample2x2(1, dtype=self.dtype)
 
@@ -124,7 +124,7 @@ class ConvAutoencoder(nn.Module):
         if self.latent_dim is None:
             h = z
         else:
-            h = nn.relu(self.from_code(z)).reshape(z.shape[0], 7, 7, self.features[1])
+            h = nn.relu(self.from_code(z)).reshape(z.shape[0], POOLED_SIDE, POOLED_SIDE, self.features[1])
         h = nn.relu(self.deconv1(h))  # [B, 7, 7, 2, 2, f1]: a 14x14 map in block layout
         return ops.unblock(nn.sigmoid(self.deconv2(h)))  # [B, 7, 7, 2, 2, 2, 2, 1] -> [B, 28, 28, 1]
 

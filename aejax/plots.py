@@ -12,12 +12,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from aejax.config import IMAGE_PIXELS, IMAGE_SIDE  # noqa: E402
+
 
 def _image(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     if x.max() > 1.0:
         x = x / 255.0
-    return x.reshape(28, 28)
+    return x.reshape(IMAGE_SIDE, IMAGE_SIDE)
 
 
 def _save(fig, path: str | Path) -> None:
@@ -68,7 +70,7 @@ def depth_vs_error(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8)
     top = ax.secondary_xaxis("top")
-    top.set_xticks(all_depths, [f"{784 / d:.1f}x" for d in all_depths])
+    top.set_xticks(all_depths, [f"{IMAGE_PIXELS / d:.1f}x" for d in all_depths])
     top.minorticks_off()
     top.set_xlabel("compression ratio (784 / code size)")
     ax.set_title("Reconstruction error against code size (mean ± std over seeds)", fontsize=10)

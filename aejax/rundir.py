@@ -1,13 +1,24 @@
-"""A run directory: its config, per-epoch metrics, results, and the rules that protect what is written.
+"""A run directory: its config, per-epoch metrics, TensorBoard events, results, the rules that protect what is
+written, and reloading a trained model from it.
 
 `RunDir.open` refuses to mix runs: a directory holding a run of another config (or seeds) is left untouched
 unless `overwrite`; the same config continues only with `resume`. Every file is written to a temporary name
-and renamed, so a crash never leaves half a file.
+and renamed, so a crash never leaves half a file. A run directory holds:
+
+    config.json      every setting, the seeds, package versions, device and host
+    metrics.jsonl    one line per epoch: train loss and test MSE per seed, seconds, images/s
+    results.json     one row per seed (`result_row`): test MSE, PSNR, SSIM, parameters, seconds, warnings
+    recon.png        the first ten test digits and their reconstructions (first seed)
+    tensorboard/     event files, one folder per seed: the metrics.jsonl scalars and the recon figure
+    checkpoints/     orbax, one step per epoch, the last `keep_checkpoints` kept
+
+A study keeps one run directory per arm and depth under `STUDY/runs/` (`study_run_dir`, `study_runs`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -18,10 +29,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from aejax.config import Config
+import numpy as np
+
+from aejax.config import IMAGE_PIXELS, Config
 from aejax.errors import AejaxError
 
-RUN_FILES = ("config.json", "metrics.jsonl", "results.json", "recon.png", "checkpoints")
+RUN_FILES = ("config.json", "metrics.jsonl", "results.json", "recon.png", "tensorboard", "checkpoints")
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets", "numpy", "aejax")
 
 
@@ -138,3 +151,122 @@ class RunDir:
     def write_results(self, rows: list[dict[str, Any]]) -> None:
         if _is_writer():
             write_json(self.path / "results.json", rows)
+
+    def write_reconstructions(self, model, params, images: Any, title: str, events: EventLog, step: int) -> None:
+        """`recon.png`: `images` (uint8 `[n, 28, 28, 1]`) above their reconstructions; also into TensorBoard."""
+        if not _is_writer():
+            return
+        from aejax import inference, plots
+
+        path = self.path / "recon.png"
+        plots.reconstructions(path, images, np.asarray(inference.reconstruct(model, params, images)), title=title)
+        events.image("reconstructions", path, step)
+
+
+def result_row(*, model: str, variant: str, latent_dim: int, epochs: int, seed: int | None,
+               scores: dict[str, float], params: int, train_seconds: float, **extra: Any) -> dict[str, Any]:
+    """One row of a results.json (a trained model's or a baseline's), the schema every table and figure reads.
+
+    `scores` is `metrics.finalize`'s dict (mse, psnr_db, ssim); `extra` adds fields after the common ones.
+    """
+    return {"model": model, "variant": variant, "latent_dim": latent_dim,
+            "compression_ratio": IMAGE_PIXELS / latent_dim, "epochs": epochs, "seed": seed,
+            "test_mse": scores["mse"], "test_psnr_db": scores["psnr_db"], "test_ssim": scores["ssim"],
+            "params": params, "train_seconds": train_seconds, **extra}
+
+
+class EventLog:
+    """TensorBoard event files of a run (tensorboardX, no TensorFlow): `tensorboard/seed_<s>/` per seed, with
+    the scalars of each metrics.jsonl line at step = epoch. Only process 0 writes; a resumed run appends."""
+
+    def __init__(self, run_path: Path, seeds: list[int]):
+        self.seeds = list(seeds)
+        self.root = run_path / "tensorboard"
+        self._writers: dict[int, Any] = {}
+        self.enabled = _is_writer()
+
+    def _writer(self, seed: int):
+        if seed not in self._writers:
+            from tensorboardX import SummaryWriter
+
+            self._writers[seed] = SummaryWriter(str(self.root / f"seed_{seed}"))
+        return self._writers[seed]
+
+    def epoch(self, entry: dict[str, Any]) -> None:
+        """Scalars of one metrics.jsonl line: train_loss, test_mse (per seed), images_per_second, epoch_seconds."""
+        if not self.enabled:
+            return
+        for i, seed in enumerate(self.seeds):
+            writer = self._writer(seed)
+            for tag in ("train_loss", "test_mse"):
+                writer.add_scalar(tag, entry[tag][i], entry["epoch"])
+            for tag in ("images_per_second", "epoch_seconds"):
+                writer.add_scalar(tag, entry[tag], entry["epoch"])
+            writer.flush()
+
+    def image(self, tag: str, png: Path, step: int) -> None:
+        """A PNG written by `aejax.plots`, under the first seed."""
+        if not self.enabled:
+            return
+        from PIL import Image
+
+        pixels = np.asarray(Image.open(png).convert("RGB"))  # [H, W, 3]
+        writer = self._writer(self.seeds[0])
+        writer.add_image(tag, pixels, step, dataformats="HWC")
+        writer.flush()
+
+    def close(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+
+
+def load_model(run_dir: str | Path, seed: int | None = None):
+    """Reload a trained model from a run directory's latest checkpoint: `(model, params, config)`.
+
+    `seed` picks one of the run's seeds (default: its first). No training, no data needed.
+    """
+    from aejax import checkpoint, train
+
+    run_dir = Path(run_dir)
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())
+        config, seeds = Config.from_dict(saved["config"]), list(saved["seeds"])
+    except FileNotFoundError:
+        raise AejaxError(f"{run_dir} holds no aejax run (no config.json)") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise AejaxError(f"{run_dir / 'config.json'} is not a valid run config ({e})") from None
+    if seed is not None and seed not in seeds:
+        raise AejaxError(f"{run_dir} has seeds {seeds}, not {seed}")
+    trainer = train.make_trainer(config)
+    target = _abstract_state(trainer, len(seeds))
+    state, _ = checkpoint.restore(checkpoint.manager(run_dir / "checkpoints", config.keep_checkpoints), target)
+    return trainer.model, train.unstack(state.params, seeds.index(seed) if seed is not None else 0), config
+
+
+def _abstract_state(trainer, k: int):
+    """Shapes and dtypes of a stack of `k` train states, placed on this process's first device (whatever
+    devices wrote the checkpoint)."""
+    import jax
+
+    from aejax import train
+
+    keys = jax.random.split(jax.random.key(0), k)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                                  jax.eval_shape(jax.vmap(functools.partial(train.init_state, trainer)), keys))
+
+
+def study_run_dir(study_dir: str | Path, label: str, depth: int) -> Path:
+    """Where a study keeps the run of arm `label` at code size `depth`."""
+    return Path(study_dir) / "runs" / f"{label}_d{depth}"
+
+
+def study_runs(study_dir: str | Path) -> dict[str, list[tuple[int, Path]]]:
+    """The trained runs of a study directory: arm label -> [(depth, run directory)], by depth."""
+    runs: dict[str, list[tuple[int, Path]]] = {}
+    for path in sorted((Path(study_dir) / "runs").glob("*_d*")):
+        label, depth = path.name.rsplit("_d", 1)
+        if depth.isdigit() and (path / "config.json").exists():
+            runs.setdefault(label, []).append((int(depth), path))
+    return {label: sorted(found) for label, found in runs.items()}

@@ -3,10 +3,14 @@ and the figures. The scripts in `experiments/` only parse flags and call `run_st
 
 Each (arm, depth) trains in its own run directory under `OUT/runs/` and is resumed, not redone, when the
 study is run again with the same settings; `OUT/results.json` and the figures are rewritten from the runs.
+While it trains, the study prints `arm d=N (i/total)` and an estimate of the time left, which weights each
+remaining run by XLA's FLOP count of its training step (on this project's CPU, time per FLOP varies by about
+2x across the study's models).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Sequence
@@ -17,12 +21,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aejax import metrics, plots, train
-from aejax.config import IMAGE_PIXELS, Config
+from aejax import cli, inference, metrics, plots, train
+from aejax.config import IMAGE_PIXELS, IMAGE_SHAPE, Config
 from aejax.configs.study import DEPTHS, Arm, parse_arms
 from aejax.data import load_mnist
 from aejax.errors import AejaxError
-from aejax.rundir import RunDir, environment, make_output_dir, write_json
+from aejax.rundir import RunDir, environment, make_output_dir, result_row, study_run_dir, write_json
 
 GRID_DIGITS = 10  # the first ten test images: 7 2 1 0 4 1 4 9 5 9
 
@@ -31,23 +35,16 @@ def arm_depths(arm: Arm, depths: Sequence[int]) -> tuple[int, ...]:
     return arm.depths if arm.depths is not None else tuple(depths)
 
 
-def run_dir_of(out_dir: Path, arm: Arm, depth: int) -> Path:
-    return out_dir / "runs" / f"{arm.label}_d{depth}"
-
-
 def pca_rows(train_images: jax.Array, test_images: jax.Array, depths: Sequence[int]) -> tuple[list[dict], dict]:
     """PCA fitted on the training images, scored by the same metric code as the models."""
     t0 = time.perf_counter()
     pcas = metrics.fit_pca(train_images, depths)
     jax.block_until_ready(pcas)
     fit_seconds = time.perf_counter() - t0
-    rows = []
-    for k, pca in pcas.items():
-        m = metrics.reconstruction_metrics(metrics.Pca.reconstruct, pca, test_images)
-        rows.append({"model": "pca", "variant": "pca", "latent_dim": k, "compression_ratio": IMAGE_PIXELS / k,
-                     "epochs": 0, "seed": None, "test_mse": m["mse"], "test_psnr_db": m["psnr_db"],
-                     "test_ssim": m["ssim"], "params": k * IMAGE_PIXELS + IMAGE_PIXELS,
-                     "train_seconds": fit_seconds})
+    rows = [result_row(model="pca", variant="pca", latent_dim=k, epochs=0, seed=None,
+                       scores=metrics.reconstruction_metrics(metrics.Pca.reconstruct, pca, test_images),
+                       params=k * IMAGE_PIXELS + IMAGE_PIXELS, train_seconds=fit_seconds)
+            for k, pca in pcas.items()]
     return rows, pcas
 
 
@@ -72,21 +69,26 @@ def run_study(arms: Sequence[Arm], out_dir: str | Path, *, depths: Sequence[int]
     rows: list[dict[str, Any]] = []
     curves: dict[str, list[float]] = {}
     recons: dict[tuple[str, int], np.ndarray] = {}  # (arm, depth) -> grid digits' reconstructions
-    for arm in arms:
-        for depth in arm_depths(arm, depths):
-            config = configs[arm.label, depth]
-            run_dir = run_dir_of(out_dir, arm, depth)
-            log(f"== {arm.label} d={depth}: {len(seeds)} seed(s), {config.epochs} epochs -> {run_dir}")
-            arm_rows = train.run(config, run_dir, seeds=list(seeds), data=(train_images, test_images),
-                                 resume=True, log=log)
-            rows += [{**r, "variant": arm.label} for r in arm_rows]
-            history = RunDir(run_dir).read_metrics()
-            curves[f"{arm.label} d{depth}"] = [float(np.mean(h["train_loss"])) for h in history]
-            recons[arm.label, depth] = _recon(run_dir, test_images)
-            plots.reconstructions(out_dir / f"recon_{arm.label}_d{depth}.png", test_np[:GRID_DIGITS],
-                                  recons[arm.label, depth],
-                                  title=f"{arm.label}, code {depth} (compression {IMAGE_PIXELS / depth:.1f}x), "
-                                        f"seed {seeds[0]}")
+    work = {key: _train_flops(config) * len(seeds) for key, config in configs.items()}
+    done_work, train_wall = 0.0, 0.0  # FLOPs and seconds of the runs trained by this invocation
+    for i, ((label, depth), config) in enumerate(configs.items(), start=1):
+        run_dir = study_run_dir(out_dir, label, depth)
+        log(f"== {label} d={depth} ({i}/{len(configs)}): {len(seeds)} seed(s), {config.epochs} epochs -> {run_dir}"
+            + _time_left(train_wall, done_work, sum(work[k] for k in list(configs)[i - 1:])))
+        t0 = time.perf_counter()
+        result = train.run(config, run_dir, seeds=list(seeds), data=(train_images, test_images), resume=True,
+                           variant=label, log=log)
+        if result.epochs_trained:
+            train_wall += time.perf_counter() - t0
+            done_work += work[label, depth] * result.epochs_trained / config.epochs
+        rows += result.rows
+        history = RunDir(run_dir).read_metrics()
+        curves[f"{label} d{depth}"] = [float(np.mean(h["train_loss"])) for h in history]
+        recons[label, depth] = np.asarray(inference.reconstruct(result.model, result.params[0],
+                                                                test_images[:GRID_DIGITS]), np.float32)
+        plots.reconstructions(out_dir / f"recon_{label}_d{depth}.png", test_np[:GRID_DIGITS], recons[label, depth],
+                              title=f"{label}, code {depth} (compression {IMAGE_PIXELS / depth:.1f}x), "
+                                    f"seed {seeds[0]}")
 
     all_depths = sorted({d for arm in arms for d in arm_depths(arm, depths)})
     p_rows, pcas = pca_rows(train_images, test_images, all_depths)
@@ -153,10 +155,21 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _recon(run_dir: Path, test_images: jax.Array) -> np.ndarray:
-    """Reconstructions of the grid digits by the run's first seed, reloaded from its checkpoint."""
-    model, params, _ = train.load_model(run_dir)
-    return np.asarray(model.apply({"params": params}, metrics.to_float(test_images[:GRID_DIGITS])), np.float32)
+def _train_flops(config: Config) -> float:
+    """XLA's FLOP count of training one seed of `config` (per-step cost x steps), from the lowered step alone."""
+    trainer = train.make_trainer(config)
+    state = jax.eval_shape(functools.partial(train.init_state, trainer), jax.random.key(0))
+    batch = jax.ShapeDtypeStruct((config.batch_size, *IMAGE_SHAPE), jnp.float32)
+    step = jax.jit(functools.partial(train.train_step, trainer)).lower(state, batch).cost_analysis()
+    steps = config.epochs * train.steps_per_epoch(train.default_train_size(config), config.batch_size)
+    return float(step.get("flops", 0.0)) * steps
+
+
+def _time_left(seconds: float, done: float, left: float) -> str:
+    """', about M min left' from the seconds and FLOPs trained so far; empty before anything was trained."""
+    if not done or not seconds:
+        return ""
+    return f", about {seconds / done * left / 60:.1f} min of training left"
 
 
 def _recon_grid(out_dir: Path, recons: dict[tuple[str, int], np.ndarray], pcas: dict,
@@ -173,9 +186,12 @@ def main(default_arms: Sequence[Arm], argv: list[str] | None = None, prog: str =
     """The shared command line of the study scripts."""
     from aejax.configs.study import ARMS
 
-    p = train.ArgumentParser(prog=prog, description="Compare autoencoders across code sizes on MNIST.")
+    p = cli.ArgumentParser(prog=prog, description="Compare autoencoders across code sizes on MNIST.")
     p.add_argument("--out", required=True, help="output directory (runs/, results.json, figures)")
-    p.add_argument("--depths", default=",".join(map(str, DEPTHS)), help="code sizes, comma-separated")
+    p.add_argument("--depths", default=None,
+                   help=f"code sizes, comma-separated (default: {','.join(map(str, DEPTHS))}); an arm whose "
+                        f"architecture fixes its size (conv_original: 392) runs at that size, which an explicit "
+                        f"--depths must list")
     p.add_argument("--seeds", default="0,1,2", help="seeds, comma-separated (trained together with vmap)")
     p.add_argument("--epochs", type=int, default=None, help="epochs for every arm (default: each arm's, 5)")
     p.add_argument("--arms", default=",".join(a.label for a in default_arms),
@@ -186,11 +202,17 @@ def main(default_arms: Sequence[Arm], argv: list[str] | None = None, prog: str =
     args = p.parse_args(argv)
 
     def body() -> None:
-        depths = train.parse_ints(args.depths, "--depths")
-        seeds = train.parse_ints(args.seeds, "--seeds")
+        depths = DEPTHS if args.depths is None else cli.parse_ints(args.depths, "--depths")
+        seeds = cli.parse_ints(args.seeds, "--seeds")
         if not depths or any(not 0 < d <= IMAGE_PIXELS for d in depths):
             raise AejaxError(f"--depths must be integers in 1..{IMAGE_PIXELS}, got {args.depths!r}")
-        run_study(parse_arms(args.arms), args.out, depths=depths, seeds=seeds, epochs=args.epochs,
+        arms = parse_arms(args.arms)
+        unlisted = [f"{a.label} ({','.join(map(str, a.depths))})" for a in arms
+                    if args.depths is not None and a.depths is not None and not set(a.depths) & set(depths)]
+        if unlisted:
+            raise AejaxError(f"--depths {args.depths} leaves out the fixed code size of arm(s) {', '.join(unlisted)}; "
+                             f"add it to --depths or drop the arm from --arms")
+        run_study(arms, args.out, depths=depths, seeds=seeds, epochs=args.epochs,
                   train_examples=args.train_examples, data_dir=args.data_dir, mnist_dir=args.mnist_dir)
 
-    train.cli(body)
+    cli.cli(body)

@@ -1,22 +1,19 @@
 """Training: a pure train step, one compiled `lax.scan` per epoch, evaluation, and the run loop.
 
 The epoch function is written once for one model; `run` lifts it with `jax.vmap` over a stack of K train
-states and K PRNG keys (K seeds, shared data), so one compiled program trains every seed of a study.
-
-    python -m aejax.train --model linear --latent-dim 32 --epochs 5 --out runs/linear_d32
+states and K PRNG keys (K seeds, shared data), so one compiled program trains every seed of a study. The
+command line is `aejax.cli` (`python -m aejax.train` runs it); reloading a finished run is `rundir.load_model`.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
-import json
 import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -28,9 +25,9 @@ import optax
 from jax.sharding import Mesh
 
 from aejax import checkpoint, corruption, metrics, models, parallel
-from aejax.config import CONV_ORIGINAL_CODE, MNIST_TRAIN_SIZE, Config
+from aejax.config import IMAGE_SHAPE, MNIST_TRAIN_SIZE, Config
 from aejax.errors import AejaxError
-from aejax.rundir import RunDir
+from aejax.rundir import EventLog, RunDir, result_row
 
 Array = jax.Array
 PyTree = Any
@@ -56,23 +53,31 @@ class Trainer(NamedTuple):
     noise_level: float = 0.0
 
 
-def steps_per_epoch(config: Config) -> int:
-    """Full batches per epoch; the last partial batch is dropped (none for 60,000 images at batch 25)."""
-    return (config.train_examples or MNIST_TRAIN_SIZE) // config.batch_size
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """Full batches per epoch over `n_train` images; the last partial batch is dropped (none for 60,000 images
+    at batch 25)."""
+    return n_train // batch_size
 
 
-def make_schedule(config: Config) -> optax.Schedule:
-    total = config.epochs * steps_per_epoch(config)
+def default_train_size(config: Config) -> int:
+    """The number of MNIST training images `config` trains on."""
+    return config.train_examples or MNIST_TRAIN_SIZE
+
+
+def make_schedule(config: Config, n_train: int) -> optax.Schedule:
+    """The learning rate per optimizer step, for `config.epochs` epochs over `n_train` images."""
+    steps = steps_per_epoch(n_train, config.batch_size)
+    total = config.epochs * steps
     if config.schedule == "constant":
         return optax.constant_schedule(config.lr)
     if config.schedule == "cosine":
         return optax.cosine_decay_schedule(config.lr, total)
-    warmup = int(config.warmup_epochs * steps_per_epoch(config))
+    warmup = int(config.warmup_epochs * steps)
     return optax.warmup_cosine_decay_schedule(0.0, config.lr, warmup, total)
 
 
-def make_optimizer(config: Config) -> optax.GradientTransformation:
-    schedule = make_schedule(config)
+def make_optimizer(config: Config, n_train: int) -> optax.GradientTransformation:
+    schedule = make_schedule(config, n_train)
     if config.optimizer == "adam":
         return optax.adam(schedule)
     if config.optimizer == "adamw":
@@ -80,14 +85,17 @@ def make_optimizer(config: Config) -> optax.GradientTransformation:
     return optax.sgd(schedule, momentum=0.9)
 
 
-def make_trainer(config: Config) -> Trainer:
+def make_trainer(config: Config, n_train: int | None = None) -> Trainer:
+    """The static pieces of training `config` on `n_train` images (default: the MNIST count `config` names;
+    pass the size of the array actually trained on, which sets the schedule's length)."""
+    n_train = default_train_size(config) if n_train is None else n_train
     mesh = parallel.make_mesh(config.batch_size) if config.data_parallel else None
-    return Trainer(models.build(config), make_optimizer(config), config.loss, config.batch_size, mesh,
+    return Trainer(models.build(config), make_optimizer(config, n_train), config.loss, config.batch_size, mesh,
                    config.noise, config.noise_level)
 
 
 def init_state(trainer: Trainer, key: Array) -> TrainState:
-    params = trainer.model.init(key, jnp.zeros((1, 28, 28, 1), jnp.float32))["params"]
+    params = trainer.model.init(key, jnp.zeros((1, *IMAGE_SHAPE), jnp.float32))["params"]
     return TrainState(jnp.zeros((), jnp.int32), params, trainer.tx.init(params))
 
 
@@ -152,25 +160,18 @@ def seed_keys(seed: int) -> tuple[Array, Array]:
     return init_key, data_key
 
 
-def test_mse(trainer: Trainer, params: PyTree, images: Array) -> Array:
-    """Test-set MSE of one model on uint8 `images`, in chunks (cheap enough for every epoch)."""
-    chunks = images.reshape(-1, 1000, *images.shape[1:]) if images.shape[0] % 1000 == 0 else images[None]
 
-    def body(total: Array, chunk: Array) -> tuple[Array, None]:
-        x = metrics.to_float(chunk)
-        recon = trainer.model.apply({"params": params}, x).astype(jnp.float32)
-        return total + jnp.sum((recon - x) ** 2), None
-
-    total, _ = jax.lax.scan(body, jnp.zeros(()), chunks)
-    return total / images.size
+def evaluate(trainer: Trainer, with_ssim: bool, params: PyTree, images: Array) -> metrics.Totals:
+    """Test-set totals of one model on uint8 `images` (`metrics.totals`, the one evaluation path)."""
+    return metrics.totals(trainer.model.apply, {"params": params}, images, with_ssim=with_ssim)
 
 
 class Program(NamedTuple):
     """The compiled functions of a run, each over a stack of K models (leading axis)."""
 
-    init: Any  # keys [K] -> TrainState[K]
-    epoch: Any  # (TrainState[K], images, keys [K]) -> (TrainState[K], losses [K, steps])
-    test_mse: Any  # (params[K], images) -> [K]
+    init: Callable  # keys [K] -> TrainState[K]
+    epoch: Callable  # (TrainState[K], images, keys [K]) -> (TrainState[K], losses [K, steps])
+    evaluate: Callable  # (with_ssim, params[K], images) -> metrics.Totals with [K] leaves
 
 
 def compile_program(trainer: Trainer) -> Program:
@@ -179,7 +180,9 @@ def compile_program(trainer: Trainer) -> Program:
         init=jax.jit(jax.vmap(functools.partial(init_state, trainer))),
         epoch=jax.jit(jax.vmap(functools.partial(train_epoch, trainer), in_axes=(0, None, 0)),
                       donate_argnums=0),
-        test_mse=jax.jit(jax.vmap(functools.partial(test_mse, trainer), in_axes=(0, None))),
+        evaluate=jax.jit(lambda with_ssim, params, images: jax.vmap(
+            functools.partial(evaluate, trainer, with_ssim), in_axes=(0, None))(params, images),
+            static_argnums=0),
     )
 
 
@@ -187,38 +190,63 @@ def unstack(tree: PyTree, i: int) -> PyTree:
     return jax.tree_util.tree_map(lambda x: x[i], tree)
 
 
-def final_metrics(trainer: Trainer, params: PyTree, images: Array) -> dict[str, float]:
-    return metrics.reconstruction_metrics(trainer.model.apply, {"params": params}, images)
+class RunResult(NamedTuple):
+    """What `run` trained: one results row per seed (as in results.json), the model and each seed's params."""
+
+    rows: list[dict[str, Any]]
+    model: nn.Module
+    params: list[PyTree]  # one per seed, in the order of the rows
+    epochs_trained: int  # epochs trained by this call (0: the run was already finished and only reloaded)
 
 
-def run(config: Config, out_dir: str | Path, *, seeds: list[int] | tuple[int, ...] | None = None,
-        data_dir: str | None = None, mnist_dir: str | None = None, resume: bool = False,
-        overwrite: bool = False, data: tuple[np.ndarray, np.ndarray] | None = None,
-        log=print) -> list[dict[str, Any]]:
+def check_seeds(config: Config, seeds: Sequence[int] | None) -> list[int]:
+    """The seeds a run trains: `seeds` when given (then `config.seed` must be its default or one of them),
+    else `[config.seed]`."""
+    if seeds is None:
+        return [config.seed]
+    seeds = list(seeds)
+    if not seeds or len(set(seeds)) != len(seeds) or any(type(s) is not int or s < 0 for s in seeds):
+        raise AejaxError(f"seeds must be distinct non-negative integers, got {seeds!r}")
+    if config.seed != Config.seed and config.seed not in seeds:
+        raise AejaxError(f"config.seed={config.seed} is not among seeds={seeds}: seeds replaces config.seed, "
+                         f"so give one or the other")
+    return seeds
+
+
+def _scores(totals: metrics.Totals, k: int) -> list[dict[str, float]]:
+    return [metrics.finalize(unstack(totals, i)) for i in range(k)]
+
+
+def run(config: Config, out_dir: str | Path, *, seeds: Sequence[int] | None = None, data_dir: str | None = None,
+        mnist_dir: str | None = None, resume: bool = False, overwrite: bool = False,
+        data: tuple[np.ndarray, np.ndarray] | None = None, variant: str | None = None,
+        log: Callable[[str], None] = print) -> RunResult:
     """Train one model per seed (vmapped, shared data), evaluate, checkpoint, and write the run directory.
 
-    `seeds` defaults to `[config.seed]`. `data`, if given, is `(train_images, test_images)` uint8 arrays and
-    skips loading MNIST (tests, sweeps that load once). Returns one result row per seed (also in results.json).
+    `seeds` defaults to `[config.seed]`. `data`, if given, is `(train_images, test_images)` uint8 arrays (host
+    or device) and skips loading MNIST (tests, studies that load once). `variant` labels the rows (default: the
+    model name). With `resume`, a run of the same config continues from its latest checkpoint (a finished one
+    is reloaded, not retrained). Returns the rows (also in results.json) and the trained parameters.
     """
-    seeds = [config.seed] if seeds is None else list(seeds)
-    if not seeds or len(set(seeds)) != len(seeds) or any(not isinstance(s, int) or s < 0 for s in seeds):
-        raise AejaxError(f"seeds must be distinct non-negative integers, got {seeds!r}")
-    run_dir = RunDir.open(out_dir, config, seeds, resume=resume, overwrite=overwrite)
+    seeds = check_seeds(config, seeds)
     if data is None:
         from aejax.data import load_mnist, split_size
 
         def load_train(rows: range) -> np.ndarray:
             return load_mnist("train", data_dir=data_dir, mnist_dir=mnist_dir, rows=rows).images
 
-        n_train = split_size("train", data_dir=data_dir, mnist_dir=mnist_dir)
+        n_available = split_size("train", data_dir=data_dir, mnist_dir=mnist_dir)
         test_np = load_mnist("test", data_dir=data_dir, mnist_dir=mnist_dir).images
     else:
         def load_train(rows: range) -> np.ndarray:
             return data[0][rows.start:rows.stop]
 
-        n_train, test_np = len(data[0]), data[1]
-    n_train = n_train if config.train_examples is None else min(n_train, config.train_examples)
-    trainer = make_trainer(config)
+        n_available, test_np = len(data[0]), data[1]
+    n_train = n_available if config.train_examples is None else min(n_available, config.train_examples)
+    if n_train < config.batch_size:
+        raise AejaxError(f"batch_size {config.batch_size} is larger than the {n_train} training images")
+    run_dir = RunDir.open(out_dir, config, seeds, resume=resume, overwrite=overwrite)
+    trainer = make_trainer(config, n_train)
     program = compile_program(trainer)
     keys = [seed_keys(s) for s in seeds]
     init_keys = jnp.stack([k[0] for k in keys])
@@ -237,9 +265,10 @@ def run(config: Config, out_dir: str | Path, *, seeds: list[int] | tuple[int, ..
         start_epoch, history = int(meta["epoch"]), run_dir.read_metrics()[: int(meta["epoch"])]
         log(f"resumed from {run_dir.path / 'checkpoints'} at epoch {start_epoch}")
 
-    n_steps = steps_per_epoch(config)
+    n_steps = steps_per_epoch(n_train, config.batch_size)
     train_seconds = sum(h["epoch_seconds"] for h in history)
-    with stop_requests() as received:
+    final = None  # the last epoch's scores, SSIM included: they are the results
+    with stop_requests() as received, contextlib.closing(EventLog(run_dir.path, seeds)) as events:
         for epoch in range(start_epoch, config.epochs):
             t0 = time.perf_counter()
             ekeys = jax.vmap(epoch_key, in_axes=(0, None))(data_keys, epoch)
@@ -248,65 +277,47 @@ def run(config: Config, out_dir: str | Path, *, seeds: list[int] | tuple[int, ..
             seconds = time.perf_counter() - t0
             _check_finite(losses, epoch, seeds, mngr)
             train_seconds += seconds
-            mse = np.asarray(program.test_mse(state.params, test_images))
+            last = epoch + 1 == config.epochs
+            scores = _scores(program.evaluate(last, state.params, test_images), len(seeds))
+            final = scores if last else None
             history.append({"epoch": epoch + 1, "train_loss": losses.mean(axis=1).tolist(),
-                            "test_mse": mse.tolist(), "epoch_seconds": seconds,
+                            "test_mse": [s["mse"] for s in scores], "epoch_seconds": seconds,
                             "images_per_second": len(seeds) * n_steps * config.batch_size / seconds})
             checkpoint.save(mngr, epoch + 1, state,
                             {"epoch": epoch + 1, "seeds": seeds, "config": config.to_dict()})
             run_dir.write_metrics(history)
-            log(f"epoch {epoch + 1}/{config.epochs}  train_loss {losses.mean():.5f}  test_mse {mse.mean():.5f}  "
+            events.epoch(history[-1])
+            log(f"epoch {epoch + 1}/{config.epochs}  train_loss {losses.mean():.5f}  "
+                f"test_mse {np.mean(history[-1]['test_mse']):.5f}  "
                 f"{history[-1]['images_per_second']:,.0f} img/s  {seconds:.1f}s"
                 + ("  (includes compilation)" if epoch == start_epoch else ""))
             if received:
                 raise Interrupted(f"stopped by {signal.Signals(received[0]).name} after epoch {epoch + 1}/"
                                   f"{config.epochs}; its checkpoint is saved in {run_dir.path / 'checkpoints'}; "
                                   f"continue with --resume", exit_code=128 + received[0])
+        if final is None:  # every epoch was trained before: a finished run, reloaded
+            final = _scores(program.evaluate(True, state.params, test_images), len(seeds))
 
-    rows = []
-    for i, seed in enumerate(seeds):
-        params = unstack(state.params, i)
-        m = final_metrics(trainer, params, test_images)
-        rows.append({
-            "model": config.model, "latent_dim": config.latent_dim,
-            "compression_ratio": config.compression_ratio, "epochs": config.epochs, "seed": seed,
-            "test_mse": m["mse"], "test_psnr_db": m["psnr_db"], "test_ssim": m["ssim"],
-            "final_train_loss": history[-1]["train_loss"][i], "params": models.param_count(params),
-            "train_seconds": train_seconds / len(seeds), "train_seconds_total": train_seconds,
-            "seeds_trained_together": len(seeds),
-        })
-    run_dir.write_results(rows)
-    from aejax import plots
-    plots.reconstructions(run_dir.path / "recon.png", np.asarray(test_images[:10]),
-                          np.asarray(trainer.model.apply({"params": unstack(state.params, 0)},
-                                                         metrics.to_float(test_images[:10]))),
-                          title=f"{config.model}, code {config.latent_dim}, seed {seeds[0]}: "
-                                f"test MSE {rows[0]['test_mse']:.5f}")
-    return rows
-
-
-def load_model(run_dir: str | Path, seed: int | None = None) -> tuple[nn.Module, PyTree, Config]:
-    """Reload a trained model from a run directory's latest checkpoint: `(model, params, config)`.
-
-    `seed` picks one of the run's seeds (default: its first). No training, no data needed.
-    """
-    run_dir = Path(run_dir)
-    try:
-        saved = json.loads((run_dir / "config.json").read_text())
-        config, seeds = Config.from_dict(saved["config"]), list(saved["seeds"])
-    except FileNotFoundError:
-        raise AejaxError(f"{run_dir} holds no aejax run (no config.json)") from None
-    except (ValueError, KeyError, TypeError) as e:
-        raise AejaxError(f"{run_dir / 'config.json'} is not a valid run config ({e})") from None
-    if seed is not None and seed not in seeds:
-        raise AejaxError(f"{run_dir} has seeds {seeds}, not {seed}")
-    trainer = make_trainer(config)
-    keys = jnp.stack([seed_keys(s)[0] for s in seeds])
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # whatever devices wrote it
-    target = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-                                    jax.eval_shape(jax.vmap(functools.partial(init_state, trainer)), keys))
-    state, _ = checkpoint.restore(checkpoint.manager(run_dir / "checkpoints", config.keep_checkpoints), target)
-    return trainer.model, unstack(state.params, seeds.index(seed) if seed is not None else 0), config
+        params = [unstack(state.params, i) for i in range(len(seeds))]
+        baseline = metrics.mean_image_mse(train_images, test_images)
+        rows = []
+        for i, seed in enumerate(seeds):
+            warnings = []
+            if final[i]["mse"] > baseline:
+                warnings.append(f"seed {seed} learned nothing: its test MSE {final[i]['mse']:.5f} is worse than "
+                                f"predicting the training set's mean image ({baseline:.5f})")
+                log(f"warning: {warnings[-1]}")
+            rows.append(result_row(
+                model=config.model, variant=variant or config.model, latent_dim=config.latent_dim,
+                epochs=config.epochs, seed=seed, scores=final[i], params=models.param_count(params[i]),
+                train_seconds=train_seconds / len(seeds), final_train_loss=history[-1]["train_loss"][i],
+                train_seconds_total=train_seconds, seeds_trained_together=len(seeds),
+                mean_image_test_mse=baseline, warnings=warnings))
+        run_dir.write_results(rows)
+        run_dir.write_reconstructions(trainer.model, params[0], np.asarray(test_images[:10]),
+                                      f"{config.model}, code {config.latent_dim}, seed {seeds[0]}: "
+                                      f"test MSE {rows[0]['test_mse']:.5f}", events, config.epochs)
+    return RunResult(rows, trainer.model, params, config.epochs - start_epoch)
 
 
 class Interrupted(AejaxError):
@@ -352,98 +363,7 @@ def _check_finite(losses: np.ndarray, epoch: int, seeds: list[int], mngr) -> Non
                          f"training stopped and {where}; try a smaller --lr")
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse with its errors on one line (no usage block), exit status 2."""
-
-    def error(self, message: str):
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        sys.exit(2)
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = ArgumentParser(prog="python -m aejax.train", description="Train one MNIST autoencoder.")
-    p.add_argument("--model", default="linear", help="linear, conv or conv_original")
-    p.add_argument("--latent-dim", type=int, default=None,
-                   help="code size (default 32; conv_original: 392)")
-    p.add_argument("--hidden", default="", help="comma-separated hidden widths of the linear model")
-    p.add_argument("--conv-features", default=",".join(map(str, Config.conv_features)),
-                   help="the two conv widths of the depth-matched conv model")
-    p.add_argument("--epochs", type=int, default=Config.epochs)
-    p.add_argument("--batch-size", type=int, default=Config.batch_size)
-    p.add_argument("--lr", type=float, default=Config.lr)
-    p.add_argument("--schedule", default=Config.schedule)
-    p.add_argument("--warmup-epochs", type=float, default=Config.warmup_epochs)
-    p.add_argument("--optimizer", default=Config.optimizer)
-    p.add_argument("--loss", default=Config.loss)
-    p.add_argument("--noise", default=Config.noise, help="denoising: none, gaussian, salt_pepper or mask")
-    p.add_argument("--noise-level", type=float, default=Config.noise_level, help="gaussian sigma or a rate")
-    p.add_argument("--dtype", default=Config.dtype)
-    p.add_argument("--seed", type=int, default=Config.seed)
-    p.add_argument("--data-parallel", action="store_true",
-                   help="shard each batch over all devices (jax.sharding mesh), replicate the state")
-    p.add_argument("--shard-data", action="store_true",
-                   help="with --data-parallel: split the training images over the devices; each host loads its rows")
-    p.add_argument("--train-examples", type=int, default=None, help="train on the first N images only")
-    p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--data-dir", default=None, help="where tfds keeps prepared data")
-    p.add_argument("--mnist-dir", default=None, help="directory with the four MNIST .gz IDX files")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
-    p.add_argument("--overwrite", action="store_true", help="replace a different run in --out")
-    return p.parse_args(argv)
-
-
-def positive_int(text: str) -> int:
-    """An argparse `type` for counts: '12' -> 12; '0', '-3' or 'x' give a one-line usage error."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
-def parse_ints(text: str, what: str) -> tuple[int, ...]:
-    """'32,64' -> (32, 64), with a one-line error for anything else."""
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise AejaxError(f"{what} must be comma-separated integers, got {text!r}") from None
-
-
-def config_from_args(args: argparse.Namespace) -> Config:
-    latent = args.latent_dim if args.latent_dim is not None else (
-        CONV_ORIGINAL_CODE if args.model == "conv_original" else Config.latent_dim)
-    return Config(model=args.model, latent_dim=latent, hidden=parse_ints(args.hidden, "--hidden"),
-                  conv_features=parse_ints(args.conv_features, "--conv-features"),
-                  epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
-                  warmup_epochs=args.warmup_epochs, optimizer=args.optimizer, loss=args.loss,
-                  dtype=args.dtype, seed=args.seed, train_examples=args.train_examples,
-                  data_parallel=args.data_parallel, shard_data=args.shard_data, noise=args.noise,
-                  noise_level=args.noise_level)
-
-
-def cli(body) -> None:
-    """Run `body()`; a user error becomes one line on stderr and exit status 2."""
-    try:
-        body()
-    except AejaxError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(getattr(e, "exit_code", 2))
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    parallel.maybe_initialize_distributed()
-
-    def body() -> None:
-        config = config_from_args(args)
-        rows = run(config, args.out, data_dir=args.data_dir, mnist_dir=args.mnist_dir,
-                   resume=args.resume, overwrite=args.overwrite)
-        print(json.dumps(rows[0], indent=2))
-
-    cli(body)
-
-
 if __name__ == "__main__":
+    from aejax.cli import main
+
     main()

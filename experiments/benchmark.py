@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aejax import train
+from aejax import cli, train
 from aejax.config import Config
 from aejax.data import load_mnist
 from aejax.rundir import environment, refuse_overwrite, write_json
@@ -139,20 +139,20 @@ def torch_contenders(config: Config, images: np.ndarray, steps: int) -> dict[str
 
 
 def main() -> None:
-    p = train.ArgumentParser(prog="python -m experiments.benchmark", description=__doc__.splitlines()[0])
+    p = cli.ArgumentParser(prog="python -m experiments.benchmark", description=__doc__.splitlines()[0])
     p.add_argument("--out", default=None, help="write the JSON here")
-    p.add_argument("--reps", type=train.positive_int, default=3)
-    p.add_argument("--images", type=train.positive_int, default=10_000,
+    p.add_argument("--reps", type=cli.positive_int, default=3, help="timed repetitions per contender (best kept)")
+    p.add_argument("--images", type=cli.positive_int, default=10_000,
                    help="images per timed call (at least 10 steps)")
-    p.add_argument("--workloads", default=",".join(WORKLOADS))
+    p.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma-separated, from: {', '.join(WORKLOADS)}")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                    help="aejax compute dtype (params stay fp32) and the dtype of the peak matmul; PyTorch stays fp32")
     p.add_argument("--no-torch", action="store_true", help="aejax contenders only, even where PyTorch is installed")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--data-dir", default=None, help="where tfds keeps prepared data (default: tfds's)")
     p.add_argument("--overwrite", action="store_true", help="replace the result file(s) if they exist")
     args = p.parse_args()
     if args.out:
-        train.cli(lambda: refuse_overwrite([args.out], args.overwrite))
+        cli.cli(lambda: refuse_overwrite([args.out], args.overwrite))
     unknown = set(args.workloads.split(",")) - set(WORKLOADS)
     if unknown:
         p.error(f"unknown workload(s) {', '.join(sorted(unknown))}; choose from {', '.join(WORKLOADS)}")

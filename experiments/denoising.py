@@ -16,7 +16,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from aejax import baselines, corruption, metrics, plots, train
+from aejax import baselines, cli, corruption, inference, metrics, plots, train
 from aejax.configs.study import parse_arms
 from aejax.data import load_mnist
 from aejax.errors import AejaxError
@@ -26,18 +26,19 @@ NOISE_SEED = 1234  # the fixed noisy test set
 
 
 def main() -> None:
-    p = train.ArgumentParser(prog="python -m experiments.denoising", description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True)
-    p.add_argument("--noise", choices=[k for k in corruption.KINDS if k != "none"], default="gaussian")
-    p.add_argument("--levels", default="0.1,0.3,0.5", help="noise std (gaussian) or corruption rates")
-    p.add_argument("--latent-dim", type=int, default=64)
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--arms", default="linear,conv")
-    p.add_argument("--train-examples", type=int, default=None)
-    p.add_argument("--test-examples", type=train.positive_int, default=None,
+    p = cli.ArgumentParser(prog="python -m experiments.denoising", description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True, help="output directory (runs/, denoising.json/.md/.png)")
+    p.add_argument("--noise", choices=[k for k in corruption.KINDS if k != "none"], default="gaussian",
+                   help="the corruption to train and score on")
+    p.add_argument("--levels", default="0.1,0.3,0.5", help="noise std (gaussian) or corruption rates, comma-separated")
+    p.add_argument("--latent-dim", type=int, default=64, help="code size of every autoencoder")
+    p.add_argument("--epochs", type=int, default=5, help="training epochs per autoencoder")
+    p.add_argument("--seed", type=int, default=0, help="training seed of every autoencoder")
+    p.add_argument("--arms", default="linear,conv", help="study arms to train as denoisers (aejax/configs/study.py)")
+    p.add_argument("--train-examples", type=int, default=None, help="train on the first N images only")
+    p.add_argument("--test-examples", type=cli.positive_int, default=None,
                    help="score on the first N test images (quick checks; default: all 10,000)")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--data-dir", default=None, help="where tfds keeps prepared data (default: tfds's)")
     p.add_argument("--overwrite", action="store_true", help="replace the result file(s) if they exist")
     args = p.parse_args()
 
@@ -65,11 +66,8 @@ def main() -> None:
                        f"pca {args.latent_dim}": jax.numpy.clip(pca.reconstruct(noisy), 0, 1)}
             for arm in arms:
                 run_dir = out / "runs" / f"{arm.label}_d{args.latent_dim}_{args.noise}{level}"
-                train.run(configs[level, arm.label], run_dir, data=data, resume=True)
-                model, params, _ = train.load_model(run_dir)
-                apply = jax.jit(lambda x, model=model, params=params: model.apply({"params": params}, x))
-                outputs[f"{arm.label} AE"] = np.concatenate([np.asarray(apply(noisy[i:i + 1000]))
-                                                       for i in range(0, len(noisy), 1000)])
+                result = train.run(configs[level, arm.label], run_dir, data=data, resume=True)
+                outputs[f"{arm.label} AE"] = inference.reconstruct(result.model, result.params[0], noisy)
             for method, recon in outputs.items():
                 rows.append({"noise": args.noise, "level": level, "method": method,
                              **metrics.score(test_np, np.asarray(recon))})
@@ -85,7 +83,7 @@ def main() -> None:
         plots.grid(out / "denoising.png", figure_rows,
                    f"{args.noise} noise: corrupted input, then each denoiser (code {args.latent_dim}), clean on top")
 
-    train.cli(body)
+    cli.cli(body)
 
 
 if __name__ == "__main__":

@@ -11,29 +11,27 @@ code space and in the 2-D projection), the code variance the 2-D projection keep
 
 from pathlib import Path
 
-import jax
 import numpy as np
 
-from aejax import metrics, plots, train
+from aejax import cli, inference, metrics, plots
 from aejax.configs.study import parse_arms
 from aejax.data import load_mnist
 from aejax.errors import AejaxError
-from aejax.rundir import environment, make_output_dir, refuse_overwrite, write_json
+from aejax.rundir import environment, load_model, make_output_dir, refuse_overwrite, study_run_dir, write_json
 
 
 def main() -> None:
-    p = train.ArgumentParser(prog="python -m experiments.latent_space", description=__doc__.splitlines()[0])
-    p.add_argument("--study", default="runs/study")
-    p.add_argument("--out", required=True)
-    p.add_argument("--depth", type=int, default=32)
-    p.add_argument("--arms", default="linear,conv")
-    p.add_argument("--data-dir", default=None)
+    p = cli.ArgumentParser(prog="python -m experiments.latent_space", description=__doc__.splitlines()[0])
+    p.add_argument("--study", default="runs/study", help="a study output directory (its runs/ are reloaded)")
+    p.add_argument("--out", required=True, help="output directory (latent.json and the two figures)")
+    p.add_argument("--depth", type=int, default=32, help="code size of the models to look at")
+    p.add_argument("--arms", default="linear,conv", help="study arms to look at, comma-separated")
+    p.add_argument("--data-dir", default=None, help="where tfds keeps prepared data (default: tfds's)")
     p.add_argument("--overwrite", action="store_true", help="replace the result file(s) if they exist")
     args = p.parse_args()
 
     def body() -> None:
-        run_dirs = {arm.label: Path(args.study) / "runs" / f"{arm.label}_d{args.depth}"
-                    for arm in parse_arms(args.arms)}
+        run_dirs = {arm.label: study_run_dir(args.study, arm.label, args.depth) for arm in parse_arms(args.arms)}
         missing = [str(d) for d in run_dirs.values() if not (d / "config.json").exists()]
         if missing:
             raise AejaxError(f"no trained run at {', '.join(missing)}: pass --study, a study "
@@ -47,20 +45,17 @@ def main() -> None:
         summary["pixels"] = {"nn_accuracy_code": metrics.nearest_neighbour_accuracy(pixels, test.labels)}
         t = np.linspace(0.0, 1.0, 10, dtype=np.float32)[:, None]
         for arm, run_dir in run_dirs.items():
-            model, params, _ = train.load_model(run_dir)
-            variables = {"params": params}
-            encode = jax.jit(lambda x, m=model, v=variables: m.apply(v, metrics.to_float(x), method=m.encode))
-            codes = np.concatenate([np.asarray(encode(test.images[i:i + 1000]))
-                                    for i in range(0, len(test.images), 1000)])
-            centred = codes - codes.mean(axis=0)
-            _, singular, vt = np.linalg.svd(centred, full_matrices=False)
-            projections[f"{arm}, code {args.depth}"] = centred @ vt[:2].T
+            model, params, _ = load_model(run_dir)
+            codes = np.asarray(inference.encode(model, params, test.images)).reshape(len(test.images), -1)
+            pca = metrics.fit_pca(codes, [codes.shape[1]])[codes.shape[1]]  # [N, d] codes, all components
+            plane = np.asarray(pca.encode(codes))[:, :2]  # [N, 2]
+            projections[f"{arm}, code {args.depth}"] = plane
             summary[arm] = {"nn_accuracy_code": metrics.nearest_neighbour_accuracy(codes, test.labels),
-                            "nn_accuracy_2d": metrics.nearest_neighbour_accuracy(centred @ vt[:2].T, test.labels),
-                            "variance_in_2d": float((singular[:2] ** 2).sum() / (singular**2).sum())}
+                            "nn_accuracy_2d": metrics.nearest_neighbour_accuracy(plane, test.labels),
+                            "variance_in_2d": float(pca.variance[:2].sum() / pca.variance.sum())}
             print(f"{arm}: {summary[arm]}", flush=True)
             path = (1 - t) * codes[0] + t * codes[1]  # [10, d]
-            rows[f"{arm} {args.depth}"] = np.asarray(model.apply(variables, path, method=model.decode))
+            rows[f"{arm} {args.depth}"] = np.asarray(inference.decode(model, params, path))
         write_json(out / "latent.json", {"depth": args.depth, "study": str(args.study), "models": summary,
                                          "environment": environment()})
         plots.latent_scatter(out / "latent_codes.png", projections, test.labels)
@@ -68,7 +63,7 @@ def main() -> None:
                    "Decoded interpolation between two test codes, t = 0 ... 1 (linear in code space)")
         print(f"wrote {out / 'latent_codes.png'} and {out / 'latent_interpolation.png'}")
 
-    train.cli(body)
+    cli.cli(body)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from aejax import ops, train
+from aejax import cli, ops
 
 REPEATS = 20
 DIMS = ("NHWC", "HWIO", "NHWC")
@@ -52,8 +52,8 @@ def aejax_block(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 def main() -> None:
-    p = train.ArgumentParser(prog="python -m experiments.profile_conv", description=__doc__.splitlines()[0])
-    p.add_argument("--batch-size", type=train.positive_int, default=25)
+    p = cli.ArgumentParser(prog="python -m experiments.profile_conv", description=__doc__.splitlines()[0])
+    p.add_argument("--batch-size", type=cli.positive_int, default=25, help="images per timed call")
     b = p.parse_args().batch_size
     key = jax.random.key(0)
     print(f"batch {b}, microseconds per call (forward + backward to the inputs named)")

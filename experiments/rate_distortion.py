@@ -16,43 +16,38 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from aejax import compression, metrics, plots, train
+from aejax import cli, compression, inference, metrics, plots
+from aejax.config import IMAGE_SHAPE
 from aejax.configs.study import parse_arms
 from aejax.data import load_mnist
 from aejax.errors import AejaxError
-from aejax.rundir import environment, make_output_dir, refuse_overwrite, write_json
+from aejax.rundir import environment, load_model, make_output_dir, refuse_overwrite, study_runs, write_json
 
 RELATIVE_STEPS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
 JPEG_QUALITIES = (5, 10, 20, 40, 60, 80, 95)
 
 
 def model_curve(run_dir: Path, images: np.ndarray) -> list[dict]:
-    model, params, _ = train.load_model(run_dir)
-    variables = {"params": params}
-    encode = jax.jit(lambda x: model.apply(variables, metrics.to_float(x), method=model.encode))
-    decode = jax.jit(lambda z: model.apply(variables, z, method=model.decode))
-    codes = np.concatenate([np.asarray(encode(images[i:i + 1000])) for i in range(0, len(images), 1000)])
-    return compression.code_curve(codes, lambda z: np.concatenate(
-        [np.asarray(decode(z[i:i + 1000])) for i in range(0, len(z), 1000)]), images, RELATIVE_STEPS)
+    model, params, _ = load_model(run_dir)
+    codes = np.asarray(inference.encode(model, params, images))
+    return compression.code_curve(codes, lambda z: np.asarray(inference.decode(model, params, z)), images,
+                                  RELATIVE_STEPS)
 
 
 def main() -> None:
-    p = train.ArgumentParser(prog="python -m experiments.rate_distortion", description=__doc__.splitlines()[0])
+    p = cli.ArgumentParser(prog="python -m experiments.rate_distortion", description=__doc__.splitlines()[0])
     p.add_argument("--study", default="runs/study", help="a study output directory (its runs/ are reloaded)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--arms", default="linear,conv")
-    p.add_argument("--test-examples", type=train.positive_int, default=None,
+    p.add_argument("--out", required=True, help="output directory (rate_distortion.json and .png)")
+    p.add_argument("--arms", default="linear,conv", help="study arms whose codes to quantise, comma-separated")
+    p.add_argument("--test-examples", type=cli.positive_int, default=None,
                    help="score on the first N test images (quick checks; default: all 10,000)")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--data-dir", default=None, help="where tfds keeps prepared data (default: tfds's)")
     p.add_argument("--overwrite", action="store_true", help="replace the result file(s) if they exist")
     args = p.parse_args()
 
     def body() -> None:
         test = load_mnist("test", data_dir=args.data_dir, examples=args.test_examples).images
-        runs: dict[str, list[tuple[int, Path]]] = {}  # arm -> [(depth, run dir)], by depth
-        for run_dir in (Path(args.study) / "runs").glob("*_d*"):
-            label, depth = run_dir.name.rsplit("_d", 1)
-            runs.setdefault(label, []).append((int(depth), run_dir))
+        runs = study_runs(args.study)  # arm -> [(depth, run dir)], by depth
         arms = [arm.label for arm in parse_arms(args.arms)]
         missing = [a for a in arms if a not in runs]
         if missing:
@@ -63,15 +58,15 @@ def main() -> None:
         train_images = load_mnist("train", data_dir=args.data_dir).images
         curves: dict[str, list[dict]] = {}
         for arm in arms:
-            for depth, run_dir in sorted(runs[arm]):
+            for depth, run_dir in runs[arm]:
                 curves[f"{arm} d{depth}"] = model_curve(run_dir, test)
                 print(f"{arm} d{depth}: done", flush=True)
         depths = sorted({depth for arm in arms for depth, _ in runs[arm]})
         pcas = metrics.fit_pca(jax.device_put(train_images), [d for d in depths if d <= 256])
         for k, pca in pcas.items():
             codes = np.asarray(pca.encode(metrics.to_float(jax.device_put(test))))
-            curves[f"pca d{k}"] = compression.code_curve(codes, lambda z, pca=pca: np.asarray(pca.decode(z)),
-                                                         test, RELATIVE_STEPS)
+            curves[f"pca d{k}"] = compression.code_curve(
+                codes, lambda z, pca=pca: np.asarray(pca.decode(z)).reshape(-1, *IMAGE_SHAPE), test, RELATIVE_STEPS)
         png = float(compression.png_bits(test).mean())
         png_header = compression.blank_bits("png")
         curves["png (lossless)"] = [{"bits_per_image": png, "mse": 0.0, "psnr_db": None, "ssim": 1.0}]
@@ -92,7 +87,7 @@ def main() -> None:
             best = max(points, key=lambda pt: pt["psnr_db"] if pt["psnr_db"] is not None else float("inf"))
             print(f"{name:>16}: {json.dumps({k: round(v, 3) for k, v in best.items() if isinstance(v, float)})}")
 
-    train.cli(body)
+    cli.cli(body)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aejax import parallel, train
+from aejax import cli, parallel, train
 from aejax.config import Config
 from aejax.data import load_mnist
 from aejax.errors import AejaxError
@@ -42,25 +42,25 @@ def train_seeds(config: Config, seeds: list[int], images: np.ndarray) -> float:
 
 
 def main() -> None:
-    p = train.ArgumentParser(prog="python -m experiments.seeds_vmap", description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True)
-    p.add_argument("--model", default="linear")
-    p.add_argument("--latent-dim", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=25)
-    p.add_argument("--ks", default="1,4,8")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--train-examples", type=int, default=60_000)
-    p.add_argument("--data-parallel", action="store_true")
-    p.add_argument("--data-dir", default=None)
+    p = cli.ArgumentParser(prog="python -m experiments.seeds_vmap", description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True, help="the JSON file to write")
+    p.add_argument("--model", default="linear", help="model to time (a Config model name)")
+    p.add_argument("--latent-dim", type=int, default=64, help="code size")
+    p.add_argument("--batch-size", type=int, default=25, help="images per step")
+    p.add_argument("--ks", default="1,4,8", help="numbers of seeds to time, comma-separated")
+    p.add_argument("--epochs", type=int, default=1, help="epochs per timed run")
+    p.add_argument("--train-examples", type=int, default=60_000, help="training images per epoch")
+    p.add_argument("--data-parallel", action="store_true", help="shard each batch over all devices")
+    p.add_argument("--data-dir", default=None, help="where tfds keeps prepared data (default: tfds's)")
     p.add_argument("--overwrite", action="store_true", help="replace the result file(s) if they exist")
     args = p.parse_args()
-    train.cli(lambda: measure(args))
+    cli.cli(lambda: measure(args))
 
 
 def measure(args: argparse.Namespace) -> None:
     """Validate every flag, then time each K and write the JSON."""
     refuse_overwrite([args.out], args.overwrite)
-    ks = train.parse_ints(args.ks, "--ks")
+    ks = cli.parse_ints(args.ks, "--ks")
     if not ks or min(ks) < 1:
         raise AejaxError(f"--ks must be positive integers, got {args.ks!r}")
     config = Config(model=args.model, latent_dim=args.latent_dim, batch_size=args.batch_size, epochs=args.epochs,

@@ -1,10 +1,13 @@
 """The command line as a user meets it: one-line errors with status 2, the files a run writes, and that an
 existing run is never overwritten by accident."""
 
+import dataclasses
 import json
 
 import pytest
 
+from aejax import cli
+from aejax.config import Config
 from tests.conftest import run_cli
 
 
@@ -24,6 +27,11 @@ def _files(root):
     (["--latent-dim", "3.5"], "argument --latent-dim: invalid int value: '3.5'"),
     (["--loss", "l1"], "unknown loss 'l1'"),
     (["--optimizer", "lion"], "unknown optimizer 'lion'"),
+    (["--warmup-epochs", "1"], "warmup_epochs=1.0 is read only with schedule warmup_cosine"),
+    (["--weight-decay", "0.01"], "weight_decay=0.01 is read only with optimizer adamw"),
+    (["--model", "conv_original", "--latent-dim", "32"], "latent_dim must be 392, got 32"),
+    (["--hidden", "a,b"], "--hidden must be comma-separated integers"),
+    (["--seed", "5", "--seeds", "0,1"], "config.seed=5 is not among seeds=[0, 1]"),
 ])
 def test_invalid_values_exit_2_with_one_line(tmp_path, args, message):
     out = tmp_path / "out"
@@ -32,6 +40,34 @@ def test_invalid_values_exit_2_with_one_line(tmp_path, args, message):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert not out.exists()
+
+
+def test_every_config_field_has_a_described_flag_that_sets_it():
+    result = run_cli("aejax.train", "--help")
+    assert result.returncode == 0
+    for field in dataclasses.fields(Config):
+        assert f"{cli.flag(field.name)} " in result.stdout, field.name
+        assert field.metadata["help"] and "\n" not in field.metadata["help"], field.name
+    # Every flag reaches its field: set each to a valid non-default value at once.
+    args = cli.parse_args(["--out", "x", "--model", "conv", "--latent-dim", "48", "--conv-features", "16,8",
+                           "--epochs", "3", "--batch-size", "50", "--lr", "0.002", "--schedule", "warmup_cosine",
+                           "--warmup-epochs", "0.5", "--optimizer", "adamw", "--weight-decay", "0.01",
+                           "--loss", "bce", "--dtype", "bfloat16", "--seed", "7", "--train-examples", "1000",
+                           "--keep-checkpoints", "2", "--data-parallel", "--shard-data", "--noise", "mask",
+                           "--noise-level", "0.2"])
+    config = cli.config_from_args(args)
+    changed = {f.name for f in dataclasses.fields(Config) if getattr(config, f.name) != f.default}
+    assert changed == {f.name for f in dataclasses.fields(Config)} - {"hidden"}  # hidden is linear-only
+    assert cli.config_from_args(cli.parse_args(["--out", "x", "--hidden", "512,64"])).hidden == (512, 64)
+    assert cli.config_from_args(cli.parse_args(["--out", "x", "--model", "conv_original"])).latent_dim == 392
+
+
+def test_lr_1000_warns_that_nothing_was_learned(tmp_path, prepared_data_dir):
+    result = run_cli("aejax.train", "--lr", "1000", "--epochs", "1", "--train-examples", "1000", "--batch-size", "50",
+                     "--data-dir", str(prepared_data_dir), "--out", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "learned nothing" in warnings[0] and "mean image" in warnings[0]
 
 
 def test_train_cli_writes_a_run_and_protects_it(tmp_path, prepared_data_dir):

@@ -1,4 +1,7 @@
+import io
+
 import numpy as np
+from PIL import Image
 
 from aejax import compression
 
@@ -6,8 +9,11 @@ from aejax import compression
 def test_quantize_and_dequantize_by_hand():
     z = np.array([[-0.26, 0.0, 0.24, 0.26, 1.0]])
     q = compression.quantize(z, 0.5)
-    assert q.tolist() == [[-1, 0, 0, 1, 2]]  # round half to even: 0.52 -> 1, -0.52 -> -1
+    assert q.tolist() == [[-1, 0, 0, 1, 2]]  # nearest: -0.52 -> -1, 0.48 -> 0, 0.52 -> 1
     np.testing.assert_array_equal(compression.dequantize(q, 0.5), [[-0.5, 0.0, 0.0, 0.5, 1.0]])
+    # Exact ties (z / step = k + 1/2) round half to even.
+    ties = np.array([[0.25, 0.75, 1.25, -0.25, -0.75]])  # / 0.5 = 0.5, 1.5, 2.5, -0.5, -1.5
+    assert compression.quantize(ties, 0.5).tolist() == [[0, 2, 2, 0, -2]]
 
 
 def test_entropy_by_hand():
@@ -21,6 +27,8 @@ def test_entropy_by_hand():
 
 def test_png_is_lossless_and_jpeg_decodes(mnist_test_images):
     images = mnist_test_images[:20]
+    for image, png in zip(images, compression.png_files(images)):
+        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png)))[..., None], image)
     bits = compression.png_bits(images)
     assert bits.shape == (20,) and np.all(bits > 0) and np.all(bits < 8 * 28 * 28 * 2)
     low_bits, low = compression.jpeg(images, 10)

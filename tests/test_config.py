@@ -26,6 +26,13 @@ from aejax.errors import AejaxError
     ({"seed": -1}, "seed must be >= 0"),
     ({"shard_data": True}, "shard_data needs data_parallel"),
     ({"data_parallel": 1}, "data_parallel must be true or false"),
+    # Settings the rest of the config would not read are errors, not silently ignored.
+    ({"model": "conv", "hidden": (64,)}, "hidden=\\[64\\] is read only with model linear, not model conv"),
+    ({"conv_features": (8, 8)}, "conv_features=\\[8, 8\\] is read only with model conv, not model linear"),
+    ({"model": "conv_original", "latent_dim": 392, "conv_features": (8, 8)}, "not model conv_original"),
+    ({"schedule": "cosine", "warmup_epochs": 0.5}, "warmup_epochs=0.5 is read only with schedule warmup_cosine"),
+    ({"weight_decay": 1e-4}, "weight_decay=0.0001 is read only with optimizer adamw, not optimizer adam"),
+    ({"noise_level": 0.3}, "noise_level=0.3 is read only with noise gaussian or salt_pepper or mask, not noise none"),
 ])
 def test_invalid_values_raise_one_line(changes, message):
     with pytest.raises(AejaxError, match=message) as info:
@@ -38,6 +45,13 @@ def test_json_roundtrip_and_unknown_keys():
     assert Config.from_dict(json.loads(config.to_json())) == config
     with pytest.raises(AejaxError, match="unknown config key"):
         Config.from_dict({**config.to_dict(), "latnet_dim": 3})
+
+
+def test_settings_that_are_read_are_accepted():
+    Config(model="conv", conv_features=(8, 8))
+    Config(schedule="warmup_cosine", warmup_epochs=0.5)
+    Config(optimizer="adamw", weight_decay=1e-4)
+    Config(noise="gaussian", noise_level=0.3)
 
 
 def test_compression_ratio():

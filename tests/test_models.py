@@ -26,25 +26,48 @@ def _init(config: Config):
 def test_shapes_and_parameter_counts(config, code_shape, params):
     model, variables = _init(config)
     x = jax.random.uniform(jax.random.key(1), (3, 28, 28, 1))
-    recon = model.apply(variables, x)
-    code = model.apply(variables, x, method=model.encode)
-    assert recon.shape == (3, 28, 28, 1)
-    assert code.shape == code_shape
-    assert bool(jnp.all((recon >= 0) & (recon <= 1)))
-    np.testing.assert_allclose(model.apply(variables, code, method=model.decode), recon, rtol=1e-6)
+    assert model.apply(variables, x).shape == (3, 28, 28, 1)
+    assert model.apply(variables, x, method=model.encode).shape == code_shape
     assert models.param_count(variables["params"]) == params
 
 
-def test_conv_autoencoder_equals_flax_reference_layers_values_and_gradients():
-    """The fast layers give the model flax's reference layers would (nn.Conv, nn.max_pool, nn.ConvTranspose)."""
-    model, variables = _init(Config(model="conv_original", latent_dim=392))
+@pytest.mark.parametrize("hidden", [(), (16,), (24, 16)])
+def test_linear_autoencoder_equals_a_numpy_forward_pass(hidden):
+    """Encoder: flatten, Dense + ReLU per hidden width, a linear Dense to the code; decoder: the mirror image,
+    ending in a sigmoid. Written out in float64 NumPy from the same parameters."""
+    model, variables = _init(Config(model="linear", latent_dim=8, hidden=hidden))
+    p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), variables["params"])
+    x = np.asarray(jax.random.uniform(jax.random.key(1), (3, 28, 28, 1)), np.float64)
+    dense = lambda h, layer: h @ layer["kernel"] + layer["bias"]  # noqa: E731
+    h = x.reshape(3, 784)
+    for i in range(len(hidden)):
+        h = np.maximum(dense(h, p[f"encoder_layers_{i}"]), 0)
+    code = dense(h, p[f"encoder_layers_{len(hidden)}"])
+    h = code
+    for i in range(len(hidden)):
+        h = np.maximum(dense(h, p[f"decoder_layers_{i}"]), 0)
+    recon = (1 / (1 + np.exp(-dense(h, p[f"decoder_layers_{len(hidden)}"])))).reshape(3, 28, 28, 1)
+    np.testing.assert_allclose(model.apply(variables, x, method=model.encode), code, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.apply(variables, x), recon, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("config", [Config(model="conv_original", latent_dim=392),
+                                    Config(model="conv", latent_dim=20, conv_features=(16, 8))])
+def test_conv_autoencoder_equals_flax_reference_layers_values_and_gradients(config):
+    """The fast layers give the model flax's reference layers would (nn.Conv, nn.max_pool, nn.Dense,
+    nn.ConvTranspose)."""
+    model, variables = _init(config)
     p = variables["params"]
+    f1, f2 = p["conv1"]["kernel"].shape[-1], p["conv2"]["kernel"].shape[-1]
 
     def reference(params, x):
-        h = nn.relu(nn.max_pool(nn.Conv(64, (3, 3), padding="SAME").apply({"params": params["conv1"]}, x),
+        h = nn.relu(nn.max_pool(nn.Conv(f1, (3, 3), padding="SAME").apply({"params": params["conv1"]}, x),
                                 (2, 2), (2, 2)))
-        h = nn.relu(nn.max_pool(nn.Conv(8, (3, 3), padding="SAME").apply({"params": params["conv2"]}, h),
+        h = nn.relu(nn.max_pool(nn.Conv(f2, (3, 3), padding="SAME").apply({"params": params["conv2"]}, h),
                                 (2, 2), (2, 2)))
+        if "to_code" in params:  # the depth-matched model's Dense bottleneck
+            code = nn.Dense(20).apply({"params": params["to_code"]}, h.reshape(h.shape[0], -1))
+            h = nn.relu(nn.Dense(7 * 7 * f2).apply({"params": params["from_code"]}, code)).reshape(h.shape)
         for name, act in (("deconv1", nn.relu), ("deconv2", nn.sigmoid)):
             kernel = params[name]["kernel"][::-1, ::-1]  # lax's transpose-conv convention flips the taps
             h = act(jax.lax.conv_transpose(h, kernel, (2, 2), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))

@@ -11,12 +11,13 @@ import jax
 import numpy as np
 
 from aejax import train
+from aejax.rundir import load_model
 from tests.conftest import REPO
 
 SCRIPT = r"""
 import json, sys
 import jax, numpy as np
-from aejax import data, parallel, train
+from aejax import data, parallel, rundir, train
 from aejax.config import Config
 assert jax.device_count() == 8, jax.devices()
 images = data.read_idx(data.VENDORED_DIR / "t10k-images-idx3-ubyte.gz", None)[:2000]
@@ -27,11 +28,11 @@ out["shard_rows"] = {"asked": [[r.start, r.stop] for r in asked], "equal": bool(
                      "per_device": sorted(s.data.shape[0] for s in rows.addressable_shards)}
 for name, dp, shard in (("one", False, False), ("eight", True, False), ("eight_sharded", True, True)):
     config = Config(latent_dim=16, epochs=2, batch_size=40, lr=2e-3, data_parallel=dp, shard_data=shard)
-    rows = train.run(config, sys.argv[1] + "/" + name, data=(images, images[:1000]), log=lambda *_: None)
+    rows = train.run(config, sys.argv[1] + "/" + name, data=(images, images[:1000]), log=lambda *_: None).rows
     history = [json.loads(l) for l in open(sys.argv[1] + "/" + name + "/metrics.jsonl")]
     out[name] = {"train_loss": [h["train_loss"][0] for h in history], "test_mse": rows[0]["test_mse"],
                  "images_per_second": [h["images_per_second"] for h in history]}
-model, params, _ = train.load_model(sys.argv[1] + "/eight")
+model, params, _ = rundir.load_model(sys.argv[1] + "/eight")
 out["sharding"] = str(jax.tree_util.tree_leaves(params)[0].sharding)
 print(json.dumps(out))
 """
@@ -51,7 +52,7 @@ def test_eight_devices_match_one_device_and_checkpoints_restore_on_one(tmp_path)
     np.testing.assert_allclose(out["eight_sharded"]["train_loss"], out["one"]["train_loss"], rtol=1e-4)
     # The checkpoint written by 8 devices restores here, on 1 device (orbax reshards).
     assert jax.device_count() == 1
-    model, params, config = train.load_model(tmp_path / "eight")
+    model, params, config = load_model(tmp_path / "eight")
     assert config.data_parallel
     x = np.zeros((1, 28, 28, 1), np.float32)
     assert model.apply({"params": params}, x).shape == (1, 28, 28, 1)
@@ -98,5 +99,5 @@ def test_two_processes_each_load_their_rows_and_match_one_device(tmp_path):
     curve = lambda d: [json.loads(line)["train_loss"][0]  # noqa: E731
                        for line in (d / "metrics.jsonl").read_text().splitlines()]
     np.testing.assert_allclose(curve(tmp_path / "two"), curve(tmp_path / "one"), rtol=1e-4)
-    model, params, config = train.load_model(tmp_path / "two")  # the 2-process checkpoint, on 1 device
+    model, params, config = load_model(tmp_path / "two")  # the 2-process checkpoint, on 1 device
     assert config.shard_data and model.apply({"params": params}, np.zeros((1, 28, 28, 1))).shape == (1, 28, 28, 1)

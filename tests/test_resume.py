@@ -1,11 +1,14 @@
-"""Crash and resume: SIGKILL mid-epoch, SIGTERM (preemption) and a corrupt checkpoint, each ending in
-parameters bit-identical to an uninterrupted run."""
+"""Crash and resume: SIGKILL, SIGTERM (preemption) and a corrupt checkpoint, each ending in parameters
+bit-identical to an uninterrupted run.
+
+The signals are sent by the training process to itself from its `log` callback, right after a chosen epoch's
+checkpoint and metrics are written: a deterministic point, with the same files on disk as any moment during
+the next epoch (nothing of an epoch is written before it ends)."""
 
 import os
 import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -13,32 +16,37 @@ import pytest
 
 from aejax import train
 from aejax.config import Config
+from aejax.rundir import load_model
 from tests.conftest import REPO, run_cli
 
 ARGS = ["--model", "linear", "--latent-dim", "64", "--epochs", "4", "--train-examples", "30000"]
 
+# `python -c SELF_SIGNAL EPOCH SIGNAL <aejax.train flags>`: the CLI's run, signalling itself after EPOCH.
+SELF_SIGNAL = r"""
+import os, signal, sys
+from aejax import cli, train
+epoch, name, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+args = cli.parse_args(argv)
+
+def log(line):
+    print(line, flush=True)
+    if line.startswith(f"epoch {epoch}/"):
+        os.kill(os.getpid(), getattr(signal, name))
+
+cli.cli(lambda: train.run(cli.config_from_args(args), args.out, data_dir=args.data_dir, log=log))
+"""
+
 
 def _assert_same_params(a, b):
-    (_, pa, _), (_, pb, _) = train.load_model(a), train.load_model(b)
+    (_, pa, _), (_, pb, _) = load_model(a), load_model(b)
     for x, y in zip(jax.tree_util.tree_leaves(pa), jax.tree_util.tree_leaves(pb)):
         np.testing.assert_array_equal(x, y)
 
 
-def _start(out, data_dir):
-    return subprocess.Popen([sys.executable, "-m", "aejax.train", *ARGS, "--data-dir", str(data_dir),
-                             "--out", str(out)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-
-def _wait_for_epochs(out, n, proc, timeout=300):
-    deadline = time.time() + timeout
-    metrics = out / "metrics.jsonl"
-    while time.time() < deadline:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= n:
-            return
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.02)
-    raise AssertionError(f"no epoch {n} within {timeout}s")
+def _run_signalling_itself(out, data_dir, epoch: int, name: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", SELF_SIGNAL, str(epoch), name, *ARGS, "--data-dir", str(data_dir),
+                           "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 @pytest.fixture(scope="module")
@@ -49,30 +57,24 @@ def uninterrupted(tmp_path_factory, prepared_data_dir):
     return out
 
 
-def test_sigkill_in_epoch_3_then_resume_is_bit_identical(tmp_path, prepared_data_dir, uninterrupted):
+def test_sigkill_after_epoch_2_then_resume_is_bit_identical(tmp_path, prepared_data_dir, uninterrupted):
     out = tmp_path / "killed"
-    proc = _start(out, prepared_data_dir)
-    _wait_for_epochs(out, 2, proc)  # epoch 2 checkpointed: epoch 3 is running
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    killed = _run_signalling_itself(out, prepared_data_dir, 2, "SIGKILL")
+    assert killed.returncode == -signal.SIGKILL and "epoch 3/4" not in killed.stdout
     assert not (out / "results.json").exists()
     resumed = run_cli("aejax.train", *ARGS, "--data-dir", str(prepared_data_dir), "--out", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    assert "resumed" in resumed.stdout and "at epoch 2" in resumed.stdout
+    assert "resumed" in resumed.stdout and "at epoch 2" in resumed.stdout and "epoch 2/4" not in resumed.stdout
     _assert_same_params(out, uninterrupted)
 
 
 def test_sigterm_checkpoints_and_exits_nonzero(tmp_path, prepared_data_dir, uninterrupted):
     out = tmp_path / "preempted"
-    proc = _start(out, prepared_data_dir)
-    _wait_for_epochs(out, 1, proc)
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 128 + signal.SIGTERM
-    last = stderr.strip().splitlines()[-1]
-    assert last.startswith("error: stopped by SIGTERM after epoch") and "continue with --resume" in last
-    epoch = int(last.split("after epoch ")[1].split("/")[0])
-    assert str(epoch) in os.listdir(out / "checkpoints")
+    stopped = _run_signalling_itself(out, prepared_data_dir, 1, "SIGTERM")
+    assert stopped.returncode == 128 + signal.SIGTERM
+    last = stopped.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: stopped by SIGTERM after epoch 1/4") and "continue with --resume" in last
+    assert sorted(os.listdir(out / "checkpoints")) == ["1"]
     resumed = run_cli("aejax.train", *ARGS, "--data-dir", str(prepared_data_dir), "--out", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     _assert_same_params(out, uninterrupted)
@@ -82,14 +84,14 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, mnist_te
     config = Config(latent_dim=8, epochs=3, batch_size=50, train_examples=1000)
     data = (mnist_test_images, mnist_test_images[:500])
     quiet = lambda *_: None  # noqa: E731
-    reference = train.run(config, tmp_path / "reference", data=data, log=quiet)
+    reference = train.run(config, tmp_path / "reference", data=data, log=quiet).rows
     out = tmp_path / "run"
     train.run(config, out, data=data, log=quiet)
     for f in (out / "checkpoints" / "3" / "state").rglob("*"):
         if f.is_file():
             f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2])  # truncated
     messages = []
-    rows = train.run(config, out, data=data, resume=True, log=messages.append)
+    rows = train.run(config, out, data=data, resume=True, log=messages.append).rows
     assert any("checkpoint step 3" in m and "is corrupt" in m for m in messages), messages
     assert any("resumed" in m and "at epoch 2" in m for m in messages), messages
     assert (out / "corrupt_checkpoints" / "3").is_dir()  # set aside, not deleted

@@ -1,11 +1,13 @@
 """A small, fast version of the study through its real command line: schema and figures."""
 
 import json
+import re
 
 from tests.conftest import run_cli
 
 ROW_KEYS = {"model", "variant", "latent_dim", "compression_ratio", "epochs", "seed", "test_mse", "test_psnr_db",
             "test_ssim", "params", "train_seconds"}
+SMALL = ["--depths", "32", "--epochs", "1", "--seeds", "0,1", "--arms", "linear,conv", "--train-examples", "500"]
 
 
 def test_small_study_writes_table_and_figures(small_study, prepared_data_dir):
@@ -23,11 +25,24 @@ def test_small_study_writes_table_and_figures(small_study, prepared_data_dir):
                  "loss_curves.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     assert json.loads((out / "study.json").read_text())["seeds"] == [0, 1]
+    # Progress: each run is announced with its place; once something trained, with the training time left.
+    announced = [line for line in result.stdout.splitlines() if line.startswith("== ")]
+    assert [line.split(":")[0] for line in announced] == ["== linear d=32 (1/2)", "== conv d=32 (2/2)"]
+    assert re.search(r"about \d+\.\d min of training left$", announced[1]), announced[1]
+
+    # The same study again reuses every finished run: nothing is trained, the rows are the same.
+    checkpoints = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("checkpoints/*/state/*") if p.is_file()}
+    same = run_cli("experiments.study", "--out", str(out), *SMALL, "--data-dir", str(prepared_data_dir))
+    assert same.returncode == 0, same.stderr[-2000:]
+    assert not re.search(r"^epoch \d", same.stdout, re.MULTILINE) and same.stdout.count("resumed") == 2
+    assert {p: p.stat().st_mtime_ns for p in checkpoints} == checkpoints
+    again_rows = json.loads((out / "results.json").read_text())
+    assert [r["test_mse"] for r in again_rows] == [r["test_mse"] for r in rows]
 
     again = run_cli("experiments.study", "--out", str(out), "--depths", "32", "--epochs", "2", "--seeds", "0,1",
                     "--arms", "linear", "--train-examples", "500", "--data-dir", str(prepared_data_dir))
     assert again.returncode == 2 and "holds a study with other settings" in again.stderr
-    assert json.loads((out / "results.json").read_text()) == rows  # untouched
+    assert json.loads((out / "results.json").read_text()) == again_rows  # untouched
 
 
 def test_study_rejects_bad_flags(tmp_path):
@@ -35,7 +50,9 @@ def test_study_rejects_bad_flags(tmp_path):
                           (["--seeds", "a,b"], "--seeds must be comma-separated integers"),
                           (["--epochs", "x"], "argument --epochs: invalid int value: 'x'"),
                           (["--epochs", "0"], "epochs must be >= 1"),  # checked before the directory is made
-                          (["--train-examples", "70000"], "train_examples must be an integer in 1..60000")):
+                          (["--train-examples", "70000"], "train_examples must be an integer in 1..60000"),
+                          (["--arms", "conv_original", "--depths", "32"],
+                           "leaves out the fixed code size of arm(s) conv_original (392)")):
         result = run_cli("experiments.study", "--out", str(tmp_path / "s"), *args)
         assert not (tmp_path / "s").exists()
         assert result.returncode == 2 and message in result.stderr, result.stderr

@@ -1,4 +1,7 @@
 import json
+import math
+import struct
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +11,7 @@ import pytest
 from aejax import metrics, train
 from aejax.config import Config
 from aejax.errors import AejaxError
+from aejax.rundir import load_model
 
 
 def _state(config: Config, seed: int = 0):
@@ -29,8 +33,10 @@ def test_train_step_drives_loss_on_a_fixed_batch_down_10x(config, mnist_test_ima
     assert int(state.step) == 300
 
 
-def _epochs(config: Config, images: np.ndarray, seed: int, epochs: int = 2):
-    trainer, state = _state(config, seed)
+def _epochs(config: Config, images: np.ndarray, seed: int, epochs: int = 2, trainer: train.Trainer | None = None):
+    """`epochs` epochs of one seed through the single-model jitted epoch (`trainer`: reuse its compilation)."""
+    trainer = trainer or train.make_trainer(config)
+    state = train.init_state(trainer, train.seed_keys(seed)[0])
     fn = jax.jit(train.train_epoch, static_argnums=0)
     data_key = train.seed_keys(seed)[1]
     for e in range(epochs):
@@ -61,41 +67,157 @@ def test_epoch_is_compiled_once(mnist_test_images):
 
 def test_partial_last_batch_is_dropped():
     assert train.epoch_batches(jax.random.key(0), 103, 25).shape == (4, 25)
-    assert train.steps_per_epoch(Config(batch_size=25)) == 2400
-    assert train.steps_per_epoch(Config(batch_size=128)) == 468
+    assert train.steps_per_epoch(60_000, 25) == 2400
+    assert train.steps_per_epoch(60_000, 128) == 468
 
 
-def test_vmapped_seeds_equal_seeds_trained_alone(mnist_test_images):
-    config = Config(latent_dim=16, batch_size=50)
+@pytest.mark.parametrize("config, seeds", [(Config(latent_dim=16, batch_size=50), [0, 1, 2]),
+                                           (Config(model="conv", latent_dim=8, conv_features=(4, 4), batch_size=50),
+                                            [0, 1])])
+def test_vmapped_seeds_equal_seeds_trained_alone(config, seeds, mnist_test_images):
     trainer = train.make_trainer(config)
     program = train.compile_program(trainer)
-    seeds = [0, 1, 2]
     keys = [train.seed_keys(s) for s in seeds]
     state = program.init(jnp.stack([k[0] for k in keys]))
     ekeys = jnp.stack([train.epoch_key(k[1], 0) for k in keys])
-    state, _ = program.epoch(state, jnp.asarray(mnist_test_images), ekeys)
+    images = mnist_test_images[:500]
+    state, _ = program.epoch(state, jnp.asarray(images), ekeys)
     for i, seed in enumerate(seeds):
-        _, alone, _ = _epochs(config, mnist_test_images, seed, epochs=1)
+        _, alone, _ = _epochs(config, images, seed, epochs=1, trainer=trainer)
         for x, y in zip(jax.tree_util.tree_leaves(train.unstack(state, i)), jax.tree_util.tree_leaves(alone)):
             np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
 
 
 def test_run_writes_the_run_directory(tmp_path, mnist_test_images):
-    config = Config(latent_dim=8, epochs=2, batch_size=20, train_examples=1000, lr=3e-3)
+    config = Config(latent_dim=8, epochs=2, batch_size=20, train_examples=1000, lr=2e-2)
     images = mnist_test_images
-    rows = train.run(config, tmp_path / "run", seeds=[0, 1], data=(images, images[:500]), log=lambda *_: None)
+    result = train.run(config, tmp_path / "run", seeds=[0, 1], data=(images, images[:500]), log=lambda *_: None)
+    rows = result.rows
     out = tmp_path / "run"
     assert {p.name for p in out.iterdir()} >= {"config.json", "metrics.jsonl", "results.json", "recon.png",
-                                               "checkpoints"}
+                                               "checkpoints", "tensorboard"}
     saved = json.loads((out / "config.json").read_text())
     assert Config.from_dict(saved["config"]) == config and saved["seeds"] == [0, 1]
     assert saved["environment"]["versions"]["jax"] == jax.__version__
-    lines = (out / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2]
     assert json.loads((out / "results.json").read_text()) == rows
+    assert history[-1]["test_mse"] == [r["test_mse"] for r in rows]  # the last epoch's scores are the results
+    # TensorBoard: one folder per seed holding every metrics.jsonl scalar at step = epoch, and the figure.
+    for i, seed in enumerate((0, 1)):
+        scalars, figures = read_events(out / "tensorboard" / f"seed_{seed}")
+        for tag in ("train_loss", "test_mse"):
+            np.testing.assert_allclose(scalars[tag], [(h["epoch"], h[tag][i]) for h in history], rtol=1e-6)
+        for tag in ("images_per_second", "epoch_seconds"):
+            np.testing.assert_allclose(scalars[tag], [(h["epoch"], h[tag]) for h in history], rtol=1e-6)
+        assert figures == (["reconstructions"] if seed == 0 else [])
+    # The returned parameters are the trained ones, also for a seed other than the first.
+    for i, seed in enumerate((0, 1)):
+        _, params, _ = load_model(out, seed=seed)
+        for x, y in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(result.params[i])):
+            np.testing.assert_array_equal(x, y)
+    assert not np.array_equal(result.params[0]["encoder_layers_0"]["kernel"],
+                              result.params[1]["encoder_layers_0"]["kernel"])
     assert [r["seed"] for r in rows] == [0, 1] and rows[0]["test_mse"] != rows[1]["test_mse"]
-    # 0.067: the test MSE of always predicting the mean image
-    assert all(0 < r["test_mse"] < 0.067 and r["params"] == 784 * 8 + 8 + 8 * 784 + 784 for r in rows)
+    mean_image = np.asarray(images[:1000], np.float64).mean(axis=0) / 255  # the training set's mean image
+    baseline = np.mean((np.asarray(images[:500], np.float64) / 255 - mean_image) ** 2)
+    assert all(abs(r["mean_image_test_mse"] - baseline) < 1e-6 and r["warnings"] == [] for r in rows)
+    assert all(0 < r["test_mse"] < baseline and r["params"] == 784 * 8 + 8 + 8 * 784 + 784 for r in rows)
+
+
+def read_events(folder: Path) -> tuple[dict[str, list[tuple[int, float]]], list[str]]:
+    """The scalars `{tag: [(step, value)]}` and image tags of a folder's TensorBoard event files, read from
+    their TFRecord framing (length, crc, event proto, crc) as TensorBoard reads them."""
+    from tensorboardX.proto import event_pb2
+
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    images = []
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        data, i = path.read_bytes(), 0
+        while i < len(data):
+            (n,) = struct.unpack("<Q", data[i:i + 8])
+            event = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
+            i += 12 + n + 4
+            for value in event.summary.value:
+                if value.HasField("image"):
+                    images.append(value.tag)
+                else:
+                    scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars, images
+
+
+def test_a_run_that_learned_nothing_says_so(tmp_path, mnist_test_images):
+    messages = []
+    config = Config(latent_dim=8, epochs=1, batch_size=50, lr=1000.0, train_examples=1000)
+    rows = train.run(config, tmp_path / "run", data=(mnist_test_images, mnist_test_images[:500]),
+                     log=messages.append).rows
+    assert rows[0]["test_mse"] > rows[0]["mean_image_test_mse"]
+    warning = [m for m in messages if m.startswith("warning:")]
+    assert len(warning) == 1 and "learned nothing" in warning[0] and f"{rows[0]['test_mse']:.5f}" in warning[0]
+    assert f"{rows[0]['mean_image_test_mse']:.5f}" in warning[0]
+    assert json.loads((tmp_path / "run" / "results.json").read_text())[0]["warnings"] == [warning[0][9:]]
+
+
+def test_throughput_and_schedule_follow_the_array_trained_on(tmp_path, mnist_test_images):
+    """A 1,000-image array (not the 60,000 that Config alone would imply) sets the steps and the images/s."""
+    config = Config(latent_dim=8, epochs=2, batch_size=30)
+    train.run(config, tmp_path / "run", data=(mnist_test_images[:1000], mnist_test_images[:200]),
+              log=lambda *_: None)
+    for h in (json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()):
+        assert h["images_per_second"] * h["epoch_seconds"] == pytest.approx(33 * 30)  # 1000 // 30 full batches
+    _, state, _ = _epochs(config, mnist_test_images[:1000], 0, epochs=1)
+    assert int(state.step) == 33
+
+
+def _lr_closed_form(schedule: str, step: int, peak: float, total: int, warmup: int) -> float:
+    if schedule == "constant":
+        return peak
+    if schedule == "cosine":
+        return peak * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+    if step < warmup:
+        return peak * step / warmup
+    return peak * 0.5 * (1 + math.cos(math.pi * (min(step, total) - warmup) / (total - warmup)))
+
+
+@pytest.mark.parametrize("schedule, warmup_epochs", [("constant", 0.0), ("cosine", 0.0), ("warmup_cosine", 0.5)])
+def test_optimizer_steps_follow_the_schedule(schedule, warmup_epochs):
+    """With a constant gradient, Adam's step k moves each parameter by lr(k) (its m/sqrt(v) is 1): the update
+    sizes trace the schedule, whose length comes from the images trained on (100 images, batch 10, 2 epochs)."""
+    config = Config(lr=0.01, epochs=2, batch_size=10, schedule=schedule, warmup_epochs=warmup_epochs)
+    tx = train.make_optimizer(config, n_train=100)
+    params = jnp.zeros(3)
+    grads = jnp.full(3, 2.0)
+    state = tx.init(params)
+    sizes = []
+    for _ in range(22):  # past the 20 scheduled steps
+        updates, state = tx.update(grads, state, params)
+        sizes.append(-float(updates[0]))
+    want = [_lr_closed_form(schedule, k, 0.01, total=20, warmup=5) for k in range(22)]
+    np.testing.assert_allclose(sizes, want, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("loss", ["mse", "bce"])
+def test_loss_values_by_hand(loss, mnist_test_images):
+    """A linear model with zero weights outputs sigmoid(decoder bias) everywhere: the loss is known in closed
+    form."""
+    trainer = train.make_trainer(Config(latent_dim=4, loss=loss))
+    params = jax.tree_util.tree_map(jnp.zeros_like, train.init_state(trainer, jax.random.key(0)).params)
+    params["decoder_layers_0"]["bias"] = jnp.full(784, math.log(0.3 / 0.7))  # sigmoid -> 0.3
+    x = np.asarray(mnist_test_images[:5], np.float64) / 255
+    batch = jnp.asarray(x, jnp.float32)
+    want = (np.mean((0.3 - x) ** 2) if loss == "mse"
+            else -np.mean(x * math.log(0.3) + (1 - x) * math.log(0.7)))
+    assert float(train.loss_fn(trainer, params, batch, batch)) == pytest.approx(want, rel=1e-5)
+
+
+def test_seeds_replace_config_seed_without_contradiction(tmp_path, mnist_test_images):
+    data = (mnist_test_images[:200], mnist_test_images[:100])
+    with pytest.raises(AejaxError, match=r"config.seed=5 is not among seeds=\[0, 1\]"):
+        train.run(Config(latent_dim=8, epochs=1, seed=5), tmp_path / "a", seeds=[0, 1], data=data)
+    assert not (tmp_path / "a").exists()
+    rows = train.run(Config(latent_dim=8, epochs=1, seed=1), tmp_path / "b", seeds=[0, 1], data=data,
+                     log=lambda *_: None).rows
+    assert [r["seed"] for r in rows] == [0, 1]
 
 
 def test_non_finite_loss_stops_with_epoch_and_step(tmp_path, mnist_test_images, monkeypatch):

@@ -1,0 +1,139 @@
+"""The command line: `python -m aejax.train` (or `aejax-train`), and the argparse pieces the experiment scripts share.
+
+Every `Config` field gets a flag generated from the dataclass (`--latent-dim`, `--weight-decay`, ...), typed
+from its annotation and described by its `help` metadata, so a new field cannot be left without one. Errors a
+user can cause print one line on stderr and exit with status 2.
+
+    python -m aejax.train --model linear --latent-dim 32 --epochs 5 --out runs/linear_d32
+    python -m aejax.train --model conv --latent-dim 64 --seeds 0,1,2 --out runs/conv_d64
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import typing
+from collections.abc import Callable
+from typing import Any
+
+from aejax.config import CONV_ORIGINAL_CODE, Config
+from aejax.errors import AejaxError
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with its errors on one line (no usage block), exit status 2."""
+
+    def error(self, message: str):
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def positive_int(text: str) -> int:
+    """An argparse `type` for counts: '12' -> 12; '0', '-3' or 'x' give a one-line usage error."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def parse_ints(text: str, what: str) -> tuple[int, ...]:
+    """'32,64' -> (32, 64), with a one-line error for anything else."""
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise AejaxError(f"{what} must be comma-separated integers, got {text!r}") from None
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _argparse_kwargs(field: dataclasses.Field, annotation: Any) -> dict[str, Any]:
+    """How one `Config` field reads from the command line (its value is checked by `Config` itself)."""
+    default = field.default
+    shown = ("none" if not default else ",".join(map(str, default))) if isinstance(default, tuple) else default
+    help_text = f"{field.metadata['help']} (default: {'all' if shown is None else shown})"
+    if annotation is bool:
+        return {"action": argparse.BooleanOptionalAction, "help": help_text}
+    if typing.get_origin(annotation) is tuple:
+        return {"metavar": "N,N", "help": help_text + "; comma-separated"}
+    kinds = [t for t in typing.get_args(annotation) if t is not type(None)] or [annotation]
+    if len(kinds) != 1 or kinds[0] not in (int, float, str):
+        raise TypeError(f"Config.{field.name}: no command-line form for {annotation!r}")
+    return {"type": kinds[0], "metavar": field.name.upper(), "help": help_text}
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per `Config` field. Unset flags stay None, so the config's own defaults apply."""
+    hints = typing.get_type_hints(Config)
+    group = parser.add_argument_group("model and training (every Config field)")
+    for field in dataclasses.fields(Config):
+        group.add_argument(flag(field.name), dest=field.name, default=None,
+                           **_argparse_kwargs(field, hints[field.name]))
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The `Config` the flags describe; `--model conv_original` implies its fixed code size unless given."""
+    hints = typing.get_type_hints(Config)
+    values = {}
+    for field in dataclasses.fields(Config):
+        value = getattr(args, field.name)
+        if value is None:
+            continue
+        if typing.get_origin(hints[field.name]) is tuple:
+            value = parse_ints(value, flag(field.name))
+        values[field.name] = value
+    if values.get("model") == "conv_original" and "latent_dim" not in values:
+        values["latent_dim"] = CONV_ORIGINAL_CODE
+    return Config(**values)
+
+
+def cli(body: Callable[[], None]) -> None:
+    """Run `body()`; a user error becomes one line on stderr and exit status 2."""
+    try:
+        body()
+    except AejaxError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(getattr(e, "exit_code", 2))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = ArgumentParser(prog="python -m aejax.train",
+                       description="Train an MNIST autoencoder (one per seed, trained together) into a run "
+                                   "directory.")
+    add_config_flags(p)
+    run = p.add_argument_group("the run")
+    run.add_argument("--out", required=True, help="run directory (config, metrics, results, checkpoints)")
+    run.add_argument("--seeds", default=None, metavar="N,N",
+                     help="train these seeds together in one vmapped program instead of --seed alone")
+    run.add_argument("--data-dir", default=None, help="where tfds keeps prepared data (default: tfds's)")
+    run.add_argument("--mnist-dir", default=None,
+                     help="directory with the four MNIST .gz IDX files (default: the repository's data/mnist)")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    run.add_argument("--overwrite", action="store_true", help="replace a different run in --out")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from aejax import parallel, train
+
+    args = parse_args(argv)
+    parallel.maybe_initialize_distributed()
+
+    def body() -> None:
+        config = config_from_args(args)
+        seeds = None if args.seeds is None else parse_ints(args.seeds, "--seeds")
+        result = train.run(config, args.out, seeds=seeds, data_dir=args.data_dir, mnist_dir=args.mnist_dir,
+                           resume=args.resume, overwrite=args.overwrite)
+        print(json.dumps(result.rows, indent=2))
+
+    cli(body)
+
+
+if __name__ == "__main__":
+    main()
