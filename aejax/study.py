@@ -3,9 +3,9 @@ and the figures. The scripts in `experiments/` only parse flags and call `run_st
 
 Each (arm, depth) trains in its own run directory under `OUT/runs/` and is resumed, not redone, when the
 study is run again with the same settings; `OUT/results.json` and the figures are rewritten from the runs.
-While it trains, the study prints `arm d=N (i/total)` and an estimate of the time left, which weights each
-remaining run by XLA's FLOP count of its training step (on this project's CPU, time per FLOP varies by about
-2x across the study's models).
+While it trains, the study prints `arm d=N (i/total)` and an estimate of the training time left: seconds per run
+modelled as a + b * FLOPs (XLA's count for the run's training steps), fitted to the runs trained so far, so
+that the fixed cost of a small run (compilation, evaluation) is not extrapolated to the large ones.
 """
 
 from __future__ import annotations
@@ -70,17 +70,16 @@ def run_study(arms: Sequence[Arm], out_dir: str | Path, *, depths: Sequence[int]
     curves: dict[str, list[float]] = {}
     recons: dict[tuple[str, int], np.ndarray] = {}  # (arm, depth) -> grid digits' reconstructions
     work = {key: _train_flops(config) * len(seeds) for key, config in configs.items()}
-    done_work, train_wall = 0.0, 0.0  # FLOPs and seconds of the runs trained by this invocation
+    trained: list[tuple[float, float]] = []  # (FLOPs, seconds) of each run trained by this invocation
     for i, ((label, depth), config) in enumerate(configs.items(), start=1):
         run_dir = study_run_dir(out_dir, label, depth)
         log(f"== {label} d={depth} ({i}/{len(configs)}): {len(seeds)} seed(s), {config.epochs} epochs -> {run_dir}"
-            + _time_left(train_wall, done_work, sum(work[k] for k in list(configs)[i - 1:])))
+            + _time_left(trained, [work[k] for k in list(configs)[i - 1:]]))
         t0 = time.perf_counter()
         result = train.run(config, run_dir, seeds=list(seeds), data=(train_images, test_images), resume=True,
                            variant=label, log=log)
         if result.epochs_trained:
-            train_wall += time.perf_counter() - t0
-            done_work += work[label, depth] * result.epochs_trained / config.epochs
+            trained.append((work[label, depth] * result.epochs_trained / config.epochs, time.perf_counter() - t0))
         rows += result.rows
         history = RunDir(run_dir).read_metrics()
         curves[f"{label} d{depth}"] = [float(np.mean(h["train_loss"])) for h in history]
@@ -165,11 +164,19 @@ def _train_flops(config: Config) -> float:
     return float(step.get("flops", 0.0)) * steps
 
 
-def _time_left(seconds: float, done: float, left: float) -> str:
-    """', about M min left' from the seconds and FLOPs trained so far; empty before anything was trained."""
-    if not done or not seconds:
+def _time_left(trained: Sequence[tuple[float, float]], left: Sequence[float]) -> str:
+    """', about M min of training left' for runs of `left` FLOPs, from the (FLOPs, seconds) of runs trained so
+    far: a + b * FLOPs by least squares once two runs differ in FLOPs, else seconds per FLOP; empty before any
+    run was trained."""
+    if not trained:
         return ""
-    return f", about {seconds / done * left / 60:.1f} min of training left"
+    flops, seconds = np.asarray(trained, np.float64).T
+    a, b = 0.0, seconds.sum() / flops.sum()
+    if np.ptp(flops) > 0:
+        b, a = np.polyfit(flops, seconds, 1)
+        if b <= 0 or a < 0:  # noise: fall back to the plain rate
+            a, b = 0.0, seconds.sum() / flops.sum()
+    return f", about {sum(a + b * f for f in left) / 60:.1f} min of training left"
 
 
 def _recon_grid(out_dir: Path, recons: dict[tuple[str, int], np.ndarray], pcas: dict,

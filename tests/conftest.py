@@ -1,14 +1,28 @@
 """Shared fixtures: a tiny synthetic IDX set, real MNIST test digits read straight from the vendored files,
-and the real MNIST prepared once per session into a temporary tfds data dir."""
+and the real MNIST prepared once per session into a temporary tfds data dir.
+
+The session and every command-line subprocess it starts share one persistent JAX compilation cache in a
+temporary directory (removed at exit): the tests compile the same programs in many processes, and on a 2-core
+CPU compilation is most of their time. It changes no result: a cached executable is the compiled one.
+"""
 
 from __future__ import annotations
 
+import atexit
 import gzip
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # before anything imports jax
+    _cache = tempfile.mkdtemp(prefix="aejax-test-jax-cache-")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ.update(JAX_COMPILATION_CACHE_DIR=_cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
 
 import numpy as np
 import pytest

@@ -50,7 +50,12 @@ def test_denoising_rate_distortion_and_latent_scripts(tmp_path, prepared_data_di
     assert (tmp_path / "lat" / "latent_interpolation.png").stat().st_size > 0
     models = json.loads((tmp_path / "lat" / "latent.json").read_text())["models"]
     assert set(models) == {"pixels", "linear", "conv"}
-    assert all(0.1 < m["nn_accuracy_code"] <= 1 for m in models.values())  # far above chance on real digits
+    # Chance is 0.10. Raw pixels: 95.58% on the 10,000 test digits (deterministic); even these 1-epoch,
+    # 500-image models keep about 81% (misaligned codes and labels would drop to chance).
+    assert abs(models["pixels"]["nn_accuracy_code"] - 0.9558) < 1e-4
+    for arm in ("linear", "conv"):
+        assert models[arm]["nn_accuracy_code"] > 0.7 and models[arm]["nn_accuracy_2d"] > 0.15, models[arm]
+        assert 0 < models[arm]["variance_in_2d"] <= 1
     bad = run_cli("experiments.latent_space", "--study", str(study), "--depth", "64", "--out", str(tmp_path / "l2"),
                   *data)
     assert bad.returncode == 2 and "no trained run at" in bad.stderr and not (tmp_path / "l2").exists()
