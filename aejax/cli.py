@@ -6,19 +6,22 @@ user can cause print one line on stderr and exit with status 2.
 
     python -m aejax.train --model linear --latent-dim 32 --epochs 5 --out runs/linear_d32
     python -m aejax.train --model conv --latent-dim 64 --seeds 0,1,2 --out runs/conv_d64
+    python -m aejax.train --sweep lr=1e-3,3e-3,1e-2 --out runs/lr_sweep
+    python -m aejax.train --plugin my_models --model my_model --out runs/mine
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import sys
 import typing
 from collections.abc import Callable
 from typing import Any
 
-from aejax.config import CONV_ORIGINAL_CODE, Config
+from aejax.config import Config
 from aejax.errors import AejaxError
 
 
@@ -53,11 +56,49 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def json_object(text: str) -> dict[str, Any]:
+    """An argparse `type` for a JSON object: '{"l1_weight": 0.01}' -> {'l1_weight': 0.01}."""
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"must be a JSON object, got {text!r} ({e})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object, got {text!r}")
+    return value
+
+
+def parse_sweep(items: list[str] | None) -> dict[str, list[float]] | None:
+    """['lr=1e-3,3e-3', 'l1_weight=0,1e-4'] -> {'lr': [0.001, 0.003], 'l1_weight': [0.0, 0.0001]}."""
+    if not items:
+        return None
+    sweep = {}
+    for item in items:
+        name, sep, values = item.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            sweep[name.strip().replace("-", "_")] = [float(v) for v in values.split(",") if v.strip()]
+        except ValueError:
+            raise AejaxError(f"--sweep takes NAME=V1,V2,..., got {item!r}") from None
+    return sweep
+
+
+def import_plugins(modules: list[str] | None) -> None:
+    """Import each module named by --plugin, which registers its models and losses."""
+    for name in modules or ():
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise AejaxError(f"--plugin {name}: cannot import it ({e}); is it on PYTHONPATH?") from None
+
+
 def _argparse_kwargs(field: dataclasses.Field, annotation: Any) -> dict[str, Any]:
     """How one `Config` field reads from the command line (its value is checked by `Config` itself)."""
-    default = field.default
+    default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
     shown = ("none" if not default else ",".join(map(str, default))) if isinstance(default, tuple) else default
     help_text = f"{field.metadata['help']} (default: {'all' if shown is None else shown})"
+    if typing.get_origin(annotation) is dict:
+        return {"type": json_object, "metavar": "JSON", "help": f"{field.metadata['help']}"}
     if annotation is bool:
         return {"action": argparse.BooleanOptionalAction, "help": help_text}
     if typing.get_origin(annotation) is tuple:
@@ -78,7 +119,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    """The `Config` the flags describe; `--model conv_original` implies its fixed code size unless given."""
+    """The `Config` the flags describe; a model with a fixed code size (conv_original) implies it unless given."""
     hints = typing.get_type_hints(Config)
     values = {}
     for field in dataclasses.fields(Config):
@@ -88,8 +129,13 @@ def config_from_args(args: argparse.Namespace) -> Config:
         if typing.get_origin(hints[field.name]) is tuple:
             value = parse_ints(value, flag(field.name))
         values[field.name] = value
-    if values.get("model") == "conv_original" and "latent_dim" not in values:
-        values["latent_dim"] = CONV_ORIGINAL_CODE
+    if "model" in values and "latent_dim" not in values:
+        from aejax import models
+
+        if values["model"] in models.registered_models():
+            fixed = models.model_spec(values["model"]).latent_dim
+            if fixed is not None:
+                values["latent_dim"] = fixed
     return Config(**values)
 
 
@@ -98,7 +144,7 @@ def cli(body: Callable[[], None]) -> None:
     try:
         body()
     except AejaxError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e.cli_message}", file=sys.stderr)
         sys.exit(getattr(e, "exit_code", 2))
 
 
@@ -111,6 +157,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     run.add_argument("--out", required=True, help="run directory (config, metrics, results, checkpoints)")
     run.add_argument("--seeds", default=None, metavar="N,N",
                      help="train these seeds together in one vmapped program instead of --seed alone")
+    run.add_argument("--sweep", action="append", metavar="NAME=V,V",
+                     help="train every value (times every seed) in the same program: lr, weight_decay, noise_level "
+                          "or a numeric model_kwargs entry; repeat for a grid")
+    run.add_argument("--plugin", action="append", metavar="MODULE",
+                     help="import MODULE first (it registers models or losses with aejax.register_model/_loss)")
     run.add_argument("--data-dir", default=None, help="where tfds keeps prepared data (default: tfds's)")
     run.add_argument("--mnist-dir", default=None,
                      help="directory with the four MNIST .gz IDX files (default: the repository's data/mnist)")
@@ -126,10 +177,11 @@ def main(argv: list[str] | None = None) -> None:
     parallel.maybe_initialize_distributed()
 
     def body() -> None:
+        import_plugins(args.plugin)
         config = config_from_args(args)
         seeds = None if args.seeds is None else parse_ints(args.seeds, "--seeds")
-        result = train.run(config, args.out, seeds=seeds, data_dir=args.data_dir, mnist_dir=args.mnist_dir,
-                           resume=args.resume, overwrite=args.overwrite)
+        result = train.run(config, args.out, seeds=seeds, sweep=parse_sweep(args.sweep), data_dir=args.data_dir,
+                           mnist_dir=args.mnist_dir, resume=args.resume, overwrite=args.overwrite)
         print(json.dumps(result.rows, indent=2))
 
     cli(body)

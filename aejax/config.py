@@ -22,8 +22,6 @@ MNIST_TRAIN_SIZE = 60_000
 CONV_ORIGINAL_FEATURES = (64, 8)
 CONV_ORIGINAL_CODE = POOLED_SIDE * POOLED_SIDE * CONV_ORIGINAL_FEATURES[1]
 
-MODELS = ("linear", "conv", "conv_original")
-LOSSES = ("mse", "bce")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 DTYPES = ("float32", "bfloat16")
@@ -46,7 +44,8 @@ class Config:
     silently ignored.
     """
 
-    model: str = _field("linear", f"architecture: {', '.join(MODELS)}")
+    model: str = _field("linear", "architecture: linear, conv, conv_original, vae, sparse, or one added with "
+                                  "aejax.register_model")
     latent_dim: int = _field(32, f"code size (encoding depth); conv_original fixes it at {CONV_ORIGINAL_CODE}")
     hidden: tuple[int, ...] = _field((), "hidden widths of the linear model, mirrored in the decoder (e.g. 512)")
     conv_features: tuple[int, ...] = _field((32, 32), "the two conv widths of the depth-matched conv model")
@@ -57,7 +56,8 @@ class Config:
     warmup_epochs: float = _field(0.0, "linear warmup from 0 to lr, in epochs (warmup_cosine only)")
     optimizer: str = _field("adam", f"optimizer: {', '.join(OPTIMIZERS)} (sgd with momentum 0.9)")
     weight_decay: float = _field(0.0, "decoupled weight decay (adamw only)")
-    loss: str = _field("mse", f"reconstruction loss: {', '.join(LOSSES)}")
+    loss: str | None = _field(None, "training loss: mse, bce, mse_l1, elbo, or one added with aejax.register_loss "
+                                    "(unset: the model's own, mse for the autoencoders)")
     dtype: str = _field("float32", f"compute dtype, {', '.join(DTYPES)}; parameters stay float32")
     seed: int = _field(0, "the one integer that fixes initialisation, data order and noise")
     train_examples: int | None = _field(None, "train on the first N training images only")
@@ -66,12 +66,23 @@ class Config:
     shard_data: bool = _field(False, "with data_parallel: split the training images over the devices")
     noise: str = _field("none", f"denoising: corrupt the inputs with {', '.join(NOISES)}; targets stay clean")
     noise_level: float = _field(0.0, "gaussian noise std, or the salt_pepper / mask rate")
+    model_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict, metadata={
+        "help": "the model's own settings as a JSON object, e.g. '{\"l1_weight\": 0.001}'; unset keys take "
+                "the model's defaults"})
 
     def __post_init__(self) -> None:
+        from aejax import models
+
         for name in ("hidden", "conv_features"):
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
+        if self.model in models.registered_models():  # an unknown model is reported by validate
+            spec = models.model_spec(self.model)
+            if self.loss is None:
+                object.__setattr__(self, "loss", spec.loss)
+            if isinstance(self.model_kwargs, dict):
+                object.__setattr__(self, "model_kwargs", {**spec.kwargs, **self.model_kwargs})
         validate(self)
 
     @property
@@ -98,6 +109,8 @@ class Config:
 
 
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
     return list(value) if isinstance(value, tuple) else value
 
 
@@ -112,8 +125,11 @@ def _check(condition: bool, message: str) -> None:
 
 def validate(config: Config) -> None:
     """Raise `AejaxError` with a one-line message for the first invalid setting."""
-    _check(config.model in MODELS, f"unknown model {config.model!r}; choose one of {', '.join(MODELS)}")
-    _check(config.loss in LOSSES, f"unknown loss {config.loss!r}; choose one of {', '.join(LOSSES)}")
+    from aejax import losses, models
+
+    spec = models.model_spec(config.model)
+    _check(isinstance(config.loss, str) and config.loss in losses.registered_losses(),
+           f"unknown loss {config.loss!r}; choose one of {', '.join(losses.registered_losses())}")
     _check(config.optimizer in OPTIMIZERS,
            f"unknown optimizer {config.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
     _check(config.schedule in SCHEDULES,
@@ -155,28 +171,54 @@ def validate(config: Config) -> None:
                f"{name} must be a list of positive integers, got {values!r}")
     _check(len(config.conv_features) == 2,
            f"conv_features must have 2 entries (the two conv layers' channels), got {config.conv_features!r}")
-    if config.model == "conv_original":
-        _check(config.latent_dim == CONV_ORIGINAL_CODE,
-               f"conv_original has a fixed 7x7x8 = {CONV_ORIGINAL_CODE} code; "
-               f"latent_dim must be {CONV_ORIGINAL_CODE}, got {config.latent_dim}")
-    _check_read(config)
+    if spec.latent_dim is not None:
+        _check(config.latent_dim == spec.latent_dim,
+               f"{config.model} has a fixed code of {spec.latent_dim} values; "
+               f"latent_dim must be {spec.latent_dim}, got {config.latent_dim}")
+    _check_model_kwargs(config, spec.kwargs)
+    _check_read(config, set(spec.reads(config)))
+    losses.get_loss(config.loss, models.build(config))
+
+
+def _check_model_kwargs(config: Config, allowed: dict[str, Any]) -> None:
+    kwargs = config.model_kwargs
+    _check(isinstance(kwargs, dict) and all(isinstance(k, str) for k in kwargs),
+           f"model_kwargs must be a mapping of names to values, got {kwargs!r}")
+    unknown = sorted(set(kwargs) - set(allowed))
+    _check(not unknown, f"model {config.model} takes no model_kwargs {', '.join(unknown)}"
+                        + (f"; it takes {', '.join(allowed)}" if allowed else ""))
+    for name, value in kwargs.items():
+        default = allowed[name]
+        if _is_number(default):
+            _check(_is_number(value) and math.isfinite(value),
+                   f"model_kwargs {name} must be a finite number, got {value!r}")
+        else:
+            _check(type(value) is type(default) or (isinstance(default, (list, tuple)) and
+                                                   isinstance(value, (list, tuple))),
+                   f"model_kwargs {name} must be a {type(default).__name__}, got {value!r}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _default(name: str) -> Any:
     return next(f.default for f in dataclasses.fields(Config) if f.name == name)
 
 
-def _check_read(config: Config) -> None:
+def _check_read(config: Config, model_reads: set[str]) -> None:
     """A setting that the chosen model, schedule, optimizer or noise would not read is an error, not ignored."""
+    this_model = (config.model,)
     readers = {  # setting -> (the field that decides whether it is read, the values that read it)
-        "hidden": ("model", ("linear",)),
-        "conv_features": ("model", ("conv",)),
+        "hidden": ("model", this_model if "hidden" in model_reads else ()),
+        "conv_features": ("model", this_model if "conv_features" in model_reads else ()),
         "warmup_epochs": ("schedule", ("warmup_cosine",)),
         "weight_decay": ("optimizer", ("adamw",)),
         "noise_level": ("noise", tuple(n for n in NOISES if n != "none")),
     }
     for name, (owner, values) in readers.items():
         value, chosen = getattr(config, name), getattr(config, owner)
+        read = f"is read only with {owner} {' or '.join(values)}, not" if values else "is not read by"
         _check(chosen in values or value == _default(name),
-               f"{name}={_jsonable(value)!r} is read only with {owner} {' or '.join(values)}, not {owner} "
-               f"{chosen}; leave it at its default {_jsonable(_default(name))!r}")
+               f"{name}={_jsonable(value)!r} {read} {owner} {chosen}; leave it at its default "
+               f"{_jsonable(_default(name))!r}")

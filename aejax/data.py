@@ -103,7 +103,8 @@ def find_source_dir(mnist_dir: str | os.PathLike | None) -> Path | None:
         root = Path(mnist_dir)
         missing = [name for name in names if not (root / name).is_file()]
         if missing:
-            raise AejaxError(f"MNIST file(s) {', '.join(missing)} missing from {root} (the --mnist-dir given)")
+            missing = f"MNIST file(s) {', '.join(missing)} missing from {root}"
+            raise AejaxError(f"{missing} (the mnist_dir given)", cli=f"{missing} (the --mnist-dir given)")
         return root
     if all((VENDORED_DIR / name).is_file() for name in names):
         return VENDORED_DIR

@@ -1,23 +1,43 @@
-"""Autoencoders as pure `flax.linen` modules, chosen by name from one registry.
+"""Autoencoders as pure `flax.linen` modules, chosen by name from one registry (`register_model`).
 
-Every model maps uint8-scaled images `[B, 28, 28, 1]` in [0, 1] to reconstructions of the same shape and
-exposes `encode` (image -> code), `decode` (code -> image) and `__call__`, usable through
-`model.apply(variables, x, method=model.encode)`.
+The model contract (what `aejax.train`, `aejax.losses`, `aejax.metrics` and `aejax.inference` rely on):
+
+- `encode(x)`: float images `[B, 28, 28, 1]` in [0, 1] -> codes `[B, *code]` (deterministic: a VAE's mean).
+- `decode_logits(z)`: codes -> pre-sigmoid images `[B, 28, 28, 1]` (what `bce` and `elbo` score, from logits).
+- `decode(z)`: codes -> images in [0, 1], `sigmoid(decode_logits(z))`.
+- `__call__(x)`: `decode(encode(x))`, the reconstruction the metrics score. None of the three takes a PRNG key.
+- Optional: `encode_stats(x) -> (mean, log_var)`, each `[B, d]`, for a Gaussian encoder (read by the `elbo`
+  loss, which samples the code with the train step's key); loss weights as module attributes (`l1_weight`,
+  `kl_weight`), read by the losses and sweepable (`train.run(sweep=...)` clones the module with a traced value).
+
+Call them with `model.apply({"params": params}, x, method="encode")`. The modules take float input only and
+reject uint8 with an error naming `aejax.encode` / `aejax.reconstruct`, which take uint8 or float, with or
+without a batch axis, and apply the model chunk by chunk. A model is registered with a builder
+`Config -> nn.Module`; its own settings come from `Config.model_kwargs` (merged over the registered defaults, so
+`config.json` holds them all and `rundir.load_model` rebuilds the same module).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from aejax import ops
-from aejax.config import CONV_ORIGINAL_FEATURES, IMAGE_PIXELS, IMAGE_SHAPE, POOLED_SIDE, Config
+from aejax.config import CONV_ORIGINAL_CODE, CONV_ORIGINAL_FEATURES, IMAGE_PIXELS, IMAGE_SHAPE, POOLED_SIDE, Config
 from aejax.errors import AejaxError
 
 Array = jax.Array
+
+
+def check_float_input(x: Array) -> None:
+    """The modules compute on float images in [0, 1]; uint8 (0..255) input would be scaled 255x silently."""
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise AejaxError(f"the model got {x.dtype} images; its methods take float images in [0, 1]. Use "
+                         f"aejax.encode / aejax.reconstruct, which accept uint8 (0..255) or float images")
 
 
 class LinearAutoencoder(nn.Module):
@@ -37,16 +57,20 @@ class LinearAutoencoder(nn.Module):
             nn.Dense(IMAGE_PIXELS, dtype=self.dtype)]
 
     def encode(self, x: Array) -> Array:  # [B, 28, 28, 1] -> [B, d]
+        check_float_input(x)
         h = x.reshape(x.shape[0], IMAGE_PIXELS)
         for layer in self.encoder_layers[:-1]:
             h = nn.relu(layer(h))
         return self.encoder_layers[-1](h)
 
-    def decode(self, z: Array) -> Array:  # [B, d] -> [B, 28, 28, 1]
+    def decode_logits(self, z: Array) -> Array:  # [B, d] -> [B, 28, 28, 1]
         h = z
         for layer in self.decoder_layers[:-1]:
             h = nn.relu(layer(h))
-        return nn.sigmoid(self.decoder_layers[-1](h)).reshape(z.shape[0], *IMAGE_SHAPE)
+        return self.decoder_layers[-1](h).reshape(z.shape[0], *IMAGE_SHAPE)
+
+    def decode(self, z: Array) -> Array:  # [B, d] -> [B, 28, 28, 1]
+        return nn.sigmoid(self.decode_logits(z))
 
     def __call__(self, x: Array) -> Array:
         return self.decode(self.encode(x))
@@ -114,41 +138,95 @@ class ConvAutoencoder(nn.Module):
         self.deconv2 = Upsample2x2(1, dtype=self.dtype)
 
     def encode(self, x: Array) -> Array:  # [B, 28, 28, 1] -> [B, d] or [B, 7, 7, f2]
+        check_float_input(x)
         h = nn.relu(self.conv1(x))  # [B, 14, 14, f1]
         h = nn.relu(self.conv2(h))  # [B, 7, 7, f2]
         if self.latent_dim is None:
             return h
         return self.to_code(h.reshape(h.shape[0], -1))
 
-    def decode(self, z: Array) -> Array:  # code -> [B, 28, 28, 1]
+    def decode_logits(self, z: Array) -> Array:  # code -> [B, 28, 28, 1]
         if self.latent_dim is None:
             h = z
         else:
             h = nn.relu(self.from_code(z)).reshape(z.shape[0], POOLED_SIDE, POOLED_SIDE, self.features[1])
         h = nn.relu(self.deconv1(h))  # [B, 7, 7, 2, 2, f1]: a 14x14 map in block layout
-        return ops.unblock(nn.sigmoid(self.deconv2(h)))  # [B, 7, 7, 2, 2, 2, 2, 1] -> [B, 28, 28, 1]
+        return ops.unblock(self.deconv2(h))  # [B, 7, 7, 2, 2, 2, 2, 1] -> [B, 28, 28, 1]
+
+    def decode(self, z: Array) -> Array:  # code -> [B, 28, 28, 1]
+        return nn.sigmoid(self.decode_logits(z))
 
     def __call__(self, x: Array) -> Array:
         return self.decode(self.encode(x))
 
 
-def _dtype(config: Config) -> jnp.dtype:
+def compute_dtype(config: Config) -> jnp.dtype:
+    """The dtype a model computes in (`config.dtype`); parameters stay float32."""
     return jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
 
 
-REGISTRY: dict[str, Callable[[Config], nn.Module]] = {
-    "linear": lambda c: LinearAutoencoder(c.latent_dim, tuple(c.hidden), dtype=_dtype(c)),
-    "conv": lambda c: ConvAutoencoder(c.latent_dim, tuple(c.conv_features), dtype=_dtype(c)),
-    "conv_original": lambda c: ConvAutoencoder(None, CONV_ORIGINAL_FEATURES, dtype=_dtype(c)),
-}
+class ModelSpec(NamedTuple):
+    """How a registered model is built and which settings it reads."""
+
+    builder: Callable[[Config], nn.Module]
+    kwargs: Mapping[str, Any]  # the model_kwargs it accepts, with their defaults (JSON values)
+    reads: Callable[[Config], Collection[str]]  # which of Config's model-specific fields it reads
+    loss: str  # its default loss
+    latent_dim: int | None  # a fixed code size, or None for any
+
+
+MODEL_FIELDS = ("hidden", "conv_features")  # Config fields that only some models read
+_MODELS: dict[str, ModelSpec] = {}
+
+
+def register_model(name: str, builder: Callable[[Config], nn.Module], *, kwargs: Mapping[str, Any] | None = None,
+                   reads: Collection[str] | Callable[[Config], Collection[str]] = (), loss: str = "mse",
+                   latent_dim: int | None = None, replace: bool = False) -> None:
+    """Make `Config(model=name)` build `builder(config)`, a flax module that keeps the contract above.
+
+    `kwargs`: the settings `Config.model_kwargs` may give it, with defaults (numbers, strings, booleans or lists
+    of them); `reads`: which of `hidden` / `conv_features` it reads (others must stay at their defaults), or a
+    function of the config saying so; `loss`: the loss a config of this model gets unless it names one;
+    `latent_dim`: a fixed code size. Registering a taken name is an error unless `replace`.
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise AejaxError(f"a model name must be an identifier, got {name!r}")
+    if name in _MODELS and not replace:
+        raise AejaxError(f"model {name!r} is already registered; pass replace=True to replace it")
+    if not callable(builder):
+        raise AejaxError(f"the builder of model {name!r} must be callable (Config -> flax module)")
+    reads_fn = reads if callable(reads) else (lambda config, fields=tuple(reads): fields)
+    unknown = set(reads) - set(MODEL_FIELDS) if not callable(reads) else set()
+    if unknown:
+        raise AejaxError(f"reads may name {', '.join(MODEL_FIELDS)}, got {sorted(unknown)}")
+    _MODELS[name] = ModelSpec(builder, dict(kwargs or {}), reads_fn, loss, latent_dim)
+
+
+def registered_models() -> tuple[str, ...]:
+    return tuple(_MODELS)
+
+
+def model_spec(name: str) -> ModelSpec:
+    if name not in _MODELS:
+        raise AejaxError(f"unknown model {name!r}; choose one of {', '.join(_MODELS)} (or register_model it)")
+    return _MODELS[name]
 
 
 def build(config: Config) -> nn.Module:
     """The model a config names (parameters stay fp32; `dtype` sets the compute precision)."""
-    if config.model not in REGISTRY:
-        raise AejaxError(f"unknown model {config.model!r}; choose one of {', '.join(REGISTRY)}")
-    return REGISTRY[config.model](config)
+    model = model_spec(config.model).builder(config)
+    if not isinstance(model, nn.Module):
+        raise AejaxError(f"the builder of model {config.model!r} returned {type(model).__name__}, not a flax module")
+    return model
 
 
 def param_count(params) -> int:
     return int(sum(x.size for x in jax.tree_util.tree_leaves(params)))
+
+
+register_model("linear", lambda c: LinearAutoencoder(c.latent_dim, tuple(c.hidden), dtype=compute_dtype(c)),
+               reads=("hidden",))
+register_model("conv", lambda c: ConvAutoencoder(c.latent_dim, tuple(c.conv_features), dtype=compute_dtype(c)),
+               reads=("conv_features",))
+register_model("conv_original", lambda c: ConvAutoencoder(None, CONV_ORIGINAL_FEATURES, dtype=compute_dtype(c)),
+               latent_dim=CONV_ORIGINAL_CODE)

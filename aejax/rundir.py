@@ -95,8 +95,10 @@ def refuse_overwrite(paths: list[str | Path], overwrite: bool) -> None:
     """Stop before any work if a result file a script is about to write exists, unless `overwrite`."""
     existing = [str(p) for p in paths if Path(p).exists()]
     if existing and not overwrite:
-        raise AejaxError(f"{', '.join(existing)} already exist(s); choose another --out or pass --overwrite "
-                         f"to replace it")
+        existing = ", ".join(existing)
+        raise AejaxError(f"{existing} already exist(s); choose another output directory or pass overwrite=True "
+                         f"to replace it", cli=f"{existing} already exist(s); choose another --out or pass "
+                                               f"--overwrite to replace it")
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -116,32 +118,36 @@ class RunDir:
 
     @classmethod
     def open(cls, out_dir: str | Path, config: Config, seeds: list[int], *, resume: bool,
-             overwrite: bool) -> RunDir:
-        """Claim `out_dir` for this config and seeds, writing `config.json`; see the module docstring.
-
-        In a multi-process run only process 0 checks and writes; the others share its directory.
+             overwrite: bool, sweep: list[dict[str, float]] | None = None) -> RunDir:
+        """Claim `out_dir` for this config, seeds and sweep members, writing `config.json`; see the module
+        docstring. In a multi-process run only process 0 checks and writes; the others share its directory.
         """
         path = Path(out_dir)
         if not _is_writer():
             return cls(path)
         make_output_dir(path)
-        wanted = {"config": config.to_dict(), "seeds": list(seeds)}
+        wanted = {"config": config.to_dict(), "seeds": list(seeds), **({"sweep": sweep} if sweep else {})}
         config_file = path / "config.json"
         if config_file.exists():
             try:
                 saved = json.loads(config_file.read_text())
                 # Through Config, so settings added later (with their defaults) compare equal.
-                saved = {"config": Config.from_dict(saved["config"]).to_dict(), "seeds": saved["seeds"]}
+                saved = {"config": Config.from_dict(saved["config"]).to_dict(), "seeds": saved["seeds"],
+                         **({"sweep": saved["sweep"]} if saved.get("sweep") else {})}
             except (ValueError, KeyError, TypeError, AejaxError):
                 saved = None
             if saved == wanted and resume:
                 return cls(path)
             if not overwrite:
                 if saved == wanted:
-                    raise AejaxError(f"{path} already holds a run of this config; pass --resume to continue it "
-                                     f"or --overwrite to start it again")
-                raise AejaxError(f"{path} holds a run of a different config; choose another --out, or pass "
-                                 f"--overwrite to replace it")
+                    raise AejaxError(f"{path} already holds a run of this config; pass resume=True to continue "
+                                     f"it or overwrite=True to start it again",
+                                     cli=f"{path} already holds a run of this config; pass --resume to continue "
+                                         f"it or --overwrite to start it again")
+                raise AejaxError(f"{path} holds a run of a different config; choose another output directory, or "
+                                 f"pass overwrite=True to replace it",
+                                 cli=f"{path} holds a run of a different config; choose another --out, or pass "
+                                     f"--overwrite to replace it")
             for name in RUN_FILES:
                 target = path / name
                 if target.is_dir():
@@ -149,8 +155,10 @@ class RunDir:
                 elif target.exists():
                     target.unlink()
         elif any(path.iterdir()) and not overwrite:
-            raise AejaxError(f"{path} is not empty and holds no aejax run; choose another --out "
-                             f"(or pass --overwrite to write beside its files)")
+            raise AejaxError(f"{path} is not empty and holds no aejax run; choose another output directory "
+                             f"(or pass overwrite=True to write beside its files)",
+                             cli=f"{path} is not empty and holds no aejax run; choose another --out "
+                                 f"(or pass --overwrite to write beside its files)")
         write_json(config_file, {**wanted, "environment": environment()})
         return cls(path)
 
@@ -192,42 +200,46 @@ def result_row(*, model: str, variant: str, latent_dim: int, epochs: int, seed: 
 
 
 class EventLog:
-    """TensorBoard event files of a run (tensorboardX, no TensorFlow): `tensorboard/seed_<s>/` per seed, with
-    the scalars of each metrics.jsonl line at step = epoch. Only process 0 writes; a resumed run appends."""
+    """TensorBoard event files of a run (tensorboardX, no TensorFlow): one folder per trained model under
+    `tensorboard/` (`seed_<s>`, or `<member>_seed_<s>` in a sweep), with the scalars of each metrics.jsonl line at
+    step = epoch (a loss's aux terms as `train_<name>`). Only process 0 writes; a resumed run appends."""
 
-    def __init__(self, run_path: Path, seeds: list[int]):
-        self.seeds = list(seeds)
+    def __init__(self, run_path: Path, folders: list[str]):
+        self.folders = list(folders)
         self.root = run_path / "tensorboard"
         self._writers: dict[int, Any] = {}
         self.enabled = _is_writer()
 
-    def _writer(self, seed: int):
-        if seed not in self._writers:
+    def _writer(self, i: int):
+        if i not in self._writers:
             from tensorboardX import SummaryWriter
 
-            self._writers[seed] = SummaryWriter(str(self.root / f"seed_{seed}"))
-        return self._writers[seed]
+            self._writers[i] = SummaryWriter(str(self.root / self.folders[i]))
+        return self._writers[i]
 
     def epoch(self, entry: dict[str, Any]) -> None:
-        """Scalars of one metrics.jsonl line: train_loss, test_mse (per seed), images_per_second, epoch_seconds."""
+        """Scalars of one metrics.jsonl line: train_loss, test_mse, train aux (per model), images_per_second,
+        epoch_seconds."""
         if not self.enabled:
             return
-        for i, seed in enumerate(self.seeds):
-            writer = self._writer(seed)
+        for i in range(len(self.folders)):
+            writer = self._writer(i)
             for tag in ("train_loss", "test_mse"):
                 writer.add_scalar(tag, entry[tag][i], entry["epoch"])
+            for name, values in entry.get("train_aux", {}).items():
+                writer.add_scalar(f"train_{name}", values[i], entry["epoch"])
             for tag in ("images_per_second", "epoch_seconds"):
                 writer.add_scalar(tag, entry[tag], entry["epoch"])
             writer.flush()
 
     def image(self, tag: str, png: Path, step: int) -> None:
-        """A PNG written by `aejax.plots`, under the first seed."""
+        """A PNG written by `aejax.plots`, under the first model."""
         if not self.enabled:
             return
         from PIL import Image
 
         pixels = np.asarray(Image.open(png).convert("RGB"))  # [H, W, 3]
-        writer = self._writer(self.seeds[0])
+        writer = self._writer(0)
         writer.add_image(tag, pixels, step, dataformats="HWC")
         writer.flush()
 
@@ -237,27 +249,40 @@ class EventLog:
         self._writers.clear()
 
 
-def load_model(run_dir: str | Path, seed: int | None = None):
+def load_model(run_dir: str | Path, seed: int | None = None, member: int | dict[str, float] | None = None):
     """Reload a trained model from a run directory's latest checkpoint: `(model, params, config)`.
 
-    `seed` picks one of the run's seeds (default: its first). No training, no data needed.
+    `seed` picks one of the run's seeds (default: its first); in a sweep, `member` picks a member by index or by
+    its values (default: the first), and the config returned is that member's. No training, no data needed. A
+    run of a plug-in model needs the module that registers it imported first.
     """
-    from aejax import checkpoint, train
+    from aejax import checkpoint, models, sweeps, train
 
     run_dir = Path(run_dir)
     try:
         saved = json.loads((run_dir / "config.json").read_text())
-        config, seeds = Config.from_dict(saved["config"]), list(saved["seeds"])
+        config, seeds, grid = Config.from_dict(saved["config"]), list(saved["seeds"]), saved.get("sweep") or [{}]
     except FileNotFoundError:
         raise AejaxError(f"{run_dir} holds no aejax run (no config.json)") from None
     except (ValueError, KeyError, TypeError) as e:
         raise AejaxError(f"{run_dir / 'config.json'} is not a valid run config ({e})") from None
     if seed is not None and seed not in seeds:
         raise AejaxError(f"{run_dir} has seeds {seeds}, not {seed}")
-    trainer = train.make_trainer(config)
-    target = _abstract_state(trainer, len(seeds))
+    if member is None:
+        m = 0
+    elif isinstance(member, dict) and member in grid:
+        m = grid.index(member)
+    elif isinstance(member, int) and not isinstance(member, bool) and 0 <= member < len(grid):
+        m = member
+    else:
+        raise AejaxError(f"{run_dir} has sweep members {grid}; member must be one of them or an index, "
+                         f"got {member!r}")
+    trainer = train.make_trainer(config, swept=list(grid[0]))
+    target = _abstract_state(trainer, len(grid) * len(seeds))
     state, _ = checkpoint.restore(checkpoint.manager(run_dir / "checkpoints", config.keep_checkpoints), target)
-    return trainer.model, train.unstack(state.params, seeds.index(seed) if seed is not None else 0), config
+    lane = m * len(seeds) + (seeds.index(seed) if seed is not None else 0)
+    member_config = sweeps.member_config(config, grid[m])
+    return models.build(member_config), train.unstack(state.params, lane), member_config
 
 
 def _abstract_state(trainer, k: int):

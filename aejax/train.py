@@ -24,7 +24,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from aejax import checkpoint, corruption, metrics, models, parallel
+from aejax import checkpoint, corruption, losses, metrics, models, parallel, sweeps
 from aejax.config import IMAGE_SHAPE, MNIST_TRAIN_SIZE, Config
 from aejax.errors import AejaxError
 from aejax.rundir import EventLog, RunDir, result_row
@@ -46,7 +46,7 @@ class Trainer(NamedTuple):
 
     model: nn.Module
     tx: optax.GradientTransformation
-    loss: str
+    loss: losses.Loss  # (model, params, inputs, targets, key) -> (scalar, aux dict); see aejax.losses
     batch_size: int
     mesh: Mesh | None = None  # data parallel over this mesh's "data" axis; None: one device
     noise: str = "none"  # input corruption for denoising (aejax.corruption); targets stay clean
@@ -64,63 +64,79 @@ def default_train_size(config: Config) -> int:
     return config.train_examples or MNIST_TRAIN_SIZE
 
 
-def make_schedule(config: Config, n_train: int) -> optax.Schedule:
-    """The learning rate per optimizer step, for `config.epochs` epochs over `n_train` images."""
+def make_schedule(config: Config, n_train: int, peak: float | Array | None = None) -> optax.Schedule:
+    """The learning rate per optimizer step, for `config.epochs` epochs over `n_train` images, peaking at `peak`
+    (default `config.lr`; a traced value in a sweep)."""
+    peak = config.lr if peak is None else peak
     steps = steps_per_epoch(n_train, config.batch_size)
     total = config.epochs * steps
     if config.schedule == "constant":
-        return optax.constant_schedule(config.lr)
+        return optax.constant_schedule(peak)
     if config.schedule == "cosine":
-        return optax.cosine_decay_schedule(config.lr, total)
+        return optax.cosine_decay_schedule(peak, total)
     warmup = int(config.warmup_epochs * steps)
-    return optax.warmup_cosine_decay_schedule(0.0, config.lr, warmup, total)
+    return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, total)
 
 
-def make_optimizer(config: Config, n_train: int) -> optax.GradientTransformation:
-    schedule = make_schedule(config, n_train)
+def _optimizer(config: Config, n_train: int, learning_rate: float | Array,
+               weight_decay: float | Array) -> optax.GradientTransformation:
+    schedule = make_schedule(config, n_train, learning_rate)
     if config.optimizer == "adam":
         return optax.adam(schedule)
     if config.optimizer == "adamw":
-        return optax.adamw(schedule, weight_decay=config.weight_decay)
+        return optax.adamw(schedule, weight_decay=weight_decay)
     return optax.sgd(schedule, momentum=0.9)
 
 
-def make_trainer(config: Config, n_train: int | None = None) -> Trainer:
+def make_optimizer(config: Config, n_train: int, swept: Sequence[str] = ()) -> optax.GradientTransformation:
+    """The optimizer of `config`. When `swept` names `lr` or `weight_decay`, they are `inject_hyperparams` state
+    (`opt_state.hyperparams`), set per sweep member by `init_state`; the schedule scales its peak by them."""
+    if not set(swept) & set(sweeps.OPTIMIZER_HPARAMS):
+        return _optimizer(config, n_train, config.lr, config.weight_decay)
+    return optax.inject_hyperparams(functools.partial(_optimizer, config, n_train))(
+        learning_rate=config.lr, weight_decay=config.weight_decay)
+
+
+def make_trainer(config: Config, n_train: int | None = None, swept: Sequence[str] = ()) -> Trainer:
     """The static pieces of training `config` on `n_train` images (default: the MNIST count `config` names;
-    pass the size of the array actually trained on, which sets the schedule's length)."""
+    pass the size of the array actually trained on, which sets the schedule's length); `swept` names the
+    hyper-parameters a sweep varies (`aejax.sweeps`)."""
     n_train = default_train_size(config) if n_train is None else n_train
     mesh = parallel.make_mesh(config.batch_size) if config.data_parallel else None
-    return Trainer(models.build(config), make_optimizer(config, n_train), config.loss, config.batch_size, mesh,
-                   config.noise, config.noise_level)
+    model = models.build(config)
+    return Trainer(model, make_optimizer(config, n_train, swept), losses.get_loss(config.loss, model),
+                   config.batch_size, mesh, config.noise, config.noise_level)
 
 
-def init_state(trainer: Trainer, key: Array) -> TrainState:
+def init_state(trainer: Trainer, key: Array, hparams: dict[str, Array] | None = None) -> TrainState:
+    """A fresh state from `key`; `hparams` (a sweep member's values) sets the optimizer's injected ones."""
     params = trainer.model.init(key, jnp.zeros((1, *IMAGE_SHAPE), jnp.float32))["params"]
-    return TrainState(jnp.zeros((), jnp.int32), params, trainer.tx.init(params))
+    opt_state = trainer.tx.init(params)
+    injected = {sweeps.OPTIMIZER_HPARAMS[k]: v for k, v in (hparams or {}).items() if k in sweeps.OPTIMIZER_HPARAMS}
+    if injected:
+        old = opt_state.hyperparams
+        opt_state = opt_state._replace(hyperparams={**old, **{k: jnp.asarray(v, old[k].dtype)
+                                                               for k, v in injected.items()}})
+    return TrainState(jnp.zeros((), jnp.int32), params, opt_state)
 
 
-def loss_fn(trainer: Trainer, params: PyTree, inputs: Array, batch: Array) -> Array:
-    """Mean reconstruction loss of `batch` (float `[B, 28, 28, 1]` in [0, 1]) from `inputs` (the batch, or a
-    corrupted copy of it)."""
-    recon = trainer.model.apply({"params": params}, inputs).astype(jnp.float32)
-    if trainer.loss == "mse":
-        return jnp.mean((recon - batch) ** 2)
-    eps = 1e-7
-    recon = jnp.clip(recon, eps, 1 - eps)
-    return -jnp.mean(batch * jnp.log(recon) + (1 - batch) * jnp.log(1 - recon))
+def train_step(trainer: Trainer, state: TrainState, batch: Array, key: Array | None = None,
+               hparams: dict[str, Array] | None = None) -> tuple[TrainState, tuple[Array, dict[str, Array]]]:
+    """One optimizer step on a float batch `[B, 28, 28, 1]`; returns the new state and (loss, aux).
 
-
-def train_step(trainer: Trainer, state: TrainState, batch: Array,
-               key: Array | None = None) -> tuple[TrainState, Array]:
-    """One optimizer step on a float batch `[B, 28, 28, 1]`; returns the new state and the batch loss.
-
-    `key` draws the input corruption of a denoising trainer (unused otherwise).
+    `key` draws the input corruption of a denoising trainer and, folded, the loss's own randomness (a VAE's
+    code sample). `hparams` holds a sweep member's values of loss-side settings (`noise_level`, model weights).
     """
-    inputs = batch if trainer.noise == "none" else corruption.corrupt(key, batch, trainer.noise, trainer.noise_level)
-    loss, grads = jax.value_and_grad(loss_fn, argnums=1)(trainer, state.params, inputs, batch)
+    hparams = hparams or {}
+    level = hparams.get("noise_level", trainer.noise_level)
+    inputs = batch if trainer.noise == "none" else corruption.corrupt(key, batch, trainer.noise, level)
+    model = sweeps.with_model_hparams(trainer.model, hparams)
+    loss_key = None if key is None else jax.random.fold_in(key, 1)
+    (loss, aux), grads = jax.value_and_grad(trainer.loss, argnums=1, has_aux=True)(
+        model, state.params, inputs, batch, loss_key)
     updates, opt_state = trainer.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    return TrainState(state.step + 1, params, opt_state), loss
+    return TrainState(state.step + 1, params, opt_state), (loss, aux)
 
 
 def epoch_batches(key: Array, n: int, batch_size: int) -> Array:
@@ -129,11 +145,12 @@ def epoch_batches(key: Array, n: int, batch_size: int) -> Array:
     return jax.random.permutation(key, n)[: steps * batch_size].reshape(steps, batch_size)
 
 
-def train_epoch(trainer: Trainer, state: TrainState, images: Array, key: Array) -> tuple[TrainState, Array]:
+def train_epoch(trainer: Trainer, state: TrainState, images: Array, key: Array,
+                hparams: dict[str, Array] | None = None) -> tuple[TrainState, tuple[Array, dict[str, Array]]]:
     """One epoch as one `lax.scan` over shuffled device-resident batches.
 
-    `images` is uint8 `[N, 28, 28, 1]` already on the device; `key` decides this epoch's order.
-    Returns the new state and the per-step losses `[N // batch_size]`.
+    `images` is uint8 `[N, 28, 28, 1]` already on the device; `key` decides this epoch's order (and the
+    steps' corruption and loss keys). Returns the new state and the per-step (losses, aux), each `[N // B]`.
     """
     batches = epoch_batches(key, images.shape[0], trainer.batch_size)
     step_keys = jax.random.split(jax.random.fold_in(key, 1), batches.shape[0])  # corruption, one per step
@@ -144,7 +161,7 @@ def train_epoch(trainer: Trainer, state: TrainState, images: Array, key: Array) 
         batch = metrics.to_float(rows[idx]).reshape(idx.shape[0], *images.shape[1:])  # [B, 28, 28, 1]
         if trainer.mesh is not None:  # each device gathers and trains on its slice of the batch
             batch = jax.lax.with_sharding_constraint(batch, parallel.batch_sharded(trainer.mesh))
-        return train_step(trainer, state, batch, step_key)
+        return train_step(trainer, state, batch, step_key, hparams)
 
     return jax.lax.scan(body, state, (batches, step_keys))
 
@@ -160,29 +177,56 @@ def seed_keys(seed: int) -> tuple[Array, Array]:
     return init_key, data_key
 
 
+EVAL_TAG = 2 ** 31 - 1  # folded into a data key for the final test-loss evaluation (never an epoch number)
+
 
 def evaluate(trainer: Trainer, with_ssim: bool, params: PyTree, images: Array) -> metrics.Totals:
     """Test-set totals of one model on uint8 `images` (`metrics.totals`, the one evaluation path)."""
     return metrics.totals(trainer.model.apply, {"params": params}, images, with_ssim=with_ssim)
 
 
+def eval_loss(trainer: Trainer, params: PyTree, images: Array, key: Array,
+              hparams: dict[str, Array] | None = None, chunk: int = 1000) -> dict[str, Array]:
+    """The training loss and its aux on uint8 `images`, clean inputs, averaged per image over chunks: the
+    test-set value of what the loss measures (e.g. a VAE's ELBO), `{"loss": [], **aux}`."""
+    model = sweeps.with_model_hparams(trainer.model, hparams or {})
+    n = images.shape[0]
+    chunk = min(chunk, n)
+    body = n // chunk * chunk
+    keys = jax.random.split(key, n // chunk + 1)
+
+    def total(batch: Array, k: Array) -> dict[str, Array]:  # sum over the chunk's images
+        x = metrics.to_float(batch)
+        loss, aux = trainer.loss(model, params, x, x, k)
+        return jax.tree_util.tree_map(lambda v: v * batch.shape[0], {"loss": loss, **aux})
+
+    parts = jax.lax.map(lambda a: total(*a), (images[:body].reshape(-1, chunk, *images.shape[1:]), keys[:-1]))
+    sums = jax.tree_util.tree_map(lambda v: v.sum(0), parts)
+    if n > body:
+        sums = jax.tree_util.tree_map(jnp.add, sums, total(images[body:], keys[-1]))
+    return jax.tree_util.tree_map(lambda v: v / n, sums)
+
+
 class Program(NamedTuple):
     """The compiled functions of a run, each over a stack of K models (leading axis)."""
 
-    init: Callable  # keys [K] -> TrainState[K]
-    epoch: Callable  # (TrainState[K], images, keys [K]) -> (TrainState[K], losses [K, steps])
+    init: Callable  # (keys [K], hparams {name: [K]}) -> TrainState[K]
+    epoch: Callable  # (TrainState[K], images, keys [K], hparams) -> (TrainState[K], (losses, aux) [K, steps])
     evaluate: Callable  # (with_ssim, params[K], images) -> metrics.Totals with [K] leaves
+    eval_loss: Callable  # (params[K], images, keys [K], hparams) -> {"loss": [K], **aux}
 
 
 def compile_program(trainer: Trainer) -> Program:
-    """jit(vmap(...)) of the single-model functions; the state argument of `epoch` is donated."""
+    """jit(vmap(...)) of the single-model functions over K models (seeds, or sweep members x seeds), each
+    with its own key and hyper-parameters (`{}` outside a sweep); the state argument of `epoch` is donated."""
     return Program(
         init=jax.jit(jax.vmap(functools.partial(init_state, trainer))),
-        epoch=jax.jit(jax.vmap(functools.partial(train_epoch, trainer), in_axes=(0, None, 0)),
+        epoch=jax.jit(jax.vmap(functools.partial(train_epoch, trainer), in_axes=(0, None, 0, 0)),
                       donate_argnums=0),
         evaluate=jax.jit(lambda with_ssim, params, images: jax.vmap(
             functools.partial(evaluate, trainer, with_ssim), in_axes=(0, None))(params, images),
             static_argnums=0),
+        eval_loss=jax.jit(jax.vmap(functools.partial(eval_loss, trainer), in_axes=(0, None, 0, 0))),
     )
 
 
@@ -191,11 +235,13 @@ def unstack(tree: PyTree, i: int) -> PyTree:
 
 
 class RunResult(NamedTuple):
-    """What `run` trained: one results row per seed (as in results.json), the model and each seed's params."""
+    """What `run` trained: one results row per model (as in results.json), the model and each one's params.
+
+    Models are the seeds, or with a sweep each member times each seed (member-major, as the rows)."""
 
     rows: list[dict[str, Any]]
     model: nn.Module
-    params: list[PyTree]  # one per seed, in the order of the rows
+    params: list[PyTree]  # one per row, in the order of the rows
     epochs_trained: int  # epochs trained by this call (0: the run was already finished and only reloaded)
 
 
@@ -217,18 +263,23 @@ def _scores(totals: metrics.Totals, k: int) -> list[dict[str, float]]:
     return [metrics.finalize(unstack(totals, i)) for i in range(k)]
 
 
-def run(config: Config, out_dir: str | Path, *, seeds: Sequence[int] | None = None, data_dir: str | None = None,
-        mnist_dir: str | None = None, resume: bool = False, overwrite: bool = False,
-        data: tuple[np.ndarray, np.ndarray] | None = None, variant: str | None = None,
-        log: Callable[[str], None] = print) -> RunResult:
+def run(config: Config, out_dir: str | Path, *, seeds: Sequence[int] | None = None,
+        sweep: dict[str, Sequence[float]] | None = None, data_dir: str | None = None, mnist_dir: str | None = None,
+        resume: bool = False, overwrite: bool = False, data: tuple[np.ndarray, np.ndarray] | None = None,
+        variant: str | None = None, log: Callable[[str], None] = print) -> RunResult:
     """Train one model per seed (vmapped, shared data), evaluate, checkpoint, and write the run directory.
 
-    `seeds` defaults to `[config.seed]`. `data`, if given, is `(train_images, test_images)` uint8 arrays (host
-    or device) and skips loading MNIST (tests, studies that load once). `variant` labels the rows (default: the
-    model name). With `resume`, a run of the same config continues from its latest checkpoint (a finished one
-    is reloaded, not retrained). Returns the rows (also in results.json) and the trained parameters.
+    `seeds` defaults to `[config.seed]`. `sweep` (setting -> values, e.g. `{"lr": [1e-3, 3e-3]}`; see
+    `aejax.sweeps`) trains every member of its grid times every seed in the same one program, one row each.
+    `data`, if given, is `(train_images, test_images)` uint8 arrays (host or device) and skips loading MNIST
+    (tests, studies that load once). `variant` labels the rows (default: the model name). With `resume`, a run of
+    the same config continues from its latest checkpoint (a finished one is reloaded, not retrained). Returns the
+    rows (also in results.json) and the trained parameters.
     """
     seeds = check_seeds(config, seeds)
+    grid = sweeps.members(config, sweep)
+    lanes = [(member, seed) for member in grid for seed in seeds]  # one trained model each, member-major
+    names = [f"{sweeps.label(m) + ' ' if m else ''}seed {s}" for m, s in lanes]
     if data is None:
         from aejax.data import load_mnist, split_size
 
@@ -245,17 +296,19 @@ def run(config: Config, out_dir: str | Path, *, seeds: Sequence[int] | None = No
     n_train = n_available if config.train_examples is None else min(n_available, config.train_examples)
     if n_train < config.batch_size:
         raise AejaxError(f"batch_size {config.batch_size} is larger than the {n_train} training images")
-    run_dir = RunDir.open(out_dir, config, seeds, resume=resume, overwrite=overwrite)
-    trainer = make_trainer(config, n_train)
+    trainer = make_trainer(config, n_train, swept=list(grid[0]))
+    sweeps.check_model(trainer.model, grid)
+    run_dir = RunDir.open(out_dir, config, seeds, resume=resume, overwrite=overwrite, sweep=grid if sweep else None)
     program = compile_program(trainer)
-    keys = [seed_keys(s) for s in seeds]
+    keys = [seed_keys(s) for _, s in lanes]
     init_keys = jnp.stack([k[0] for k in keys])
     data_keys = jnp.stack([k[1] for k in keys])
-    state = program.init(init_keys)
+    hparams = sweeps.lane_hparams(grid, len(seeds))  # {} outside a sweep
+    state = program.init(init_keys, hparams)
     if trainer.mesh is None:
         train_images, test_images = jax.device_put(load_train(range(n_train))), jax.device_put(test_np)  # uint8
     else:
-        test_images, state = parallel.replicate((test_np, state), trainer.mesh)
+        test_images, state, hparams = parallel.replicate((test_np, state, hparams), trainer.mesh)
         train_images = (parallel.shard_rows(load_train, n_train, trainer.mesh) if config.shard_data
                         else parallel.replicate(load_train(range(n_train)), trainer.mesh))
     mngr = checkpoint.manager(run_dir.path / "checkpoints", config.keep_checkpoints)
@@ -268,23 +321,26 @@ def run(config: Config, out_dir: str | Path, *, seeds: Sequence[int] | None = No
     n_steps = steps_per_epoch(n_train, config.batch_size)
     train_seconds = sum(h["epoch_seconds"] for h in history)
     final = None  # the last epoch's scores, SSIM included: they are the results
-    with stop_requests() as received, contextlib.closing(EventLog(run_dir.path, seeds)) as events:
+    events_dirs = [(sweeps.label(m) + "_" if m else "") + f"seed_{s}" for m, s in lanes]
+    with stop_requests() as received, contextlib.closing(EventLog(run_dir.path, events_dirs)) as events:
         for epoch in range(start_epoch, config.epochs):
             t0 = time.perf_counter()
             ekeys = jax.vmap(epoch_key, in_axes=(0, None))(data_keys, epoch)
-            state, losses = program.epoch(state, train_images, ekeys)
+            state, (losses, aux) = program.epoch(state, train_images, ekeys, hparams)
             losses = np.asarray(losses)  # [K, steps]; waits for the epoch
             seconds = time.perf_counter() - t0
-            _check_finite(losses, epoch, seeds, mngr)
+            _check_finite(losses, epoch, names, mngr)
             train_seconds += seconds
             last = epoch + 1 == config.epochs
-            scores = _scores(program.evaluate(last, state.params, test_images), len(seeds))
+            scores = _scores(program.evaluate(last, state.params, test_images), len(lanes))
             final = scores if last else None
             history.append({"epoch": epoch + 1, "train_loss": losses.mean(axis=1).tolist(),
                             "test_mse": [s["mse"] for s in scores], "epoch_seconds": seconds,
-                            "images_per_second": len(seeds) * n_steps * config.batch_size / seconds})
-            checkpoint.save(mngr, epoch + 1, state,
-                            {"epoch": epoch + 1, "seeds": seeds, "config": config.to_dict()})
+                            "images_per_second": len(lanes) * n_steps * config.batch_size / seconds})
+            if aux:
+                history[-1]["train_aux"] = {k: np.asarray(v).mean(axis=1).tolist() for k, v in aux.items()}
+            checkpoint.save(mngr, epoch + 1, state, {"epoch": epoch + 1, "seeds": seeds, "config": config.to_dict(),
+                                                     **({"sweep": grid} if sweep else {})})
             run_dir.write_metrics(history)
             events.epoch(history[-1])
             log(f"epoch {epoch + 1}/{config.epochs}  train_loss {losses.mean():.5f}  "
@@ -292,30 +348,37 @@ def run(config: Config, out_dir: str | Path, *, seeds: Sequence[int] | None = No
                 f"{history[-1]['images_per_second']:,.0f} img/s  {seconds:.1f}s"
                 + ("  (includes compilation)" if epoch == start_epoch else ""))
             if received:
-                raise Interrupted(f"stopped by {signal.Signals(received[0]).name} after epoch {epoch + 1}/"
-                                  f"{config.epochs}; its checkpoint is saved in {run_dir.path / 'checkpoints'}; "
-                                  f"continue with --resume", exit_code=128 + received[0])
+                stopped = (f"stopped by {signal.Signals(received[0]).name} after epoch {epoch + 1}/"
+                           f"{config.epochs}; its checkpoint is saved in {run_dir.path / 'checkpoints'}; continue with")
+                raise Interrupted(f"{stopped} resume=True", cli=f"{stopped} --resume", exit_code=128 + received[0])
         if final is None:  # every epoch was trained before: a finished run, reloaded
-            final = _scores(program.evaluate(True, state.params, test_images), len(seeds))
+            final = _scores(program.evaluate(True, state.params, test_images), len(lanes))
+        test_aux = {}
+        if "train_aux" in history[-1]:  # a loss with terms of its own: score them on the test set too
+            eval_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(data_keys, EVAL_TAG)
+            test_aux = {k: np.asarray(v).tolist()
+                        for k, v in program.eval_loss(state.params, test_images, eval_keys, hparams).items()}
 
-        params = [unstack(state.params, i) for i in range(len(seeds))]
+        params = [unstack(state.params, i) for i in range(len(lanes))]
         baseline = metrics.mean_image_mse(train_images, test_images)
         rows = []
-        for i, seed in enumerate(seeds):
+        for i, (member, seed) in enumerate(lanes):
             warnings = []
             if final[i]["mse"] > baseline:
-                warnings.append(f"seed {seed} learned nothing: its test MSE {final[i]['mse']:.5f} is worse than "
+                warnings.append(f"{names[i]} learned nothing: its test MSE {final[i]['mse']:.5f} is worse than "
                                 f"predicting the training set's mean image ({baseline:.5f})")
                 log(f"warning: {warnings[-1]}")
             rows.append(result_row(
                 model=config.model, variant=variant or config.model, latent_dim=config.latent_dim,
                 epochs=config.epochs, seed=seed, scores=final[i], params=models.param_count(params[i]),
-                train_seconds=train_seconds / len(seeds), final_train_loss=history[-1]["train_loss"][i],
-                train_seconds_total=train_seconds, seeds_trained_together=len(seeds),
-                mean_image_test_mse=baseline, warnings=warnings))
+                train_seconds=train_seconds / len(lanes), final_train_loss=history[-1]["train_loss"][i],
+                train_seconds_total=train_seconds, seeds_trained_together=len(lanes),
+                mean_image_test_mse=baseline, warnings=warnings,
+                **({"sweep": member} if sweep else {}),
+                **{f"test_{k}": v[i] for k, v in test_aux.items()}))
         run_dir.write_results(rows)
         run_dir.write_reconstructions(trainer.model, params[0], np.asarray(test_images[:10]),
-                                      f"{config.model}, code {config.latent_dim}, seed {seeds[0]}: "
+                                      f"{config.model}, code {config.latent_dim}, {names[0]}: "
                                       f"test MSE {rows[0]['test_mse']:.5f}", events, config.epochs)
     return RunResult(rows, trainer.model, params, config.epochs - start_epoch)
 
@@ -323,8 +386,8 @@ def run(config: Config, out_dir: str | Path, *, seeds: Sequence[int] | None = No
 class Interrupted(AejaxError):
     """SIGINT or SIGTERM arrived; the epoch in flight finished and was checkpointed."""
 
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
+    def __init__(self, message: str, *, cli: str, exit_code: int):
+        super().__init__(message, cli=cli)
         self.exit_code = exit_code
 
 
@@ -353,14 +416,15 @@ def stop_requests() -> Iterator[list[int]]:
             signal.signal(s, h)
 
 
-def _check_finite(losses: np.ndarray, epoch: int, seeds: list[int], mngr) -> None:
+def _check_finite(losses: np.ndarray, epoch: int, names: list[str], mngr) -> None:
     bad = ~np.isfinite(losses)
     if bad.any():
         k, step = np.argwhere(bad)[0]
         kept = mngr.latest_step()
         where = f"the last good checkpoint (epoch {kept}) is kept" if kept else "no checkpoint was written"
-        raise AejaxError(f"non-finite loss at epoch {epoch + 1}, step {step + 1} (seed {seeds[k]}); "
-                         f"training stopped and {where}; try a smaller --lr")
+        message = (f"non-finite loss at epoch {epoch + 1}, step {step + 1} ({names[k]}); training stopped and "
+                   f"{where}; try a smaller")
+        raise AejaxError(f"{message} lr", cli=f"{message} --lr")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ def aejax_scan(config: Config, images: np.ndarray, steps: int) -> Callable[[], N
 
     def run() -> None:
         box[0], losses = epoch(trainer, box[0], data, jax.random.key(1))
-        losses.block_until_ready()
+        jax.block_until_ready(losses)
 
     return run
 
@@ -65,7 +65,7 @@ def aejax_host_loop(config: Config, images: np.ndarray, steps: int) -> Callable[
         state = box[0]
         for idx in order:
             state, loss = step(trainer, state, floats[idx])
-        loss.block_until_ready()
+        jax.block_until_ready(loss)
         box[0] = state
 
     return run

@@ -36,7 +36,8 @@ def train_seeds(config: Config, seeds: list[int], images: np.ndarray) -> float:
         data, state = parallel.replicate((images, state), trainer.mesh)
     data_keys = jnp.stack([k[1] for k in keys])
     for epoch in range(config.epochs):
-        state, losses = program.epoch(state, data, jax.vmap(train.epoch_key, in_axes=(0, None))(data_keys, epoch))
+        epoch_keys = jax.vmap(train.epoch_key, in_axes=(0, None))(data_keys, epoch)
+        state, losses = program.epoch(state, data, epoch_keys, {})
     jax.block_until_ready(losses)
     return time.perf_counter() - t0
 

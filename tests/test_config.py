@@ -22,14 +22,23 @@ from aejax.errors import AejaxError
     ({"optimizer": "lion"}, "unknown optimizer 'lion'"),
     ({"schedule": "step"}, "unknown schedule 'step'"),
     ({"hidden": (128, -1)}, "hidden must be a list of positive integers"),
-    ({"model": "conv_original", "latent_dim": 32}, "conv_original has a fixed 7x7x8 = 392 code"),
+    ({"model": "conv_original", "latent_dim": 32}, "conv_original has a fixed code of 392 values"),
     ({"seed": -1}, "seed must be >= 0"),
     ({"shard_data": True}, "shard_data needs data_parallel"),
     ({"data_parallel": 1}, "data_parallel must be true or false"),
     # Settings the rest of the config would not read are errors, not silently ignored.
-    ({"model": "conv", "hidden": (64,)}, "hidden=\\[64\\] is read only with model linear, not model conv"),
-    ({"conv_features": (8, 8)}, "conv_features=\\[8, 8\\] is read only with model conv, not model linear"),
-    ({"model": "conv_original", "latent_dim": 392, "conv_features": (8, 8)}, "not model conv_original"),
+    ({"model": "conv", "hidden": (64,)}, "hidden=\\[64\\] is not read by model conv"),
+    ({"conv_features": (8, 8)}, "conv_features=\\[8, 8\\] is not read by model linear"),
+    ({"model": "sparse", "model_kwargs": {"encoder": "conv"}, "hidden": (64,)}, "hidden=\\[64\\] is not read by"),
+    # model_kwargs are checked against what the model registered, and the loss against the model.
+    ({"model": "sparse", "model_kwargs": {"l1_wieght": 0.1}}, "model sparse takes no model_kwargs l1_wieght; "
+                                                              "it takes l1_weight, encoder"),
+    ({"model": "sparse", "model_kwargs": {"l1_weight": "big"}}, "model_kwargs l1_weight must be a finite number"),
+    ({"model": "sparse", "model_kwargs": {"encoder": "rnn"}}, "encoder must be one of linear, conv"),
+    ({"model_kwargs": {"kl_weight": 1.0}}, "model linear takes no model_kwargs kl_weight"),
+    ({"model": "vae", "loss": "mse_l1"}, "loss 'mse_l1' needs a model with l1_weight; VAE has none"),
+    ({"loss": "elbo"}, "loss 'elbo' needs a model with encode_stats, kl_weight"),
+    ({"model": "conv_original", "latent_dim": 392, "conv_features": (8, 8)}, "not read by model conv_original"),
     ({"schedule": "cosine", "warmup_epochs": 0.5}, "warmup_epochs=0.5 is read only with schedule warmup_cosine"),
     ({"weight_decay": 1e-4}, "weight_decay=0.0001 is read only with optimizer adamw, not optimizer adam"),
     ({"noise_level": 0.3}, "noise_level=0.3 is read only with noise gaussian or salt_pepper or mask, not noise none"),
@@ -52,6 +61,15 @@ def test_settings_that_are_read_are_accepted():
     Config(schedule="warmup_cosine", warmup_epochs=0.5)
     Config(optimizer="adamw", weight_decay=1e-4)
     Config(noise="gaussian", noise_level=0.3)
+
+
+def test_a_model_brings_its_loss_and_its_kwargs_defaults_into_config_json():
+    vae = Config(model="vae")
+    assert vae.loss == "elbo" and vae.model_kwargs == {"kl_weight": 1.0}
+    sparse = Config(model="sparse", model_kwargs={"l1_weight": 0.01})
+    assert sparse.loss == "mse_l1" and sparse.to_dict()["model_kwargs"] == {"l1_weight": 0.01, "encoder": "linear"}
+    assert Config.from_dict(json.loads(sparse.to_json())) == sparse
+    assert Config().loss == "mse" and Config(loss="bce").loss == "bce"
 
 
 def test_compression_ratio():

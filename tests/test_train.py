@@ -25,7 +25,9 @@ def test_train_step_drives_loss_on_a_fixed_batch_down_10x(config, mnist_test_ima
     trainer, state = _state(config)
     batch = metrics.to_float(jnp.asarray(mnist_test_images[:25]))
     step = jax.jit(train.train_step, static_argnums=0)
-    mse = lambda p: float(jnp.mean((trainer.model.apply({"params": p}, batch) - batch) ** 2))
+    def mse(p):
+        return float(jnp.mean((trainer.model.apply({"params": p}, batch) - batch) ** 2))
+
     first = mse(state.params)
     for _ in range(300):
         state, _ = step(trainer, state, batch)
@@ -40,7 +42,7 @@ def _epochs(config: Config, images: np.ndarray, seed: int, epochs: int = 2, trai
     fn = jax.jit(train.train_epoch, static_argnums=0)
     data_key = train.seed_keys(seed)[1]
     for e in range(epochs):
-        state, losses = fn(trainer, state, jnp.asarray(images), train.epoch_key(data_key, e))
+        state, (losses, _) = fn(trainer, state, jnp.asarray(images), train.epoch_key(data_key, e))
     return fn, state, losses
 
 
@@ -57,10 +59,10 @@ def test_same_seed_is_bit_identical_and_seeds_differ(mnist_test_images):
 def test_epoch_is_compiled_once(mnist_test_images):
     program = train.compile_program(train.make_trainer(Config(latent_dim=16, batch_size=50)))
     keys = train.seed_keys(0)
-    state = program.init(keys[0][None])
+    state = program.init(keys[0][None], {})
     images = jnp.asarray(mnist_test_images)
     for e in range(3):
-        state, losses = program.epoch(state, images, train.epoch_key(keys[1], e)[None])
+        state, (losses, _) = program.epoch(state, images, train.epoch_key(keys[1], e)[None], {})
     assert program.epoch._cache_size() == 1  # three epochs, one compilation
     assert losses.shape == (1, 2000 // 50)
 
@@ -78,10 +80,10 @@ def test_vmapped_seeds_equal_seeds_trained_alone(config, seeds, mnist_test_image
     trainer = train.make_trainer(config)
     program = train.compile_program(trainer)
     keys = [train.seed_keys(s) for s in seeds]
-    state = program.init(jnp.stack([k[0] for k in keys]))
+    state = program.init(jnp.stack([k[0] for k in keys]), {})
     ekeys = jnp.stack([train.epoch_key(k[1], 0) for k in keys])
     images = mnist_test_images[:500]
-    state, _ = program.epoch(state, jnp.asarray(images), ekeys)
+    state, _ = program.epoch(state, jnp.asarray(images), ekeys, {})
     for i, seed in enumerate(seeds):
         _, alone, _ = _epochs(config, images, seed, epochs=1, trainer=trainer)
         for x, y in zip(jax.tree_util.tree_leaves(train.unstack(state, i)), jax.tree_util.tree_leaves(alone)):
@@ -199,7 +201,7 @@ def test_optimizer_steps_follow_the_schedule(schedule, warmup_epochs):
 @pytest.mark.parametrize("loss", ["mse", "bce"])
 def test_loss_values_by_hand(loss, mnist_test_images):
     """A linear model with zero weights outputs sigmoid(decoder bias) everywhere: the loss is known in closed
-    form."""
+    form (bce computed from the logits)."""
     trainer = train.make_trainer(Config(latent_dim=4, loss=loss))
     params = jax.tree_util.tree_map(jnp.zeros_like, train.init_state(trainer, jax.random.key(0)).params)
     params["decoder_layers_0"]["bias"] = jnp.full(784, math.log(0.3 / 0.7))  # sigmoid -> 0.3
@@ -207,7 +209,8 @@ def test_loss_values_by_hand(loss, mnist_test_images):
     batch = jnp.asarray(x, jnp.float32)
     want = (np.mean((0.3 - x) ** 2) if loss == "mse"
             else -np.mean(x * math.log(0.3) + (1 - x) * math.log(0.7)))
-    assert float(train.loss_fn(trainer, params, batch, batch)) == pytest.approx(want, rel=1e-5)
+    value, aux = trainer.loss(trainer.model, params, batch, batch, None)
+    assert float(value) == pytest.approx(want, rel=1e-5) and aux == {}
 
 
 def test_seeds_replace_config_seed_without_contradiction(tmp_path, mnist_test_images):
@@ -225,9 +228,9 @@ def test_non_finite_loss_stops_with_epoch_and_step(tmp_path, mnist_test_images, 
     # the loss of every step from the 4th step of epoch 2 on (1000 images / batch 50 = 20 steps an epoch).
     real_step = train.train_step
 
-    def step_with_nan(trainer, state, batch, key=None):
-        new_state, loss = real_step(trainer, state, batch, key)
-        return new_state, jnp.where(state.step >= 20 + 3, jnp.nan, loss)
+    def step_with_nan(trainer, state, batch, key=None, hparams=None):
+        new_state, (loss, aux) = real_step(trainer, state, batch, key, hparams)
+        return new_state, (jnp.where(state.step >= 20 + 3, jnp.nan, loss), aux)
 
     monkeypatch.setattr(train, "train_step", step_with_nan)
     config = Config(latent_dim=8, epochs=3, batch_size=50, train_examples=1000)

@@ -1,0 +1,58 @@
+"""`--model sparse`: an autoencoder with a non-negative code and an L1 penalty on it (the `mse_l1` loss).
+
+Built only on aejax's public surface (`register_model`, `Config.model_kwargs`, the model contract in
+`aejax.models`). model_kwargs: `l1_weight` (the penalty's weight, sweepable) and `encoder`, `linear` (reading
+`hidden`) or `conv` (reading `conv_features`). The code is ReLU(the base model's linear code), so the L1
+penalty drives code values to exactly zero; `code_active` in metrics.jsonl is the fraction that are not.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+
+from aejax.config import Config
+from aejax.errors import AejaxError
+from aejax.models import ConvAutoencoder, LinearAutoencoder, compute_dtype, register_model
+
+Array = jax.Array
+ENCODERS = ("linear", "conv")
+
+
+class SparseAutoencoder(nn.Module):
+    """`base` (a linear or depth-matched conv autoencoder) with a ReLU on its code."""
+
+    base: nn.Module
+    l1_weight: float = 1e-4
+
+    def encode(self, x: Array) -> Array:  # [B, 28, 28, 1] -> [B, d], non-negative
+        return nn.relu(self.base.encode(x))
+
+    def decode_logits(self, z: Array) -> Array:
+        return self.base.decode_logits(z)
+
+    def decode(self, z: Array) -> Array:
+        return self.base.decode(z)
+
+    def __call__(self, x: Array) -> Array:
+        return self.decode(self.encode(x))
+
+
+def _encoder(config: Config) -> str:
+    encoder = config.model_kwargs["encoder"]
+    if encoder not in ENCODERS:
+        raise AejaxError(f"model_kwargs encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
+    return encoder
+
+
+def build(config: Config) -> SparseAutoencoder:
+    dtype = compute_dtype(config)
+    if _encoder(config) == "linear":
+        base = LinearAutoencoder(config.latent_dim, tuple(config.hidden), dtype=dtype)
+    else:
+        base = ConvAutoencoder(config.latent_dim, tuple(config.conv_features), dtype=dtype)
+    return SparseAutoencoder(base, config.model_kwargs["l1_weight"])
+
+
+register_model("sparse", build, kwargs={"l1_weight": 1e-4, "encoder": "linear"},
+               reads=lambda c: ("hidden",) if _encoder(c) == "linear" else ("conv_features",), loss="mse_l1")
