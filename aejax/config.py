@@ -26,6 +26,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 DTYPES = ("float32", "bfloat16")
 NOISES = ("none", "gaussian", "salt_pepper", "mask")
+CONV_IMPLS = ("auto", "ops", "xla")
 
 
 def _field(default: Any, help: str) -> Any:  # noqa: A002 - argparse's name for it
@@ -59,6 +60,9 @@ class Config:
     loss: str | None = _field(None, "training loss: mse, bce, mse_l1, elbo, or one added with aejax.register_loss "
                                     "(unset: the model's own, mse for the autoencoders)")
     dtype: str = _field("float32", f"compute dtype, {', '.join(DTYPES)}; parameters stay float32")
+    conv_impl: str = _field("auto", "how conv layers compute: ops (aejax.ops matmul forms, fast on CPU), xla "
+                                    "(lax convolutions, for GPU/TPU) or auto (ops on CPU, else xla); the "
+                                    "parameters are the same, so a checkpoint reloads under either")
     seed: int = _field(0, "the one integer that fixes initialisation, data order and noise")
     train_examples: int | None = _field(None, "train on the first N training images only")
     keep_checkpoints: int = _field(3, "how many of the latest per-epoch checkpoints to keep")
@@ -136,6 +140,8 @@ def validate(config: Config) -> None:
            f"unknown schedule {config.schedule!r}; choose one of {', '.join(SCHEDULES)}")
     _check(config.noise in NOISES, f"unknown noise {config.noise!r}; choose one of {', '.join(NOISES)}")
     _check(config.dtype in DTYPES, f"unknown dtype {config.dtype!r}; choose one of {', '.join(DTYPES)}")
+    _check(config.conv_impl in CONV_IMPLS,
+           f"unknown conv_impl {config.conv_impl!r}; choose one of {', '.join(CONV_IMPLS)}")
     for name in ("latent_dim", "epochs", "batch_size", "seed", "keep_checkpoints"):
         _check(_is_int(getattr(config, name)), f"{name} must be an integer, got {getattr(config, name)!r}")
     _check(0 < config.latent_dim <= IMAGE_PIXELS,
@@ -212,6 +218,7 @@ def _check_read(config: Config, model_reads: set[str]) -> None:
     readers = {  # setting -> (the field that decides whether it is read, the values that read it)
         "hidden": ("model", this_model if "hidden" in model_reads else ()),
         "conv_features": ("model", this_model if "conv_features" in model_reads else ()),
+        "conv_impl": ("model", this_model if "conv_impl" in model_reads else ()),
         "warmup_epochs": ("schedule", ("warmup_cosine",)),
         "weight_decay": ("optimizer", ("adamw",)),
         "noise_level": ("noise", tuple(n for n in NOISES if n != "none")),

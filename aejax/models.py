@@ -76,39 +76,59 @@ class LinearAutoencoder(nn.Module):
         return self.decode(self.encode(x))
 
 
+_DIMS = ("NHWC", "HWIO", "NHWC")  # lax's names for channels-last images and [h, w, in, out] kernels
+
+
 class ConvPool3x3(nn.Module):
     """3x3 convolution (stride 1, SAME) followed by a 2x2 max-pool, with bias: [B, H, W, C] -> [B, H/2, W/2, F].
 
-    Same parameters and values as `nn.Conv(features, (3, 3), padding="SAME")` then
-    `nn.max_pool(., (2, 2), (2, 2))`; computed by `aejax.ops.conv3x3_max_pool2` for speed.
+    `impl="ops"`: `aejax.ops.conv3x3_max_pool2` (fast on CPU); `"xla"`: the convolution and `nn.max_pool` that
+    `nn.Conv(features, (3, 3), padding="SAME")` then `nn.max_pool(., (2, 2), (2, 2))` compute (cuDNN, TPU
+    convolution units). Same parameters, same values.
     """
 
     features: int
     dtype: jnp.dtype = jnp.float32
+    impl: str = "ops"
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], self.features))
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        return ops.conv3x3_max_pool2(x.astype(self.dtype), kernel.astype(self.dtype)) + bias.astype(self.dtype)
+        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        if self.impl == "ops":
+            y = ops.conv3x3_max_pool2(x, kernel)
+        else:
+            y = nn.max_pool(jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_DIMS),
+                            (2, 2), strides=(2, 2))
+        return y + bias.astype(self.dtype)
 
 
 class Upsample2x2(nn.Module):
-    """Transpose convolution, 2x2 kernel, stride 2, in block layout (see `aejax.ops.upsample2x2`):
-    [B, H, W, *blocks, C] -> [B, H, W, *blocks, 2, 2, F]; `ops.unblock` turns the result into an image.
+    """Transpose convolution, 2x2 kernel, stride 2: each input pixel writes its own 2x2 output patch,
+    out[2i+a, 2j+b] = x[i, j] @ kernel[a, b] + bias.
 
-    Each input pixel writes its own 2x2 output patch: out[2i+a, 2j+b] = x[i, j] @ kernel[a, b] + bias, the
-    same map as `nn.ConvTranspose(features, (2, 2), strides=(2, 2))` (up to its kernel flip convention).
+    `impl="ops"` works in block layout (see `aejax.ops.upsample2x2`): [B, H, W, *blocks, C] ->
+    [B, H, W, *blocks, 2, 2, F], and `ops.unblock` turns the result into an image. `impl="xla"` maps images
+    [B, H, W, C] -> [B, 2H, 2W, F] with `lax.conv_transpose`, the layer `nn.ConvTranspose(features, (2, 2),
+    strides=(2, 2))` computes, whose kernel is this one flipped in both spatial axes: the flip is made here, so
+    both implementations share one parameter layout and a checkpoint of either reloads into the other.
     """
 
     features: int
     dtype: jnp.dtype = jnp.float32
+    impl: str = "ops"
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (2, 2, x.shape[-1], self.features))
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        return ops.upsample2x2(x.astype(self.dtype), kernel.astype(self.dtype)) + bias.astype(self.dtype)
+        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        if self.impl == "ops":
+            y = ops.upsample2x2(x, kernel)
+        else:
+            y = jax.lax.conv_transpose(x, kernel[::-1, ::-1], (2, 2), "VALID", dimension_numbers=_DIMS)
+        return y + bias.astype(self.dtype)
 
 
 class ConvAutoencoder(nn.Module):
@@ -119,23 +139,24 @@ class ConvAutoencoder(nn.Module):
     stride 2), sigmoid. With an integer `latent_dim` a linear Dense bottleneck maps the 7x7xC feature map to
     exactly `latent_dim` values and a Dense + ReLU maps it back, so the code matches a linear model's depth.
     `features` sets the two conv widths; the decoder mirrors them. (ReLU and max-pool commute; pooling first
-    is cheaper. The layers are computed by `aejax.ops`, whose hand-written gradients are what make this
-    model fast on CPU.)
+    is cheaper.) `impl` chooses how the layers compute, not what: `ops` (`aejax.ops`, whose derivative rules
+    make this model fast on CPU) or `xla` (lax convolutions, for GPUs and TPUs); the parameters are the same.
     """
 
     latent_dim: int | None = None
     features: Sequence[int] = (64, 8)
     dtype: jnp.dtype = jnp.float32
+    impl: str = "ops"
 
     def setup(self) -> None:
         f1, f2 = self.features
-        self.conv1 = ConvPool3x3(f1, dtype=self.dtype)
-        self.conv2 = ConvPool3x3(f2, dtype=self.dtype)
+        self.conv1 = ConvPool3x3(f1, dtype=self.dtype, impl=self.impl)
+        self.conv2 = ConvPool3x3(f2, dtype=self.dtype, impl=self.impl)
         if self.latent_dim is not None:
             self.to_code = nn.Dense(self.latent_dim, dtype=self.dtype)
             self.from_code = nn.Dense(POOLED_SIDE * POOLED_SIDE * f2, dtype=self.dtype)
-        self.deconv1 = Upsample2x2(f1, dtype=self.dtype)
-        self.deconv2 = Upsample2x2(1, dtype=self.dtype)
+        self.deconv1 = Upsample2x2(f1, dtype=self.dtype, impl=self.impl)
+        self.deconv2 = Upsample2x2(1, dtype=self.dtype, impl=self.impl)
 
     def encode(self, x: Array) -> Array:  # [B, 28, 28, 1] -> [B, d] or [B, 7, 7, f2]
         check_float_input(x)
@@ -150,8 +171,9 @@ class ConvAutoencoder(nn.Module):
             h = z
         else:
             h = nn.relu(self.from_code(z)).reshape(z.shape[0], POOLED_SIDE, POOLED_SIDE, self.features[1])
-        h = nn.relu(self.deconv1(h))  # [B, 7, 7, 2, 2, f1]: a 14x14 map in block layout
-        return ops.unblock(self.deconv2(h))  # [B, 7, 7, 2, 2, 2, 2, 1] -> [B, 28, 28, 1]
+        h = nn.relu(self.deconv1(h))  # [B, 7, 7, 2, 2, f1]: a 14x14 map in block layout (xla: [B, 14, 14, f1])
+        out = self.deconv2(h)  # ops: [B, 7, 7, 2, 2, 2, 2, 1] in block layout; xla: [B, 28, 28, 1]
+        return ops.unblock(out) if self.impl == "ops" else out
 
     def decode(self, z: Array) -> Array:  # code -> [B, 28, 28, 1]
         return nn.sigmoid(self.decode_logits(z))
@@ -165,6 +187,13 @@ def compute_dtype(config: Config) -> jnp.dtype:
     return jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
 
 
+def conv_impl(config: Config) -> str:
+    """`config.conv_impl`, with `auto` resolved for this process's backend: `ops` on CPU, `xla` elsewhere."""
+    if config.conv_impl != "auto":
+        return config.conv_impl
+    return "ops" if jax.default_backend() == "cpu" else "xla"
+
+
 class ModelSpec(NamedTuple):
     """How a registered model is built and which settings it reads."""
 
@@ -175,7 +204,7 @@ class ModelSpec(NamedTuple):
     latent_dim: int | None  # a fixed code size, or None for any
 
 
-MODEL_FIELDS = ("hidden", "conv_features")  # Config fields that only some models read
+MODEL_FIELDS = ("hidden", "conv_features", "conv_impl")  # Config fields that only some models read
 _MODELS: dict[str, ModelSpec] = {}
 
 
@@ -185,8 +214,8 @@ def register_model(name: str, builder: Callable[[Config], nn.Module], *, kwargs:
     """Make `Config(model=name)` build `builder(config)`, a flax module that keeps the contract above.
 
     `kwargs`: the settings `Config.model_kwargs` may give it, with defaults (numbers, strings, booleans or lists
-    of them); `reads`: which of `hidden` / `conv_features` it reads (others must stay at their defaults), or a
-    function of the config saying so; `loss`: the loss a config of this model gets unless it names one;
+    of them); `reads`: which of `hidden` / `conv_features` / `conv_impl` it reads (others must stay at their
+    defaults), or a function of the config saying so; `loss`: the loss a config of this model gets unless it names one;
     `latent_dim`: a fixed code size. Registering a taken name is an error unless `replace`.
     """
     if not isinstance(name, str) or not name.isidentifier():
@@ -226,7 +255,8 @@ def param_count(params) -> int:
 
 register_model("linear", lambda c: LinearAutoencoder(c.latent_dim, tuple(c.hidden), dtype=compute_dtype(c)),
                reads=("hidden",))
-register_model("conv", lambda c: ConvAutoencoder(c.latent_dim, tuple(c.conv_features), dtype=compute_dtype(c)),
-               reads=("conv_features",))
-register_model("conv_original", lambda c: ConvAutoencoder(None, CONV_ORIGINAL_FEATURES, dtype=compute_dtype(c)),
-               latent_dim=CONV_ORIGINAL_CODE)
+register_model("conv", lambda c: ConvAutoencoder(c.latent_dim, tuple(c.conv_features), dtype=compute_dtype(c),
+                                                 impl=conv_impl(c)), reads=("conv_features", "conv_impl"))
+register_model("conv_original", lambda c: ConvAutoencoder(None, CONV_ORIGINAL_FEATURES, dtype=compute_dtype(c),
+                                                          impl=conv_impl(c)),
+               reads=("conv_impl",), latent_dim=CONV_ORIGINAL_CODE)

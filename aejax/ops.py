@@ -1,14 +1,21 @@
 """Convolution, max-pool and 2x2 transpose-convolution primitives for the conv autoencoders, with
-hand-written gradients that keep XLA's CPU backend on fast paths.
+hand-written derivative rules that keep XLA's CPU backend on fast paths.
 
 Why: on CPU, XLA lowers the kernel gradient of a convolution to a convolution with the batch as feature
 dimension (~30x slower than the forward here), the gradient of a reshape-max pool to a multi-pass select, and a
 convolution vmapped over models (seeds) to a grouped convolution (~25x slower than one model's). Each function
 below computes the same values as `lax.conv_general_dilated` / `nn.max_pool` / `lax.conv_transpose` (tested in
-`tests/test_ops.py`) from matmuls, which `vmap` batches well, and chooses its own backward pass:
+`tests/test_ops.py`) from matmuls, which `vmap` batches well, and chooses its own derivative.
+
+The rules are forward-mode rules (`jax.custom_jvp`), not backward ones: each tangent is a linear map written in
+the matmul form whose transpose, which JAX derives for reverse mode, is the fast backward pass. So `jax.grad`
+runs the same matmuls as hand-written backward passes would, and `jax.jvp`, `jacfwd`, `hessian` and
+forward-over-reverse products work too (a `custom_vjp` would refuse forward mode). Zero tangents stay symbolic,
+so the image input's tangent costs nothing when only parameters are differentiated.
 
 - `conv3x3`: forward, input gradient and kernel gradient are each one matmul, over shifted copies of whichever
-  side has fewer channels (for the forward: the input's taps, or the per-tap products summed with shifts).
+  side has fewer channels (for the forward: the input's taps, or the per-tap products summed with shifts; the
+  kernel tangent uses the form whose transpose materialises the smaller set of shifted copies).
 - `max_pool2`: the gradient goes to the first maximum of each 2x2 window (PyTorch's and XLA's rule).
 - `conv3x3_max_pool2`: for inputs with few channels (the first layer), the convolution is computed directly
   in a window-major layout `[B, H/2, W/2, 4, F]`, so the pool is a max over one axis and only the argmax
@@ -22,10 +29,23 @@ through XLA's own operations (`experiments/benchmark.py`, `experiments/profile_c
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 
 Array = jax.Array
+
+
+def _is_zero(tangent) -> bool:
+    return isinstance(tangent, SymbolicZero)
+
+
+def _sum(terms: list[Array], like: Array) -> Array:
+    """The sum of a rule's nonzero tangent terms (zeros shaped like `like` when there are none)."""
+    return functools.reduce(jnp.add, terms) if terms else jnp.zeros_like(like)
+
 
 def _taps(x: Array, sign: int) -> Array:
     """The 9 shifted copies of `x` [B, H, W, C] as [B, H, W, 9C], tap (i, j) holding x[h + s(i-1), w + s(j-1)]
@@ -44,39 +64,35 @@ def _shift_sum(z: Array, sign: int) -> Array:
     return sum(zp[:, o(i):o(i) + h, o(j):o(j) + w, i, j] for i in range(3) for j in range(3))
 
 
-def _correlate(x: Array, taps: Array, sign: int) -> Array:
+def _correlate(x: Array, taps: Array, sign: int, input_taps: bool | None = None) -> Array:
     """sum over (i, j) of x[h + s(i-1), w + s(j-1)] @ taps[i, j] for x [B, H, W, C], taps [3, 3, C, F], as one
-    matmul on the side with fewer channels: shifted copies of the input (C <= F) or of the per-tap products."""
+    matmul over shifted copies of the input (`input_taps`; default when C <= F) or of the per-tap products."""
     b, h, w, c = x.shape
     f = taps.shape[-1]
-    if c <= f:
+    if c <= f if input_taps is None else input_taps:
         return _taps(x, sign) @ taps.reshape(9 * c, f)
     z = x @ taps.transpose(2, 0, 1, 3).reshape(c, 9 * f)  # [B, H, W, 9F]: every tap's product at every pixel
     return _shift_sum(z.reshape(b, h, w, 3, 3, f), sign)
 
 
-@jax.custom_vjp
+@jax.custom_jvp
 def conv3x3(x: Array, kernel: Array) -> Array:
     """3x3 convolution, stride 1, SAME zero padding: [B, H, W, C] x [3, 3, C, F] -> [B, H, W, F]."""
     return _correlate(x, kernel, 1)
 
 
-def _conv3x3_fwd(x: Array, kernel: Array) -> tuple[Array, tuple[Array, Array]]:
-    return conv3x3(x, kernel), (x, kernel)
-
-
-def _conv3x3_bwd(res: tuple[Array, Array], dy: Array) -> tuple[Array, Array]:
-    x, kernel = res
+@functools.partial(conv3x3.defjvp, symbolic_zeros=True)
+def _conv3x3_jvp(primals: tuple[Array, Array], tangents: tuple) -> tuple[Array, Array]:
+    x, kernel = primals
+    dx, dk = tangents
     c, f = kernel.shape[2:]
-    dx = _correlate(dy, kernel.transpose(0, 1, 3, 2), -1)  # [B, H, W, C]
-    if 9 * c <= 4 * f:  # few input channels: [9C, B*H*W] @ [B*H*W, F]
-        dk = (_taps(x, 1).reshape(-1, 9 * c).T @ dy.reshape(-1, f)).reshape(3, 3, c, f)
-    else:  # few output channels: [C, B*H*W] @ [B*H*W, 9F]
-        dk = (x.reshape(-1, c).T @ _taps(dy, -1).reshape(-1, 9 * f)).reshape(c, 3, 3, f).transpose(1, 2, 0, 3)
-    return dx, dk.astype(kernel.dtype)
-
-
-conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
+    terms = []
+    if not _is_zero(dx):  # transposed: the input gradient, over shifted copies of the side with fewer channels
+        terms.append(_correlate(dx, kernel, 1, input_taps=c < f))
+    if not _is_zero(dk):  # transposed: [9C, B*H*W] @ [B*H*W, F] with few input channels, else [C, .] @ [., 9F]
+        terms.append(_correlate(x, dk.astype(x.dtype), 1, input_taps=9 * c <= 4 * f))
+    y = conv3x3(x, kernel)
+    return y, _sum(terms, y)
 
 
 def _windows(x: Array) -> Array:
@@ -97,23 +113,19 @@ def _first_max_mask(windows: Array, axis: int) -> Array:
     return jnp.expand_dims(idx, axis) == jnp.arange(4).reshape((4,) + (1,) * (windows.ndim - axis - 1))
 
 
-@jax.custom_vjp
+@jax.custom_jvp
 def max_pool2(x: Array) -> Array:
     """2x2 max-pool, stride 2: [B, H, W, C] -> [B, H/2, W/2, C] (H, W even)."""
     b, h, w, c = x.shape
     return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
-def _max_pool2_fwd(x: Array) -> tuple[Array, Array]:
-    return max_pool2(x), x
-
-
-def _max_pool2_bwd(x: Array, g: Array) -> tuple[Array]:
-    windows = _windows(x)  # [B, H/2, W/2, 4, C]
-    return (_unwindows(jnp.where(_first_max_mask(windows, 3), g[:, :, :, None, :], 0).astype(x.dtype)),)
-
-
-max_pool2.defvjp(_max_pool2_fwd, _max_pool2_bwd)
+@max_pool2.defjvp
+def _max_pool2_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
+    """The tangent of each window's first maximum (transposed: the gradient goes there alone)."""
+    (x,), (dx,) = primals, tangents
+    mask = _first_max_mask(_windows(x), 3)  # [B, H/2, W/2, 4, C]
+    return max_pool2(x), jnp.sum(jnp.where(mask, _windows(dx), 0), axis=3).astype(dx.dtype)
 
 
 def _window_taps(x: Array) -> Array:
@@ -126,25 +138,21 @@ def _window_taps(x: Array) -> Array:
                       for a in range(2) for e in range(2)], axis=3)
 
 
-@jax.custom_vjp
+@jax.custom_jvp
 def _window_conv_max(taps: Array, kernel: Array) -> Array:
     return (taps @ kernel).max(axis=3)  # [B, H/2, W/2, 4, 9C] @ [9C, F] -> max over the window
 
 
-def _window_conv_max_fwd(taps: Array, kernel: Array) -> tuple[Array, tuple[Array, Array, Array]]:
+@functools.partial(_window_conv_max.defjvp, symbolic_zeros=True)
+def _window_conv_max_jvp(primals: tuple[Array, Array], tangents: tuple) -> tuple[Array, Array]:
+    """The tangent at each window's first maximum; transposed, the kernel gradient is one
+    [9C, B*H*W/4*4] @ [., F] matmul of the taps with a cotangent that is nonzero only there."""
+    taps, kernel = primals
+    dtaps, dk = tangents
     y = taps @ kernel  # [B, H/2, W/2, 4, F]
-    return y.max(axis=3), (taps, kernel, jnp.argmax(y, axis=3).astype(jnp.int8))
-
-
-def _window_conv_max_bwd(res: tuple[Array, Array, Array], g: Array) -> tuple[Array, Array]:
-    taps, kernel, idx = res
-    dy = jnp.where(idx[:, :, :, None, :] == jnp.arange(4, dtype=jnp.int8)[:, None], g[:, :, :, None, :], 0)
-    dy = dy.astype(taps.dtype)  # [B, H/2, W/2, 4, F], nonzero only at each window's first maximum
-    dk = taps.reshape(-1, taps.shape[-1]).T @ dy.reshape(-1, dy.shape[-1])
-    return dy @ kernel.T, dk.astype(kernel.dtype)
-
-
-_window_conv_max.defvjp(_window_conv_max_fwd, _window_conv_max_bwd)
+    first = jnp.argmax(y, axis=3).astype(jnp.int8)[:, :, :, None, :] == jnp.arange(4, dtype=jnp.int8)[:, None]
+    terms = ([] if _is_zero(dtaps) else [dtaps @ kernel]) + ([] if _is_zero(dk) else [taps @ dk.astype(taps.dtype)])
+    return y.max(axis=3), jnp.sum(jnp.where(first, _sum(terms, y), 0), axis=3)
 
 
 def conv3x3_max_pool2(x: Array, kernel: Array) -> Array:

@@ -2,7 +2,7 @@
 
 Built only on aejax's public surface (`register_model`, `Config.model_kwargs`, the model contract in
 `aejax.models`). model_kwargs: `l1_weight` (the penalty's weight, sweepable) and `encoder`, `linear` (reading
-`hidden`) or `conv` (reading `conv_features`). The code is ReLU(the base model's linear code), so the L1
+`hidden`) or `conv` (reading `conv_features` and `conv_impl`). The code is ReLU(the base model's linear code), so the L1
 penalty drives code values to exactly zero; `code_active` in metrics.jsonl is the fraction that are not.
 """
 
@@ -13,7 +13,7 @@ import jax
 
 from aejax.config import Config
 from aejax.errors import AejaxError
-from aejax.models import ConvAutoencoder, LinearAutoencoder, compute_dtype, register_model
+from aejax.models import ConvAutoencoder, LinearAutoencoder, compute_dtype, conv_impl, register_model
 
 Array = jax.Array
 ENCODERS = ("linear", "conv")
@@ -50,9 +50,10 @@ def build(config: Config) -> SparseAutoencoder:
     if _encoder(config) == "linear":
         base = LinearAutoencoder(config.latent_dim, tuple(config.hidden), dtype=dtype)
     else:
-        base = ConvAutoencoder(config.latent_dim, tuple(config.conv_features), dtype=dtype)
+        base = ConvAutoencoder(config.latent_dim, tuple(config.conv_features), dtype=dtype, impl=conv_impl(config))
     return SparseAutoencoder(base, config.model_kwargs["l1_weight"])
 
 
 register_model("sparse", build, kwargs={"l1_weight": 1e-4, "encoder": "linear"},
-               reads=lambda c: ("hidden",) if _encoder(c) == "linear" else ("conv_features",), loss="mse_l1")
+               reads=lambda c: ("hidden",) if _encoder(c) == "linear" else ("conv_features", "conv_impl"),
+               loss="mse_l1")

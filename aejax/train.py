@@ -66,8 +66,11 @@ def default_train_size(config: Config) -> int:
 
 def make_schedule(config: Config, n_train: int, peak: float | Array | None = None) -> optax.Schedule:
     """The learning rate per optimizer step, for `config.epochs` epochs over `n_train` images, peaking at `peak`
-    (default `config.lr`; a traced value in a sweep)."""
+    (default `config.lr`; in a sweep a traced value, which scales the schedule's shape at peak 1)."""
     peak = config.lr if peak is None else peak
+    if isinstance(peak, jax.Array):
+        shape = make_schedule(config, n_train, 1.0)
+        return lambda count: peak * shape(count)
     steps = steps_per_epoch(n_train, config.batch_size)
     total = config.epochs * steps
     if config.schedule == "constant":

@@ -1,0 +1,141 @@
+"""Models and losses registered from outside the package train, reload and run from the command line."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import aejax
+from aejax import Config, losses, models, train
+from aejax.errors import AejaxError
+from conftest import run_cli
+
+PLUGIN = textwrap.dedent('''
+    """A model and a loss defined outside aejax, registered when imported."""
+    import flax.linen as nn
+    import jax.numpy as jnp
+
+    import aejax
+
+
+    class Shallow(nn.Module):
+        latent_dim: int
+        gain: float = 1.0
+
+        @nn.compact
+        def encode(self, x):
+            return nn.Dense(self.latent_dim, name="enc")(x.reshape(x.shape[0], -1))
+
+        @nn.compact
+        def decode_logits(self, z):
+            return (self.gain * nn.Dense(784, name="dec")(z)).reshape(z.shape[0], 28, 28, 1)
+
+        def decode(self, z):
+            return nn.sigmoid(self.decode_logits(z))
+
+        def __call__(self, x):
+            return self.decode(self.encode(x))
+
+
+    def huber(model, params, inputs, targets, key):
+        error = model.apply({"params": params}, inputs) - targets
+        return jnp.mean(jnp.where(jnp.abs(error) < 0.1, 0.5 * error ** 2, 0.1 * (jnp.abs(error) - 0.05))), {
+            "abs_error": jnp.mean(jnp.abs(error))}
+
+
+    aejax.register_model("shallow", lambda c: Shallow(c.latent_dim, c.model_kwargs["gain"]), kwargs={"gain": 1.0})
+    aejax.register_loss("huber", huber)
+''')
+
+
+@pytest.fixture
+def plugin(tmp_path, monkeypatch):
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "aejax_test_plugin.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path / "plugins"))
+    return tmp_path / "plugins"
+
+
+def test_plugin_model_and_loss_train_reload_and_run_from_the_cli(plugin, tmp_path, mnist_test_images):
+    import aejax_test_plugin  # noqa: F401 - registers shallow and huber
+
+    config = Config(model="shallow", loss="huber", latent_dim=8, epochs=1, batch_size=50,
+                    model_kwargs={"gain": 2.0})
+    result = train.run(config, tmp_path / "run", data=(mnist_test_images[:1000], mnist_test_images[:200]),
+                       log=lambda *_: None)
+    assert result.rows[0]["test_abs_error"] > 0 and "train_aux" in json.loads(
+        (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    # A fresh process knows the model only after importing the plug-in, then reloads the same parameters.
+    np.save(tmp_path / "want.npy", np.asarray(result.params[0]["enc"]["kernel"]))
+    script = (f"import numpy as np, aejax_test_plugin, aejax\n"
+              f"model, params, config = aejax.load_model({str(tmp_path / 'run')!r})\n"
+              f"assert config.model_kwargs == {{'gain': 2.0}} and model.gain == 2.0\n"
+              f"np.testing.assert_array_equal(params['enc']['kernel'], np.load({str(tmp_path / 'want.npy')!r}))\n")
+    loaded = run_cli("aejax_test_plugin", env={"PYTHONPATH": str(plugin)})  # importable as a module
+    assert loaded.returncode == 0, loaded.stderr
+    fresh = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(plugin)},
+                           capture_output=True, text=True, timeout=300)
+    assert fresh.returncode == 0, fresh.stderr
+    without = subprocess.run([sys.executable, "-c", "import aejax; aejax.load_model(" + repr(str(tmp_path / "run"))
+                              + ")"], capture_output=True, text=True, timeout=300)
+    assert "unknown model 'shallow'" in without.stderr
+    cli = run_cli("aejax.train", "--plugin", "aejax_test_plugin", "--model", "shallow", "--loss", "huber",
+                  "--latent-dim", "4", "--epochs", "1", "--train-examples", "500", "--batch-size", "50",
+                  "--model-kwargs", '{"gain": 0.5}', "--out", str(tmp_path / "cli"), env={"PYTHONPATH": str(plugin)})
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads((tmp_path / "cli" / "config.json").read_text())["config"]["model_kwargs"] == {"gain": 0.5}
+
+
+def test_registering_checks_names_and_builders():
+    with pytest.raises(AejaxError, match="model 'linear' is already registered"):
+        aejax.register_model("linear", lambda c: None)
+    with pytest.raises(AejaxError, match="loss 'mse' is already registered"):
+        aejax.register_loss("mse", losses.mse)
+    with pytest.raises(AejaxError, match="must be an identifier"):
+        aejax.register_model("my model", lambda c: None)
+    aejax.register_model("not_a_module", lambda c: "oops", replace=True)
+    with pytest.raises(AejaxError, match="returned str, not a flax module"):
+        Config(model="not_a_module")
+
+
+@pytest.mark.parametrize("name", ["linear", "conv", "conv_original", "vae", "sparse"])
+def test_modules_reject_uint8_and_name_the_safe_entry_point(name):
+    config = Config(model=name, latent_dim=392 if name == "conv_original" else 32)
+    model = models.build(config)
+    params = train.init_state(train.make_trainer(config), jax.random.key(0)).params
+    with pytest.raises(AejaxError, match="Use aejax.encode / aejax.reconstruct"):
+        model.apply({"params": params}, jnp.zeros((2, 28, 28, 1), jnp.uint8), method="encode")
+    codes = aejax.encode(model, params, np.full((2, 28, 28), 255, np.uint8))
+    np.testing.assert_allclose(codes, aejax.encode(model, params, np.ones((2, 28, 28), np.float32)), rtol=1e-6)
+
+
+def test_vae_and_sparse_train_and_report_their_terms(tmp_path, mnist_test_images):
+    data = (mnist_test_images[:1000], mnist_test_images[1000:1500])
+    vae = train.run(Config(model="vae", latent_dim=8, epochs=2, batch_size=50), tmp_path / "vae", data=data,
+                    log=lambda *_: None).rows[0]
+    # The ELBO's terms, each on the test set: the bound is minus their sum, and the KL is positive.
+    assert vae["test_elbo_nats"] == pytest.approx(-(vae["test_recon_nats"] + vae["test_kl_nats"]), rel=1e-5)
+    history = [json.loads(line) for line in (tmp_path / "vae" / "metrics.jsonl").read_text().splitlines()]
+    assert vae["test_kl_nats"] > 0 and history[1]["train_aux"]["elbo_nats"][0] > history[0]["train_aux"]["elbo_nats"][0]
+    sparse = Config(model="sparse", latent_dim=16, epochs=1, batch_size=50, model_kwargs={"l1_weight": 0.1})
+    strong = train.run(sparse, tmp_path / "sparse", data=data, log=lambda *_: None).rows[0]
+    weak = train.run(sparse.replace(model_kwargs={"l1_weight": 0.0}), tmp_path / "dense", data=data,
+                     log=lambda *_: None).rows[0]
+    assert strong["test_code_active"] < weak["test_code_active"]  # the penalty makes the code sparser
+
+
+def test_conv_checkpoint_reloads_under_the_other_implementation(tmp_path, mnist_test_images):
+    data = (mnist_test_images[:500], mnist_test_images[500:1000])
+    config = Config(model="conv", latent_dim=16, conv_features=(8, 8), epochs=1, batch_size=50, conv_impl="ops")
+    row = train.run(config, tmp_path / "ops", data=data, log=lambda *_: None).rows[0]
+    _, params, saved = aejax.load_model(tmp_path / "ops")
+    xla = models.build(saved.replace(conv_impl="xla"))
+    recon = aejax.reconstruct(xla, params, data[1])
+    mse = float(jnp.mean((recon - data[1].astype(np.float32) / 255) ** 2))
+    assert mse == pytest.approx(row["test_mse"], rel=1e-5)

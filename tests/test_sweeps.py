@@ -1,0 +1,54 @@
+"""Sweeps train every member (times every seed) in one program; each member equals its own separate run."""
+
+import jax
+import numpy as np
+import pytest
+
+from aejax import Config, sweeps, train
+from aejax.errors import AejaxError
+from aejax.rundir import load_model
+
+
+def quiet(*_):
+    pass
+
+
+def _flat(params) -> np.ndarray:
+    return np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(params)])
+
+
+@pytest.mark.parametrize("config, sweep", [
+    (Config(latent_dim=8, epochs=1, batch_size=50, schedule="warmup_cosine", warmup_epochs=0.5),
+     {"lr": [1e-3, 1e-2]}),
+    (Config(model="vae", latent_dim=8, epochs=1, batch_size=50), {"kl_weight": [1.0, 0.25]}),
+])
+def test_each_member_equals_its_own_run(config, sweep, tmp_path, mnist_test_images):
+    data = (mnist_test_images[:1000], mnist_test_images[1000:1500])
+    together = train.run(config, tmp_path / "sweep", seeds=[0, 1], sweep=sweep, data=data, log=quiet)
+    (name, values), = sweep.items()
+    assert [r["sweep"] for r in together.rows] == [{name: v} for v in values for _ in (0, 1)]
+    assert [r["seed"] for r in together.rows] == [0, 1, 0, 1]
+    for m, value in enumerate(values):
+        member = sweeps.member_config(config, {name: value})
+        alone = train.run(member, tmp_path / f"alone{m}", seeds=[1], data=data, log=quiet)
+        np.testing.assert_allclose(_flat(together.params[2 * m + 1]), _flat(alone.params[0]), rtol=1e-5, atol=1e-5)
+        assert together.rows[2 * m + 1]["test_mse"] == pytest.approx(alone.rows[0]["test_mse"], rel=1e-5)
+    assert together.rows[0]["test_mse"] != together.rows[2]["test_mse"]  # the members differ
+    model, params, loaded = load_model(tmp_path / "sweep", seed=1, member={name: values[1]})
+    assert loaded == sweeps.member_config(config, {name: values[1]})
+    np.testing.assert_array_equal(_flat(params), _flat(together.params[3]))
+
+
+def test_grid_and_bad_sweeps():
+    config = Config(model="sparse", optimizer="adamw", weight_decay=1e-4)
+    grid = sweeps.members(config, {"lr": [1e-3, 1e-2], "l1_weight": [0.0, 1e-3, 1e-2]})
+    assert len(grid) == 6 and grid[1] == {"lr": 1e-3, "l1_weight": 1e-3}
+    assert sweeps.member_config(config, grid[5]).model_kwargs["l1_weight"] == 1e-2
+    for sweep, message in [({"epochs": [1, 2]}, "cannot sweep 'epochs' in one program"),
+                           ({"lr": []}, "non-empty list of numbers"),
+                           ({"lr": [1e-3, 1e-3]}, "repeats a value"),
+                           ({"lr": [1e-3, -1.0]}, "lr must be > 0")]:
+        with pytest.raises(AejaxError, match=message):
+            sweeps.members(config, sweep)
+    with pytest.raises(AejaxError, match="weight_decay=0.1 is read only with optimizer adamw"):
+        sweeps.members(Config(), {"weight_decay": [0.1]})
