@@ -57,11 +57,20 @@ def _taps(x: Array, sign: int) -> Array:
 
 
 def _shift_sum(z: Array, sign: int) -> Array:
-    """sum over taps (i, j) of z[h + s(i-1), w + s(j-1), i, j] for z [B, H, W, 3, 3, F] (zero outside)."""
-    _, h, w = z.shape[:3]
-    zp = jnp.pad(z, ((0, 0), (1, 1), (1, 1), (0, 0), (0, 0), (0, 0)))
+    """sum over taps (i, j) of z[h + s(i-1), w + s(j-1), i, j] for z [B, H, W, 3, 3, F] (zero outside).
+
+    The taps are split apart first and each is shifted on its own: transposed (for reverse mode), a split is
+    one concatenation, whereas indexing a tap out of the padded 6-D tensor would pad every tap's cotangent to
+    the full [B, H+2, W+2, 3, 3, F] (measured 2x slower training)."""
+    b, h, w = z.shape[:3]
+    pieces = jnp.split(z.reshape(b, h, w, 9, z.shape[-1]), 9, axis=3)  # 9 x [B, H, W, 1, F]
     o = lambda i: 1 + sign * (i - 1)  # noqa: E731
-    return sum(zp[:, o(i):o(i) + h, o(j):o(j) + w, i, j] for i in range(3) for j in range(3))
+
+    def shifted(piece: Array, i: int, j: int) -> Array:
+        p = jnp.pad(piece[:, :, :, 0], ((0, 0), (1, 1), (1, 1), (0, 0)))
+        return p[:, o(i):o(i) + h, o(j):o(j) + w]
+
+    return sum(shifted(pieces[3 * i + j], i, j) for i in range(3) for j in range(3))
 
 
 def _correlate(x: Array, taps: Array, sign: int, input_taps: bool | None = None) -> Array:
@@ -70,9 +79,15 @@ def _correlate(x: Array, taps: Array, sign: int, input_taps: bool | None = None)
     b, h, w, c = x.shape
     f = taps.shape[-1]
     if c <= f if input_taps is None else input_taps:
-        return _taps(x, sign) @ taps.reshape(9 * c, f)
-    z = x @ taps.transpose(2, 0, 1, 3).reshape(c, 9 * f)  # [B, H, W, 9F]: every tap's product at every pixel
+        return _matmul(_taps(x, sign), taps.reshape(9 * c, f))
+    z = _matmul(x, taps.transpose(2, 0, 1, 3).reshape(c, 9 * f))  # [B, H, W, 9F]: each tap's product, each pixel
     return _shift_sum(z.reshape(b, h, w, 3, 3, f), sign)
+
+
+def _matmul(x: Array, w: Array) -> Array:
+    """x [..., K] @ w [K, N] as a 2-D matmul: its transpose for the weight is then [K, M] @ [M, N], which XLA's
+    CPU backend runs ~25% faster than the same contraction over several batch axes."""
+    return (x.reshape(-1, x.shape[-1]) @ w).reshape(*x.shape[:-1], w.shape[-1])
 
 
 @jax.custom_jvp
@@ -151,7 +166,8 @@ def _window_conv_max_jvp(primals: tuple[Array, Array], tangents: tuple) -> tuple
     dtaps, dk = tangents
     y = taps @ kernel  # [B, H/2, W/2, 4, F]
     first = jnp.argmax(y, axis=3).astype(jnp.int8)[:, :, :, None, :] == jnp.arange(4, dtype=jnp.int8)[:, None]
-    terms = ([] if _is_zero(dtaps) else [dtaps @ kernel]) + ([] if _is_zero(dk) else [taps @ dk.astype(taps.dtype)])
+    terms = (([] if _is_zero(dtaps) else [_matmul(dtaps, kernel)])
+             + ([] if _is_zero(dk) else [_matmul(taps, dk.astype(taps.dtype))]))
     return y.max(axis=3), jnp.sum(jnp.where(first, _sum(terms, y), 0), axis=3)
 
 
