@@ -23,7 +23,12 @@ def _files(root):
     (["--batch-size", "60001"], "batch_size must be in 1..60000"),
     (["--lr", "0"], "lr must be > 0"),
     (["--lr", "nan"], "lr must be a finite number"),
-    (["--model", "vae"], "unknown model 'vae'"),
+    (["--model", "mlp"], "unknown model 'mlp'"),
+    (["--model-kwargs", '{"l1_weight": 0.1}'], "model linear takes no model_kwargs l1_weight"),
+    (["--model-kwargs", "l1=0.1"], "argument --model-kwargs: must be a JSON object"),
+    (["--sweep", "epochs=1,2"], "cannot sweep 'epochs' in one program"),
+    (["--sweep", "lr"], "--sweep takes NAME=V1,V2,..., got 'lr'"),
+    (["--plugin", "no_such_plugin_module"], "--plugin no_such_plugin_module: cannot import it"),
     (["--latent-dim", "3.5"], "argument --latent-dim: invalid int value: '3.5'"),
     (["--loss", "l1"], "unknown loss 'l1'"),
     (["--optimizer", "lion"], "unknown optimizer 'lion'"),
@@ -54,10 +59,13 @@ def test_every_config_field_has_a_described_flag_that_sets_it():
                            "--warmup-epochs", "0.5", "--optimizer", "adamw", "--weight-decay", "0.01",
                            "--loss", "bce", "--dtype", "bfloat16", "--seed", "7", "--train-examples", "1000",
                            "--keep-checkpoints", "2", "--data-parallel", "--shard-data", "--noise", "mask",
-                           "--noise-level", "0.2"])
-    config = cli.config_from_args(args)
-    changed = {f.name for f in dataclasses.fields(Config) if getattr(config, f.name) != f.default}
-    assert changed == {f.name for f in dataclasses.fields(Config)} - {"hidden"}  # hidden is linear-only
+                           "--noise-level", "0.2", "--conv-impl", "xla"])
+    config, default = cli.config_from_args(args), Config()
+    changed = {f.name for f in dataclasses.fields(Config) if getattr(config, f.name) != getattr(default, f.name)}
+    # hidden is read by linear models only, and conv takes no model_kwargs: both checked below
+    assert changed == {f.name for f in dataclasses.fields(Config)} - {"hidden", "model_kwargs"}
+    kwargs = cli.parse_args(["--out", "x", "--model", "sparse", "--model-kwargs", '{"l1_weight": 0.5}'])
+    assert cli.config_from_args(kwargs).model_kwargs == {"l1_weight": 0.5, "encoder": "linear"}
     assert cli.config_from_args(cli.parse_args(["--out", "x", "--hidden", "512,64"])).hidden == (512, 64)
     assert cli.config_from_args(cli.parse_args(["--out", "x", "--model", "conv_original"])).latent_dim == 392
 

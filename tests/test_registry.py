@@ -139,3 +139,15 @@ def test_conv_checkpoint_reloads_under_the_other_implementation(tmp_path, mnist_
     recon = aejax.reconstruct(xla, params, data[1])
     mse = float(jnp.mean((recon - data[1].astype(np.float32) / 255) ** 2))
     assert mse == pytest.approx(row["test_mse"], rel=1e-5)
+
+
+def test_python_errors_name_arguments_and_cli_errors_name_flags(tmp_path, mnist_test_images):
+    config = Config(latent_dim=4, epochs=1, batch_size=50)
+    data = (mnist_test_images[:200], mnist_test_images[:100])
+    train.run(config, tmp_path / "run", data=data, log=lambda *_: None)
+    with pytest.raises(AejaxError) as info:
+        train.run(config, tmp_path / "run", data=data, log=lambda *_: None)
+    assert "pass resume=True to continue it or overwrite=True" in str(info.value)
+    assert "pass --resume to continue it or --overwrite" in info.value.cli_message
+    with pytest.raises(AejaxError, match="pass overwrite=True to replace it"):
+        train.run(config.replace(latent_dim=8), tmp_path / "run", data=data, log=lambda *_: None)
