@@ -8,6 +8,7 @@ import pytest
 from tests.conftest import run_cli
 
 
+@pytest.mark.slow  # ~100 s here; CI runs it (`pytest -m slow`)
 def test_denoising_rate_distortion_and_latent_scripts(tmp_path, prepared_data_dir, small_study):
     data = ("--data-dir", str(prepared_data_dir))
     study, result = small_study
@@ -61,6 +62,7 @@ def test_denoising_rate_distortion_and_latent_scripts(tmp_path, prepared_data_di
     assert bad.returncode == 2 and "no trained run at" in bad.stderr and not (tmp_path / "l2").exists()
 
 
+@pytest.mark.slow  # ~35 s here; CI runs it (`pytest -m slow`)
 def test_benchmark_and_seeds_vmap_scripts_write_their_figures(tmp_path, prepared_data_dir):
     """The timing scripts run end to end on a few steps (their numbers are measured by running them, not here)."""
     data = ("--data-dir", str(prepared_data_dir))
@@ -83,6 +85,10 @@ def test_benchmark_and_seeds_vmap_scripts_write_their_figures(tmp_path, prepared
     result = run_cli("experiments.seeds_vmap", "--out", str(out), "--ks", "1,2", "--train-examples", "500", *data)
     assert result.returncode == 0, result.stderr[-2000:]
     assert out.stat().st_size > 0
+    sweep = run_cli("experiments.seeds_vmap", "--out", str(tmp_path / "sweep.json"), "--lrs", "1e-3,1e-2",
+                    "--train-examples", "500", *data)
+    assert sweep.returncode == 0, sweep.stderr[-2000:]
+    assert json.loads((tmp_path / "sweep.json").read_text())["sweep"]["lrs"] == [1e-3, 1e-2]
     for flags in (("--ks", "1,0"), ("--train-examples", "70000")):
         bad = run_cli("experiments.seeds_vmap", "--out", str(tmp_path / "bad.json"), *flags, *data)
         assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
