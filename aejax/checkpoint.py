@@ -93,14 +93,17 @@ def restore(mngr: ocp.CheckpointManager, target: Any, step: int | None = None,
 
 
 def _set_aside(mngr: ocp.CheckpointManager, step: int, error: Exception, log: Callable[[str], None]) -> None:
+    """Move a corrupt step aside (process 0 only; every process then skips it; a collective would be needed for
+    the others to see the move before their next restore, and none restores again)."""
     directory = Path(mngr.directory)
     aside = directory.parent / "corrupt_checkpoints"
-    aside.mkdir(exist_ok=True)
     target = aside / f"{step}"
     n = 1
     while target.exists():
         target, n = aside / f"{step}.{n}", n + 1
-    shutil.move(str(directory / str(step)), str(target))
+    if jax.process_index() == 0:
+        aside.mkdir(exist_ok=True)
+        shutil.move(str(directory / str(step)), str(target))
     mngr.reload()
     reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
     log(f"checkpoint step {step} in {directory} is corrupt ({reason}); moved it to {target}")

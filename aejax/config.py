@@ -26,6 +26,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 DTYPES = ("float32", "bfloat16")
 NOISES = ("none", "gaussian", "salt_pepper", "mask")
+PRECISIONS = ("default", "high", "highest")
 CONV_IMPLS = ("auto", "ops", "xla")
 
 
@@ -60,6 +61,9 @@ class Config:
     loss: str | None = _field(None, "training loss: mse, bce, mse_l1, elbo, or one added with aejax.register_loss "
                                     "(unset: the model's own, mse for the autoencoders)")
     dtype: str = _field("float32", f"compute dtype, {', '.join(DTYPES)}; parameters stay float32")
+    matmul_precision: str = _field("default", "float32 matmul precision in training: default (the backend's: "
+                                              "full fp32 on CPU, TF32 on recent GPUs, one bf16 pass on TPU), high "
+                                              "or highest (full fp32 everywhere); evaluation is always highest")
     conv_impl: str = _field("auto", "how conv layers compute: ops (aejax.ops matmul forms, fast on CPU), xla "
                                     "(lax convolutions, for GPU/TPU) or auto (ops on CPU, else xla); the "
                                     "parameters are the same, so a checkpoint reloads under either")
@@ -140,6 +144,8 @@ def validate(config: Config) -> None:
            f"unknown schedule {config.schedule!r}; choose one of {', '.join(SCHEDULES)}")
     _check(config.noise in NOISES, f"unknown noise {config.noise!r}; choose one of {', '.join(NOISES)}")
     _check(config.dtype in DTYPES, f"unknown dtype {config.dtype!r}; choose one of {', '.join(DTYPES)}")
+    _check(config.matmul_precision in PRECISIONS,
+           f"unknown matmul_precision {config.matmul_precision!r}; choose one of {', '.join(PRECISIONS)}")
     _check(config.conv_impl in CONV_IMPLS,
            f"unknown conv_impl {config.conv_impl!r}; choose one of {', '.join(CONV_IMPLS)}")
     for name in ("latent_dim", "epochs", "batch_size", "seed", "keep_checkpoints"):

@@ -22,6 +22,7 @@ import numpy as np
 from aejax.config import IMAGE_PIXELS
 
 Array = jax.Array
+HIGHEST = jax.lax.Precision.HIGHEST  # metrics and baselines never depend on a backend's fast matmul passes
 ApplyFn = Callable[[object, Array], Array]  # (variables, float images [B, 28, 28, 1]) -> same shape
 
 
@@ -55,8 +56,8 @@ def separable_blur(x: Array, window: Array) -> Array:
     TF32/bf16.
     """
     bh, bw = _band(x.shape[1], window), _band(x.shape[2], window)
-    x = jnp.einsum("jw,bhwc->bhjc", bw, x, precision=jax.lax.Precision.HIGHEST)
-    return jnp.einsum("ih,bhwc->biwc", bh, x, precision=jax.lax.Precision.HIGHEST)
+    x = jnp.einsum("jw,bhwc->bhjc", bw, x, precision=HIGHEST)
+    return jnp.einsum("ih,bhwc->biwc", bh, x, precision=HIGHEST)
 
 
 def ssim(x: Array, y: Array) -> Array:
@@ -157,10 +158,10 @@ class Pca(NamedTuple):
     variance: Array  # [k], the variance along each component
 
     def encode(self, x: Array) -> Array:  # [B, ...] with D values per row -> [B, k]
-        return (x.reshape(x.shape[0], -1) - self.mean) @ self.components.T
+        return jnp.matmul(x.reshape(x.shape[0], -1) - self.mean, self.components.T, precision=HIGHEST)
 
     def decode(self, z: Array) -> Array:  # [B, k] -> [B, D]
-        return z @ self.components + self.mean
+        return jnp.matmul(z, self.components, precision=HIGHEST) + self.mean
 
     def reconstruct(self, x: Array) -> Array:  # [B, ...] -> same shape
         return self.decode(self.encode(x)).reshape(x.shape)
@@ -171,7 +172,7 @@ def _pca_basis(x: Array) -> tuple[Array, Array, Array]:
     x = (to_float(x) if x.dtype == jnp.uint8 else x.astype(jnp.float32)).reshape(x.shape[0], -1)  # [N, D]
     mean = x.mean(axis=0)
     xc = x - mean
-    cov = (xc.T @ xc) / x.shape[0]  # [D, D]
+    cov = jnp.matmul(xc.T, xc, precision=HIGHEST) / x.shape[0]  # [D, D]
     values, vecs = jnp.linalg.eigh(cov)  # ascending eigenvalues
     return mean, vecs[:, ::-1].T, values[::-1]  # [D], [D, D] rows by decreasing variance, [D]
 
@@ -186,7 +187,8 @@ def fit_pca(x: Array, ks: Sequence[int]) -> dict[int, Pca]:
 @jax.jit
 def _nearest_other(queries: Array, offset: Array, points: Array) -> Array:
     """Index of each query's nearest point `[q]`, excluding itself (query i is point offset + i)."""
-    d2 = (jnp.sum(queries**2, 1)[:, None] - 2 * queries @ points.T + jnp.sum(points**2, 1)[None, :])  # [q, N]
+    cross = jnp.matmul(queries, points.T, precision=HIGHEST)  # ||a||^2 - 2ab + ||b||^2 cancels: full fp32
+    d2 = jnp.sum(queries**2, 1)[:, None] - 2 * cross + jnp.sum(points**2, 1)[None, :]  # [q, N]
     own = offset + jnp.arange(queries.shape[0])
     d2 = d2.at[jnp.arange(queries.shape[0]), own].set(jnp.inf)
     return jnp.argmin(d2, axis=1)

@@ -42,12 +42,28 @@ def maybe_initialize_distributed() -> bool:
 
 
 def make_mesh(batch_size: int) -> Mesh:
-    """A 1-D mesh over every device; the global batch must split evenly across them."""
+    """A 1-D mesh over every device; the global batch must split evenly across them (an error names the
+    nearest batch sizes that do, rather than padding or dropping images silently)."""
     devices = jax.devices()
-    if batch_size % len(devices):
-        raise AejaxError(f"batch_size {batch_size} must be divisible by the {len(devices)} devices for "
-                         f"data-parallel training")
+    n = len(devices)
+    if batch_size % n:
+        below, above = batch_size // n * n, (batch_size // n + 1) * n
+        nearest = f"{below} or {above}" if below else f"{above}"
+        raise AejaxError(f"batch_size {batch_size} is not divisible by the {n} devices of data-parallel training; "
+                         f"the nearest batch sizes that are: {nearest}")
     return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def any_process(flag: bool) -> bool:
+    """True on every process if `flag` is true on any (a tiny all-gather); `flag` itself with one process.
+
+    Used after each epoch so that a stop signal reaching one host stops all of them after the same checkpoint,
+    instead of that host leaving while the others wait in the next collective."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.asarray([flag]))))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

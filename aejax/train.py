@@ -51,6 +51,7 @@ class Trainer(NamedTuple):
     mesh: Mesh | None = None  # data parallel over this mesh's "data" axis; None: one device
     noise: str = "none"  # input corruption for denoising (aejax.corruption); targets stay clean
     noise_level: float = 0.0
+    precision: str = "default"  # float32 matmul precision of training (Config.matmul_precision)
 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
@@ -108,7 +109,7 @@ def make_trainer(config: Config, n_train: int | None = None, swept: Sequence[str
     mesh = parallel.make_mesh(config.batch_size) if config.data_parallel else None
     model = models.build(config)
     return Trainer(model, make_optimizer(config, n_train, swept), losses.get_loss(config.loss, model),
-                   config.batch_size, mesh, config.noise, config.noise_level)
+                   config.batch_size, mesh, config.noise, config.noise_level, config.matmul_precision)
 
 
 def init_state(trainer: Trainer, key: Array, hparams: dict[str, Array] | None = None) -> TrainState:
@@ -219,17 +220,32 @@ class Program(NamedTuple):
     eval_loss: Callable  # (params[K], images, keys [K], hparams) -> {"loss": [K], **aux}
 
 
+def at_precision(fn: Callable, precision: str) -> Callable:
+    """`fn` traced under a default float32 matmul precision ('default' leaves the backend's own)."""
+    if precision == "default":
+        return fn
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with jax.default_matmul_precision(precision):
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
 def compile_program(trainer: Trainer) -> Program:
     """jit(vmap(...)) of the single-model functions over K models (seeds, or sweep members x seeds), each
-    with its own key and hyper-parameters (`{}` outside a sweep); the state argument of `epoch` is donated."""
+    with its own key and hyper-parameters (`{}` outside a sweep); the state argument of `epoch` is donated.
+    Training runs at the trainer's matmul precision, evaluation at the highest."""
     return Program(
         init=jax.jit(jax.vmap(functools.partial(init_state, trainer))),
-        epoch=jax.jit(jax.vmap(functools.partial(train_epoch, trainer), in_axes=(0, None, 0, 0)),
-                      donate_argnums=0),
-        evaluate=jax.jit(lambda with_ssim, params, images: jax.vmap(
-            functools.partial(evaluate, trainer, with_ssim), in_axes=(0, None))(params, images),
+        epoch=jax.jit(at_precision(jax.vmap(functools.partial(train_epoch, trainer), in_axes=(0, None, 0, 0)),
+                                   trainer.precision), donate_argnums=0),
+        evaluate=jax.jit(at_precision(lambda with_ssim, params, images: jax.vmap(
+            functools.partial(evaluate, trainer, with_ssim), in_axes=(0, None))(params, images), "highest"),
             static_argnums=0),
-        eval_loss=jax.jit(jax.vmap(functools.partial(eval_loss, trainer), in_axes=(0, None, 0, 0))),
+        eval_loss=jax.jit(at_precision(jax.vmap(functools.partial(eval_loss, trainer), in_axes=(0, None, 0, 0)),
+                                       "highest")),
     )
 
 
@@ -350,10 +366,11 @@ def run(config: Config, out_dir: str | Path, *, seeds: Sequence[int] | None = No
                 f"test_mse {np.mean(history[-1]['test_mse']):.5f}  "
                 f"{history[-1]['images_per_second']:,.0f} img/s  {seconds:.1f}s"
                 + ("  (includes compilation)" if epoch == start_epoch else ""))
-            if received:
-                stopped = (f"stopped by {signal.Signals(received[0]).name} after epoch {epoch + 1}/"
+            if parallel.any_process(bool(received)):  # every host stops after the same epoch
+                signum = received[0] if received else signal.SIGTERM  # another host was signalled
+                stopped = (f"stopped by {signal.Signals(signum).name} after epoch {epoch + 1}/"
                            f"{config.epochs}; its checkpoint is saved in {run_dir.path / 'checkpoints'}; continue with")
-                raise Interrupted(f"{stopped} resume=True", cli=f"{stopped} --resume", exit_code=128 + received[0])
+                raise Interrupted(f"{stopped} resume=True", cli=f"{stopped} --resume", exit_code=128 + signum)
         if final is None:  # every epoch was trained before: a finished run, reloaded
             final = _scores(program.evaluate(True, state.params, test_images), len(lanes))
         test_aux = {}

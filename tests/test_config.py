@@ -24,6 +24,9 @@ from aejax.errors import AejaxError
     ({"hidden": (128, -1)}, "hidden must be a list of positive integers"),
     ({"model": "conv_original", "latent_dim": 32}, "conv_original has a fixed code of 392 values"),
     ({"seed": -1}, "seed must be >= 0"),
+    ({"matmul_precision": "tf32"}, "unknown matmul_precision 'tf32'; choose one of default, high, highest"),
+    ({"conv_impl": "cudnn"}, "unknown conv_impl 'cudnn'"),
+    ({"conv_impl": "xla"}, "conv_impl='xla' is not read by model linear"),
     ({"shard_data": True}, "shard_data needs data_parallel"),
     ({"data_parallel": 1}, "data_parallel must be true or false"),
     # Settings the rest of the config would not read are errors, not silently ignored.

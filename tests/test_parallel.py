@@ -9,8 +9,10 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from aejax import train
+from aejax.errors import AejaxError
 from aejax.rundir import load_model
 from tests.conftest import REPO
 
@@ -39,7 +41,8 @@ print(json.dumps(out))
 
 
 def test_eight_devices_match_one_device_and_checkpoints_restore_on_one(tmp_path):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "PYTHONPATH": str(REPO),
+           "JAX_PLATFORMS": "cpu"}  # forced host devices exist only on the CPU backend
     result = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -81,7 +84,7 @@ def test_two_processes_each_load_their_rows_and_match_one_device(tmp_path):
         port = s.getsockname()[1]
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path / "two")], cwd=REPO, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              env={**os.environ, "PYTHONPATH": str(REPO),
+                              env={**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu",
                                    "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
                                    "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i),
                                    "XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
@@ -101,3 +104,15 @@ def test_two_processes_each_load_their_rows_and_match_one_device(tmp_path):
     np.testing.assert_allclose(curve(tmp_path / "two"), curve(tmp_path / "one"), rtol=1e-4)
     model, params, config = load_model(tmp_path / "two")  # the 2-process checkpoint, on 1 device
     assert config.shard_data and model.apply({"params": params}, np.zeros((1, 28, 28, 1))).shape == (1, 28, 28, 1)
+
+
+def test_a_batch_the_devices_do_not_divide_names_the_nearest_that_do(monkeypatch):
+    from aejax import parallel
+
+    monkeypatch.setattr(parallel.jax, "devices", lambda: [None] * 8)
+    with pytest.raises(AejaxError, match="batch_size 25 is not divisible by the 8 devices of data-parallel "
+                                         "training; the nearest batch sizes that are: 24 or 32"):
+        parallel.make_mesh(25)
+    with pytest.raises(AejaxError, match="the nearest batch sizes that are: 8$"):
+        parallel.make_mesh(5)
+    assert parallel.any_process(True) and not parallel.any_process(False)  # one process: its own flag
