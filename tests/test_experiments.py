@@ -106,3 +106,22 @@ def test_scripts_reject_a_count_below_one(tmp_path, script, flags):
     result = run_cli(script, *(f.format(out=out) for f in flags))
     assert result.returncode == 2 and "must be a positive integer" in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+@pytest.mark.slow  # ~60 s here; CI runs it (`pytest -m slow`)
+def test_device_report_runs_on_cpu(tmp_path, prepared_data_dir):
+    """The first-accelerator runbook runs end to end here, tiny, and writes every section."""
+    out = tmp_path / "device.json"
+    result = run_cli("experiments.device_report", "--out", str(out), "--workloads", "linear_d32_b25,conv_original_b25",
+                     "--images", "100", "--reps", "1", "--epochs", "1", "--train-examples", "500", "--depths", "32",
+                     "--ks", "1,2", "--data-dir", str(prepared_data_dir), env={"JAX_PLATFORMS": "cpu"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert set(report["workloads"]) == {f"linear_d32_b25_{t}" for t in ("float32", "bfloat16")} | {
+        f"conv_original_b25_{t}_{impl}" for t in ("float32", "bfloat16") for impl in ("ops", "xla")}
+    assert all(w["images_per_second"] > 0 for w in report["workloads"].values())
+    assert report["linear_study"]["seconds"] > 0 and len(report["linear_study"]["test_mse"]) >= 2
+    assert [r["k"] for r in report["seeds_vmap"]] == [1, 2] and report["environment"]["backend"] == "cpu"
+    bad = run_cli("experiments.device_report", "--out", str(tmp_path / "bad.json"), "--workloads", "gpu_d1",
+                  "--data-dir", str(prepared_data_dir))
+    assert bad.returncode == 2 and "unknown workload(s) gpu_d1" in bad.stderr and not (tmp_path / "bad.json").exists()
