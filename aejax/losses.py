@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from aejax.errors import AejaxError
+from aejax.errors import AejaxError, check_registration
 
 Array = jax.Array
 Loss = Callable[[nn.Module, Any, Array, Array, Array | None], tuple[Array, dict[str, Array]]]
@@ -35,12 +35,8 @@ _LOSSES: dict[str, LossSpec] = {}
 def register_loss(name: str, fn: Loss, *, requires: Collection[str] = (), replace: bool = False) -> None:
     """Make `Config(loss=name)` train with `fn`; `requires` names the model methods or attributes it uses
     (checked when a trainer is built, so a mismatch is a one-line error, not a flax traceback)."""
-    if not isinstance(name, str) or not name.isidentifier():
-        raise AejaxError(f"a loss name must be an identifier, got {name!r}")
-    if name in _LOSSES and not replace:
-        raise AejaxError(f"loss {name!r} is already registered; pass replace=True to replace it")
-    if not callable(fn):
-        raise AejaxError(f"loss {name!r} must be callable (model, params, inputs, targets, key) -> (loss, aux)")
+    check_registration("loss", name, name in _LOSSES, fn, replace,
+                       "(model, params, inputs, targets, key) -> (loss, aux)")
     _LOSSES[name] = LossSpec(fn, tuple(requires))
 
 

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from aejax import ops
 from aejax.config import CONV_ORIGINAL_CODE, CONV_ORIGINAL_FEATURES, IMAGE_PIXELS, IMAGE_SHAPE, POOLED_SIDE, Config
-from aejax.errors import AejaxError
+from aejax.errors import AejaxError, check_registration
 
 Array = jax.Array
 
@@ -218,12 +218,7 @@ def register_model(name: str, builder: Callable[[Config], nn.Module], *, kwargs:
     defaults), or a function of the config saying so; `loss`: the loss a config of this model gets unless it names one;
     `latent_dim`: a fixed code size. Registering a taken name is an error unless `replace`.
     """
-    if not isinstance(name, str) or not name.isidentifier():
-        raise AejaxError(f"a model name must be an identifier, got {name!r}")
-    if name in _MODELS and not replace:
-        raise AejaxError(f"model {name!r} is already registered; pass replace=True to replace it")
-    if not callable(builder):
-        raise AejaxError(f"the builder of model {name!r} must be callable (Config -> flax module)")
+    check_registration("model", name, name in _MODELS, builder, replace, "its builder: Config -> flax module")
     reads_fn = reads if callable(reads) else (lambda config, fields=tuple(reads): fields)
     unknown = set(reads) - set(MODEL_FIELDS) if not callable(reads) else set()
     if unknown:

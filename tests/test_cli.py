@@ -59,7 +59,7 @@ def test_every_config_field_has_a_described_flag_that_sets_it():
                            "--warmup-epochs", "0.5", "--optimizer", "adamw", "--weight-decay", "0.01",
                            "--loss", "bce", "--dtype", "bfloat16", "--seed", "7", "--train-examples", "1000",
                            "--keep-checkpoints", "2", "--data-parallel", "--shard-data", "--noise", "mask",
-                           "--noise-level", "0.2", "--conv-impl", "xla"])
+                           "--noise-level", "0.2", "--conv-impl", "xla", "--matmul-precision", "highest"])
     config, default = cli.config_from_args(args), Config()
     changed = {f.name for f in dataclasses.fields(Config) if getattr(config, f.name) != getattr(default, f.name)}
     # hidden is read by linear models only, and conv takes no model_kwargs: both checked below
