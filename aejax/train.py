@@ -1,8 +1,10 @@
 """Training: a pure train step, one compiled `lax.scan` per epoch, evaluation, and the run loop.
 
 The epoch function is written once for one model; `run` lifts it with `jax.vmap` over a stack of K train
-states and K PRNG keys (K seeds, shared data), so one compiled program trains every seed of a study. The
-command line is `aejax.cli` (`python -m aejax.train` runs it); reloading a finished run is `rundir.load_model`.
+states, K PRNG keys and K sets of swept hyper-parameters (K seeds, or sweep members x seeds; shared data), so
+one compiled program trains every seed of a study or every member of a sweep. The loss is a function from
+`aejax.losses`. The command line is `aejax.cli` (`python -m aejax.train` runs it); reloading a finished run is
+`rundir.load_model`.
 """
 
 from __future__ import annotations
