@@ -151,3 +151,17 @@ def test_python_errors_name_arguments_and_cli_errors_name_flags(tmp_path, mnist_
     assert "pass --resume to continue it or --overwrite" in info.value.cli_message
     with pytest.raises(AejaxError, match="pass overwrite=True to replace it"):
         train.run(config.replace(latent_dim=8), tmp_path / "run", data=data, log=lambda *_: None)
+
+
+@pytest.mark.slow  # ~35 s here (two CLI runs); CI runs it (`pytest -m slow`)
+def test_vae_and_sparse_train_from_the_cli_and_reload(tmp_path, prepared_data_dir):
+    common = ("--latent-dim", "4", "--epochs", "1", "--train-examples", "500", "--batch-size", "50",
+              "--data-dir", str(prepared_data_dir))
+    for name, extra in (("vae", ("--hidden", "16")), ("sparse", ("--model-kwargs", '{"encoder": "conv"}',
+                                                               "--conv-features", "4,4"))):
+        result = run_cli("aejax.train", "--model", name, *common, *extra, "--out", str(tmp_path / name))
+        assert result.returncode == 0, result.stderr
+        row = json.loads((tmp_path / name / "results.json").read_text())[0]
+        model, params, config = aejax.load_model(tmp_path / name)
+        assert config.model == name and models.param_count(params) == row["params"]
+        assert ("test_elbo_nats" if name == "vae" else "test_code_active") in row
