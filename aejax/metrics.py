@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -97,21 +97,28 @@ def finalize(totals: Totals) -> dict[str, float]:
     return out
 
 
+def sum_over_chunks(fn: Callable[[Any, Array], Any], xs: Any, chunk: int) -> Any:
+    """The sum of `fn(part, i)` over the parts of `xs` (arrays sharing a leading axis N; None leaves allowed)
+    cut into `chunk` rows: a `lax.scan` over the full parts (i = 0, 1, ...), then one call for a remainder
+    (the next i), so no row is dropped and only one part is in memory at a time."""
+    n = jax.tree_util.tree_leaves(xs)[0].shape[0]
+    chunk = min(chunk, n)
+    m = n // chunk
+    head = jax.tree_util.tree_map(lambda a: a[:m * chunk].reshape(m, chunk, *a.shape[1:]), xs)
+
+    def add(acc: Any, part_i: tuple[Any, Array]) -> tuple[Any, None]:
+        return jax.tree_util.tree_map(jnp.add, acc, fn(*part_i)), None
+
+    first = jax.tree_util.tree_map(lambda a: a[:chunk], xs)
+    zero = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(fn, first, jnp.int32(0)))
+    out = jax.lax.scan(add, zero, (head, jnp.arange(m, dtype=jnp.int32)))[0]
+    if n > m * chunk:
+        rest = fn(jax.tree_util.tree_map(lambda a: a[m * chunk:], xs), jnp.int32(m))
+        out = jax.tree_util.tree_map(jnp.add, out, rest)
+    return out
+
+
 @functools.partial(jax.jit, static_argnames=("apply_fn", "chunk", "with_ssim"))
-def _scan_totals(apply_fn: ApplyFn | None, variables, images: Array, recon: Array | None, chunk: int,
-                 with_ssim: bool) -> Totals:
-    def chunks(a: Array | None) -> Array | None:
-        return None if a is None else a.reshape(-1, chunk, *a.shape[1:])  # [n_chunks, chunk, 28, 28, 1]
-
-    def step(acc: Totals, xs: tuple[Array, Array | None]) -> tuple[Totals, None]:
-        batch, given = xs
-        r = apply_fn(variables, to_float(batch)) if given is None else given
-        return jax.tree_util.tree_map(jnp.add, acc, chunk_totals(batch, r, with_ssim)), None
-
-    zero = Totals(jnp.zeros(()), jnp.zeros(()) if with_ssim else None, jnp.zeros(()))
-    return jax.lax.scan(step, zero, (chunks(images), chunks(recon)))[0]
-
-
 def totals(apply_fn: ApplyFn | None, variables, images: Array, *, recon: Array | None = None, chunk: int = 1000,
            with_ssim: bool = True) -> Totals:
     """The one evaluation path: sums of squared error (and SSIM) of reconstructions of uint8 `images`.
@@ -121,16 +128,12 @@ def totals(apply_fn: ApplyFn | None, variables, images: Array, *, recon: Array |
     dropped. `apply_fn` must be hashable and stable across calls (e.g. `model.apply`, `Pca.reconstruct`) so the
     compiled scan is reused. Pure and traceable: `jax.vmap` it over stacked `variables` to score many models.
     """
-    n = images.shape[0]
-    chunk = min(chunk, n)
-    body = (n // chunk) * chunk
-    part = lambda a, s: None if a is None else a[s]  # noqa: E731
-    out = _scan_totals(apply_fn, variables, images[:body], part(recon, slice(None, body)), chunk, with_ssim)
-    if n > body:
-        rest = _scan_totals(apply_fn, variables, images[body:], part(recon, slice(body, None)), n - body,
-                            with_ssim)
-        out = jax.tree_util.tree_map(jnp.add, out, rest)
-    return out
+    def part_totals(part: tuple[Array, Array | None], i: Array) -> Totals:
+        batch, given = part  # [chunk, 28, 28, 1] each
+        r = apply_fn(variables, to_float(batch)) if given is None else given
+        return chunk_totals(batch, r, with_ssim)
+
+    return sum_over_chunks(part_totals, (images, recon), chunk)
 
 
 def reconstruction_metrics(apply_fn: ApplyFn, variables, images: Array, chunk: int = 1000) -> dict[str, float]:

@@ -197,19 +197,14 @@ def eval_loss(trainer: Trainer, params: PyTree, images: Array, key: Array,
     test-set value of what the loss measures (e.g. a VAE's ELBO), `{"loss": [], **aux}`."""
     model = sweeps.with_model_hparams(trainer.model, hparams or {})
     n = images.shape[0]
-    chunk = min(chunk, n)
-    body = n // chunk * chunk
-    keys = jax.random.split(key, n // chunk + 1)
+    keys = jax.random.split(key, n // min(chunk, n) + 1)  # one per part, the remainder's last
 
-    def total(batch: Array, k: Array) -> dict[str, Array]:  # sum over the chunk's images
+    def total(batch: Array, i: Array) -> dict[str, Array]:  # sum over the part's images
         x = metrics.to_float(batch)
-        loss, aux = trainer.loss(model, params, x, x, k)
+        loss, aux = trainer.loss(model, params, x, x, keys[i])
         return jax.tree_util.tree_map(lambda v: v * batch.shape[0], {"loss": loss, **aux})
 
-    parts = jax.lax.map(lambda a: total(*a), (images[:body].reshape(-1, chunk, *images.shape[1:]), keys[:-1]))
-    sums = jax.tree_util.tree_map(lambda v: v.sum(0), parts)
-    if n > body:
-        sums = jax.tree_util.tree_map(jnp.add, sums, total(images[body:], keys[-1]))
+    sums = metrics.sum_over_chunks(total, images, chunk)
     return jax.tree_util.tree_map(lambda v: v / n, sums)
 
 
