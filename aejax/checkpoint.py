@@ -2,7 +2,9 @@
 
 A checkpoint holds the (possibly seed-stacked) train state as a pytree and a JSON item with the epoch, the
 seeds and the config. Orbax writes each step into a temporary directory and renames it when complete, so a
-crash mid-save never leaves a step that `latest_step` would return.
+crash mid-save never leaves a step that `latest_step` would return. Saves are asynchronous: `save` copies the
+arrays to the host and returns while a background thread writes them; `mngr.wait_until_finished()` (or
+`mngr.close()`) waits for the write.
 """
 
 from __future__ import annotations
@@ -20,16 +22,19 @@ from aejax.errors import AejaxError
 
 def manager(directory: str | Path, max_to_keep: int) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                           enable_async_checkpointing=False)
+                                           enable_async_checkpointing=True)
     handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
     return ocp.CheckpointManager(Path(directory).absolute(), options=options, item_handlers=handlers)
 
 
-def save(mngr: ocp.CheckpointManager, epoch: int, state: Any, meta: dict[str, Any]) -> None:
-    """Save `state` as step `epoch` (1-based: the number of completed epochs)."""
+def save(mngr: ocp.CheckpointManager, epoch: int, state: Any, meta: dict[str, Any], *, wait: bool = True) -> None:
+    """Save `state` as step `epoch` (1-based: the number of completed epochs); with `wait=False` return once the
+    arrays are copied to the host, the write going on in the background (orbax waits for it before the next
+    save; `mngr.wait_until_finished()` waits for it explicitly)."""
     mngr.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                              meta=ocp.args.JsonSave(meta)))
-    mngr.wait_until_finished()
+    if wait:
+        mngr.wait_until_finished()
 
 
 def _flat_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
@@ -57,15 +62,17 @@ def _shape_mismatches(saved: Any, target: Any) -> list[str]:
 
 
 def restore(mngr: ocp.CheckpointManager, target: Any, step: int | None = None,
-            log: Callable[[str], None] = print) -> tuple[Any, dict[str, Any]]:
-    """Restore `step` (default: the latest readable one) into the structure, shapes and dtypes of `target`.
+            log: Callable[[str], None] = print, max_step: int | None = None) -> tuple[Any, dict[str, Any]]:
+    """Restore `step` (default: the latest readable one, at most `max_step`) into the structure, shapes and
+    dtypes of `target`.
 
     Raises `AejaxError` when there is no checkpoint or when its shapes differ from `target`'s (naming them).
     A corrupt or truncated latest step is moved to `corrupt_checkpoints/` beside the checkpoint directory
     (kept, never deleted) and the previous step is tried, saying so through `log`.
     """
     directory = Path(mngr.directory)
-    steps = [step] if step is not None else sorted(mngr.all_steps(), reverse=True)
+    steps = [step] if step is not None else sorted((s for s in mngr.all_steps() if max_step is None or s <= max_step),
+                                                   reverse=True)
     if not steps:
         raise AejaxError(f"no checkpoint found in {directory}")
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)

@@ -279,6 +279,20 @@ def _scores(totals: metrics.Totals, k: int) -> list[dict[str, float]]:
     return [metrics.finalize(unstack(totals, i)) for i in range(k)]
 
 
+class InFlight(NamedTuple):
+    """An epoch dispatched to the device and not yet read back: `run` reads epoch e while epoch e+1 runs."""
+
+    epoch: int  # 1-based: epochs completed once it finishes
+    state: TrainState  # a copy of the state after it (the live one is donated to the next epoch), to checkpoint
+    losses: Array  # [K, steps]
+    aux: dict[str, Array]
+    totals: metrics.Totals  # test-set totals of its parameters
+    dispatched_at: float  # time.perf_counter() when dispatched
+
+
+_copy = jax.jit(lambda tree: jax.tree_util.tree_map(jnp.copy, tree))  # fresh buffers, not aliases
+
+
 def run(config: Config, out_dir: str | Path, *, seeds: Sequence[int] | None = None,
         sweep: dict[str, Sequence[float]] | None = None, data_dir: str | None = None, mnist_dir: str | None = None,
         resume: bool = False, overwrite: bool = False, data: tuple[np.ndarray, np.ndarray] | None = None,
@@ -291,6 +305,10 @@ def run(config: Config, out_dir: str | Path, *, seeds: Sequence[int] | None = No
     (tests, studies that load once). `variant` labels the rows (default: the model name). With `resume`, a run of
     the same config continues from its latest checkpoint (a finished one is reloaded, not retrained). Returns the
     rows (also in results.json) and the trained parameters.
+
+    The host never makes the device wait between epochs: epoch e+1 and its test evaluation are dispatched before
+    epoch e is read back (losses checked, checkpoint saved asynchronously from a copy of the state, metrics line
+    and log written once the checkpoint is on disk). A stop signal finishes and checkpoints the epoch in flight.
     """
     seeds = check_seeds(config, seeds)
     grid = sweeps.members(config, sweep)
@@ -329,45 +347,72 @@ def run(config: Config, out_dir: str | Path, *, seeds: Sequence[int] | None = No
                         else parallel.replicate(load_train(range(n_train)), trainer.mesh))
     mngr = checkpoint.manager(run_dir.path / "checkpoints", config.keep_checkpoints)
     start_epoch, history = 0, []
-    if resume and mngr.latest_step() is not None:
-        state, meta = checkpoint.restore(mngr, state, log=log)
-        start_epoch, history = int(meta["epoch"]), run_dir.read_metrics()[: int(meta["epoch"])]
-        log(f"resumed from {run_dir.path / 'checkpoints'} at epoch {start_epoch}")
+    if resume:  # the newest checkpoint whose epoch has its metrics line (the line is written after the save)
+        history = run_dir.read_metrics()
+        usable = [s for s in mngr.all_steps() if s <= len(history)]
+        if usable:
+            state, meta = checkpoint.restore(mngr, state, log=log, max_step=len(history))
+            start_epoch, history = int(meta["epoch"]), history[: int(meta["epoch"])]
+            log(f"resumed from {run_dir.path / 'checkpoints'} at epoch {start_epoch}")
+        else:
+            history = []
 
     n_steps = steps_per_epoch(n_train, config.batch_size)
     train_seconds = sum(h["epoch_seconds"] for h in history)
     final = None  # the last epoch's scores, SSIM included: they are the results
     events_dirs = [(sweeps.label(m) + "_" if m else "") + f"seed_{s}" for m, s in lanes]
-    with stop_requests() as received, contextlib.closing(EventLog(run_dir.path, events_dirs)) as events:
+    ckpt_meta = {"seeds": seeds, "config": config.to_dict(), **({"sweep": grid} if sweep else {})}
+    done_at = time.perf_counter()  # when the device finished the last epoch read back
+
+    def report(flight: InFlight) -> None:
+        """Read back one epoch (while the next one runs), check it, checkpoint it, then write its metrics line."""
+        nonlocal train_seconds, final, done_at
+        losses = np.asarray(flight.losses)  # [K, steps]; waits for that epoch only
+        now = time.perf_counter()
+        seconds, done_at = now - max(flight.dispatched_at, done_at), now
+        _check_finite(losses, flight.epoch - 1, names, mngr)
+        checkpoint.save(mngr, flight.epoch, flight.state, {"epoch": flight.epoch, **ckpt_meta}, wait=False)
+        train_seconds += seconds
+        scores = _scores(flight.totals, len(lanes))
+        final = scores if flight.epoch == config.epochs else None
+        history.append({"epoch": flight.epoch, "train_loss": losses.mean(axis=1).tolist(),
+                        "test_mse": [s["mse"] for s in scores], "epoch_seconds": seconds,
+                        "images_per_second": len(lanes) * n_steps * config.batch_size / seconds})
+        if flight.aux:
+            history[-1]["train_aux"] = {k: np.asarray(v).mean(axis=1).tolist() for k, v in flight.aux.items()}
+        events.epoch(history[-1])
+        mngr.wait_until_finished()  # a metrics line always has its checkpoint on disk
+        run_dir.write_metrics(history)
+        log(f"epoch {flight.epoch}/{config.epochs}  train_loss {losses.mean():.5f}  "
+            f"test_mse {np.mean(history[-1]['test_mse']):.5f}  "
+            f"{history[-1]['images_per_second']:,.0f} img/s  {seconds:.1f}s"
+            + ("  (includes compilation)" if flight.epoch == start_epoch + 1 else ""))
+
+    def interrupted(epoch: int) -> Interrupted:
+        signum = received[0] if received else signal.SIGTERM  # another host was signalled
+        stopped = (f"stopped by {signal.Signals(signum).name} after epoch {epoch}/{config.epochs}; its "
+                   f"checkpoint is saved in {run_dir.path / 'checkpoints'}; continue with")
+        return Interrupted(f"{stopped} resume=True", cli=f"{stopped} --resume", exit_code=128 + signum)
+
+    with (stop_requests() as received, contextlib.closing(EventLog(run_dir.path, events_dirs)) as events,
+          contextlib.closing(mngr)):
+        pending = None  # the epoch dispatched last, not yet read back
         for epoch in range(start_epoch, config.epochs):
-            t0 = time.perf_counter()
+            dispatched_at = time.perf_counter()
             ekeys = jax.vmap(epoch_key, in_axes=(0, None))(data_keys, epoch)
             state, (losses, aux) = program.epoch(state, train_images, ekeys, hparams)
-            losses = np.asarray(losses)  # [K, steps]; waits for the epoch
-            seconds = time.perf_counter() - t0
-            _check_finite(losses, epoch, names, mngr)
-            train_seconds += seconds
-            last = epoch + 1 == config.epochs
-            scores = _scores(program.evaluate(last, state.params, test_images), len(lanes))
-            final = scores if last else None
-            history.append({"epoch": epoch + 1, "train_loss": losses.mean(axis=1).tolist(),
-                            "test_mse": [s["mse"] for s in scores], "epoch_seconds": seconds,
-                            "images_per_second": len(lanes) * n_steps * config.batch_size / seconds})
-            if aux:
-                history[-1]["train_aux"] = {k: np.asarray(v).mean(axis=1).tolist() for k, v in aux.items()}
-            checkpoint.save(mngr, epoch + 1, state, {"epoch": epoch + 1, "seeds": seeds, "config": config.to_dict(),
-                                                     **({"sweep": grid} if sweep else {})})
-            run_dir.write_metrics(history)
-            events.epoch(history[-1])
-            log(f"epoch {epoch + 1}/{config.epochs}  train_loss {losses.mean():.5f}  "
-                f"test_mse {np.mean(history[-1]['test_mse']):.5f}  "
-                f"{history[-1]['images_per_second']:,.0f} img/s  {seconds:.1f}s"
-                + ("  (includes compilation)" if epoch == start_epoch else ""))
-            if parallel.any_process(bool(received)):  # every host stops after the same epoch
-                signum = received[0] if received else signal.SIGTERM  # another host was signalled
-                stopped = (f"stopped by {signal.Signals(signum).name} after epoch {epoch + 1}/"
-                           f"{config.epochs}; its checkpoint is saved in {run_dir.path / 'checkpoints'}; continue with")
-                raise Interrupted(f"{stopped} resume=True", cli=f"{stopped} --resume", exit_code=128 + signum)
+            totals = program.evaluate(epoch + 1 == config.epochs, state.params, test_images)
+            flight = InFlight(epoch + 1, _copy(state), losses, aux, totals, dispatched_at)  # state is donated next
+            if pending is not None:  # the device runs `flight` while the host finishes `pending`
+                report(pending)
+                if parallel.any_process(bool(received)):  # every host stops after the same epoch
+                    report(flight)  # the epoch in flight is finished and checkpointed, not lost
+                    raise interrupted(flight.epoch)
+            pending = flight
+        if pending is not None:
+            report(pending)
+            if parallel.any_process(bool(received)):
+                raise interrupted(pending.epoch)
         if final is None:  # every epoch was trained before: a finished run, reloaded
             final = _scores(program.evaluate(True, state.params, test_images), len(lanes))
         test_aux = {}
@@ -410,9 +455,10 @@ class Interrupted(AejaxError):
 
 @contextlib.contextmanager
 def stop_requests() -> Iterator[list[int]]:
-    """Record SIGINT/SIGTERM (preemption) instead of dying mid-epoch; the loop stops after the next checkpoint.
+    """Record SIGINT/SIGTERM (preemption) instead of dying mid-epoch; `run` stops once the epoch on the device
+    (the one after the epoch being reported) is finished and checkpointed.
 
-    A second signal stops at once (the checkpoint of the last finished epoch is on disk either way).
+    A second signal stops at once (the checkpoint of the last reported epoch is on disk either way).
     """
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
@@ -423,7 +469,8 @@ def stop_requests() -> Iterator[list[int]]:
         if received:
             raise KeyboardInterrupt
         received.append(signum)
-        print(f"received {signal.Signals(signum).name}: stopping after this epoch's checkpoint", file=sys.stderr)
+        print(f"received {signal.Signals(signum).name}: stopping after the epoch in flight is checkpointed",
+              file=sys.stderr)
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -3,7 +3,8 @@ bit-identical to an uninterrupted run.
 
 The signals are sent by the training process to itself from its `log` callback, right after a chosen epoch's
 checkpoint and metrics are written: a deterministic point, with the same files on disk as any moment during
-the next epoch (nothing of an epoch is written before it ends)."""
+the next epoch (nothing of an epoch is written before it ends; the next epoch is already running, since `run`
+reads epoch e back while e+1 computes)."""
 
 import os
 import signal
@@ -69,12 +70,15 @@ def test_sigkill_after_epoch_2_then_resume_is_bit_identical(tmp_path, prepared_d
 
 
 def test_sigterm_checkpoints_and_exits_nonzero(tmp_path, prepared_data_dir, uninterrupted):
+    # SIGTERM while epoch 1 is being reported: epoch 2 is already running on the device; it is finished and
+    # checkpointed too, and the run stops there.
     out = tmp_path / "preempted"
     stopped = _run_signalling_itself(out, prepared_data_dir, 1, "SIGTERM")
     assert stopped.returncode == 128 + signal.SIGTERM
     last = stopped.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: stopped by SIGTERM after epoch 1/4") and "continue with --resume" in last
-    assert sorted(os.listdir(out / "checkpoints")) == ["1"]
+    assert last.startswith("error: stopped by SIGTERM after epoch 2/4") and "continue with --resume" in last
+    assert sorted(os.listdir(out / "checkpoints")) == ["1", "2"]
+    assert "epoch 3/4" not in stopped.stdout
     resumed = run_cli("aejax.train", *ARGS, "--data-dir", str(prepared_data_dir), "--out", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     _assert_same_params(out, uninterrupted)

@@ -239,3 +239,46 @@ def test_non_finite_loss_stops_with_epoch_and_step(tmp_path, mnist_test_images, 
         train.run(config, tmp_path / "run", data=(mnist_test_images, mnist_test_images[:500]), log=lambda *_: None)
     assert not (tmp_path / "run" / "results.json").exists()
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["1"]
+
+
+def test_epoch_e_is_read_back_while_epoch_e_plus_1_is_dispatched(tmp_path, mnist_test_images, monkeypatch):
+    # No per-epoch stall: when epoch e's line is logged (its losses read, checkpoint written), epoch e+1 has
+    # already been handed to the device, so the host work overlaps it.
+    dispatched = []
+    real_compile = train.compile_program
+
+    def counting(trainer):
+        program = real_compile(trainer)
+
+        def epoch(*args):
+            dispatched.append(len(dispatched) + 1)
+            return program.epoch(*args)
+
+        return program._replace(epoch=epoch)
+
+    monkeypatch.setattr(train, "compile_program", counting)
+    logged = []
+    config = Config(latent_dim=8, epochs=3, batch_size=50, train_examples=1000)
+    train.run(config, tmp_path / "run", data=(mnist_test_images, mnist_test_images[:500]),
+              log=lambda line: logged.append((line.split()[1], len(dispatched))))
+    assert logged[:3] == [("1/3", 2), ("2/3", 3), ("3/3", 3)]
+    history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+
+
+def test_resume_skips_a_checkpoint_whose_metrics_line_is_missing(tmp_path, mnist_test_images):
+    # Killed between a checkpoint's save and its metrics line: the resume starts from the previous epoch, so
+    # metrics.jsonl keeps one line per epoch, and the result equals an uninterrupted run's.
+    config = Config(latent_dim=8, epochs=3, batch_size=50, train_examples=1000)
+    data = (mnist_test_images, mnist_test_images[:500])
+    quiet = lambda *_: None  # noqa: E731
+    reference = train.run(config, tmp_path / "reference", data=data, log=quiet).rows
+    out = tmp_path / "run"
+    train.run(config, out, data=data, log=quiet)
+    lines = (out / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (out / "metrics.jsonl").write_text("".join(lines[:2]))
+    messages = []
+    rows = train.run(config, out, data=data, resume=True, log=messages.append).rows
+    assert any("resumed" in m and "at epoch 2" in m for m in messages), messages
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert rows[0]["test_mse"] == reference[0]["test_mse"]
