@@ -1,20 +1,20 @@
-"""Host time between epochs: how much longer each epoch of `train.run` takes than the same compiled calls run
-back to back, i.e. the time a device sits idle while the host reads back losses and metrics, checkpoints and
-writes logs.
+"""Host time between epochs: how long the device sits idle between two epochs of `train.run`, waiting for the
+host to read back losses and metrics, checkpoint and write logs before it hands over the next epoch.
 
     python -m experiments.epoch_gap --out benchmarks/epoch_gap_cpu.json [--model linear --latent-dim 32]
         [--epochs 6] [--seeds 0,1,2]
 
-Trains one run with `train.run` into a temporary directory and timestamps each epoch's log line; the interval
-between two lines is one epoch of the run as the host sees it (the first, with compilation, and the last, with
-SSIM, are left out). Then it calls the run's own compiled epoch and test-evaluation functions back to back with
-nothing in between, blocking only at the end: their time per epoch is what a device needs. The gap is the
-median interval minus that. It uses only `train.make_trainer` / `train.compile_program`, so it measures any
-version of `train.run`.
+Trains one run with `train.run` into a temporary directory, with its compiled epoch and evaluation functions
+wrapped: each call is timestamped when it returns (the work is then queued on the device), and a watcher
+thread timestamps when its outputs are ready (the device finished it). The idle time before epoch e is the
+time epoch e was queued minus the time the device finished all earlier work (epoch e-1 and its evaluation);
+negative means epoch e was queued ahead, so the device never waited. Epoch 1 (compilation) has no gap. It wraps
+only `train.compile_program`, so it measures any version of `train.run`.
 """
 
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -26,27 +26,39 @@ from aejax.data import load_mnist
 from aejax.rundir import environment, refuse_overwrite, write_json
 
 
-def back_to_back_seconds(config: Config, seeds: list[int], train_images, test_images, epochs: int) -> float:
-    """Seconds per epoch of `epochs` compiled epoch + evaluation calls dispatched with no host work between."""
-    trainer = train.make_trainer(config, len(train_images))
-    program = train.compile_program(trainer)
-    keys = [train.seed_keys(s) for s in seeds]
-    data_keys = jax.numpy.stack([k[1] for k in keys])
-    state = program.init(jax.numpy.stack([k[0] for k in keys]), {})
-    train_images, test_images = jax.device_put(train_images), jax.device_put(test_images)
+class Timeline:
+    """When each epoch / evaluation call was queued and when its outputs were ready (perf_counter seconds)."""
 
-    def epoch(state, e):
-        ekeys = jax.vmap(train.epoch_key, in_axes=(0, None))(data_keys, e)
-        state, out = program.epoch(state, train_images, ekeys, {})
-        return state, (out, program.evaluate(False, state.params, test_images))
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, float, list[float]]] = []  # (kind, queued at, [ready at])
+        self.threads: list[threading.Thread] = []
 
-    state, out = epoch(state, 0)  # compile
-    jax.block_until_ready(out)
-    start = time.perf_counter()
-    for e in range(1, epochs + 1):
-        state, out = epoch(state, e)
-    jax.block_until_ready(out)
-    return (time.perf_counter() - start) / epochs
+    def wrap(self, kind: str, fn, outputs):
+        def wrapped(*args, **kwargs):
+            out = fn(*args, **kwargs)
+            ready: list[float] = []
+            self.calls.append((kind, time.perf_counter(), ready))
+            watched = outputs(out)  # not the donated state: the watcher must not hold what the next call donates
+
+            def watch() -> None:
+                jax.block_until_ready(watched)
+                ready.append(time.perf_counter())
+
+            self.threads.append(threading.Thread(target=watch, daemon=True))
+            self.threads[-1].start()
+            return out
+
+        return wrapped
+
+    def idle_before_epochs(self) -> list[float]:
+        for t in self.threads:
+            t.join()
+        gaps, finished = [], None  # finished: when the device completed every call queued so far
+        for kind, queued, ready in self.calls:
+            if kind == "epoch" and finished is not None:
+                gaps.append(queued - finished)
+            finished = ready[0] if finished is None else max(finished, ready[0])
+        return gaps
 
 
 def main() -> None:
@@ -54,8 +66,7 @@ def main() -> None:
     p.add_argument("--out", required=True, help="the JSON file to write")
     p.add_argument("--model", default="linear", help="model to time (a Config model name)")
     p.add_argument("--latent-dim", type=cli.positive_int, default=32, help="code size")
-    p.add_argument("--epochs", type=cli.positive_int, default=6, help="epochs of the run (at least 3: the first, "
-                                                                       "with compilation, and the last are left out)")
+    p.add_argument("--epochs", type=cli.positive_int, default=6, help="epochs of the run (at least 2)")
     p.add_argument("--seeds", default="0,1,2", help="seeds trained together, comma-separated")
     p.add_argument("--data-dir", default=None, help="where tfds keeps prepared data (default: tfds's)")
     p.add_argument("--overwrite", action="store_true", help="replace the result file if it exists")
@@ -63,22 +74,31 @@ def main() -> None:
 
     def body() -> None:
         refuse_overwrite([args.out], args.overwrite)
-        config = Config(model=args.model, latent_dim=args.latent_dim, epochs=max(3, args.epochs))
+        config = Config(model=args.model, latent_dim=args.latent_dim, epochs=max(2, args.epochs))
         seeds = list(cli.parse_ints(args.seeds, "--seeds"))
         data = (load_mnist("train", data_dir=args.data_dir).images, load_mnist("test", data_dir=args.data_dir).images)
-        stamps: list[float] = []
-        with tempfile.TemporaryDirectory() as tmp:
-            result = train.run(config, Path(tmp) / "run", seeds=seeds, data=data,
-                               log=lambda line: stamps.append(time.perf_counter()))
-        lines = stamps[:config.epochs]
-        intervals = [lines[e] - lines[e - 1] for e in range(1, config.epochs - 1)]  # epochs 2 .. E-1
-        device = back_to_back_seconds(config, seeds, *data, len(intervals))
-        gaps = [i - device for i in intervals]
-        row = {"config": config.to_dict(), "seeds": seeds, "run_epoch_seconds": intervals,
-               "back_to_back_epoch_seconds": device, "gap_seconds": gaps, "median_gap_seconds": statistics.median(gaps),
+        timeline, compile_program = Timeline(), train.compile_program
+
+        def timed_program(trainer):
+            program = compile_program(trainer)
+            return program._replace(epoch=timeline.wrap("epoch", program.epoch, lambda out: out[1]),
+                                    evaluate=timeline.wrap("evaluate", program.evaluate, lambda out: out))
+
+        train.compile_program = timed_program
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                result = train.run(config, Path(tmp) / "run", seeds=seeds, data=data, log=lambda line: None)
+                history = train.RunDir(Path(tmp) / "run").read_metrics()
+        finally:
+            train.compile_program = compile_program
+        gaps = timeline.idle_before_epochs()
+        row = {"config": config.to_dict(), "seeds": seeds, "idle_before_epoch_seconds": gaps,
+               "median_idle_seconds": statistics.median(gaps),
+               "median_epoch_seconds": statistics.median(h["epoch_seconds"] for h in history[1:]),
                "test_mse": [r["test_mse"] for r in result.rows], "environment": environment()}
-        print(f"host gap between epochs: median {row['median_gap_seconds'] * 1e3:.0f} ms (an epoch takes "
-              f"{device:.2f} s back to back); per epoch: " + ", ".join(f"{g * 1e3:.0f}" for g in gaps) + " ms")
+        print(f"device idle before each epoch: median {row['median_idle_seconds'] * 1e3:.0f} ms (epochs take "
+              f"{row['median_epoch_seconds']:.2f} s; negative: queued ahead); epochs 2..{config.epochs}: "
+              + ", ".join(f"{g * 1e3:.0f}" for g in gaps) + " ms")
         write_json(Path(args.out), row)
 
     cli.cli(body)
