@@ -19,6 +19,7 @@ without a batch axis, and apply the model chunk by chunk. A model is registered 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -131,6 +132,49 @@ class Upsample2x2(nn.Module):
         return y + bias.astype(self.dtype)
 
 
+class Downsample2x2(nn.Module):
+    """Convolution, 2x2 kernel, stride 2, no padding, with bias: learned down-sampling, [B, H, W, C] ->
+    [B, H/2, W/2, F], out[i, j] = sum over (a, b) of x[2i+a, 2j+b] @ kernel[a, b] + bias (the mirror of
+    `Upsample2x2`). `impl="ops"`: `aejax.ops.downsample2x2`, one matmul; `"xla"`: the strided lax convolution
+    `nn.Conv(features, (2, 2), strides=(2, 2), padding="VALID")` computes. Same parameters, same values.
+    """
+
+    features: int
+    dtype: jnp.dtype = jnp.float32
+    impl: str = "ops"
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (2, 2, x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        if self.impl == "ops":
+            y = ops.downsample2x2(x, kernel)
+        else:
+            y = jax.lax.conv_general_dilated(x, kernel, (2, 2), "VALID", dimension_numbers=_DIMS)
+        return y + bias.astype(self.dtype)
+
+
+class Conv3x3(nn.Module):
+    """3x3 convolution, stride 1, SAME zero padding, with bias: [B, H, W, C] -> [B, H, W, F] (`ops.conv3x3`, or
+    the lax convolution of `nn.Conv(features, (3, 3), padding="SAME")`; same parameters, same values)."""
+
+    features: int
+    dtype: jnp.dtype = jnp.float32
+    impl: str = "ops"
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        if self.impl == "ops":
+            y = ops.conv3x3(x, kernel)
+        else:
+            y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_DIMS)
+        return y + bias.astype(self.dtype)
+
+
 class ConvAutoencoder(nn.Module):
     """Conv + max-pool encoder, transpose-conv decoder.
 
@@ -176,6 +220,77 @@ class ConvAutoencoder(nn.Module):
         return ops.unblock(out) if self.impl == "ops" else out
 
     def decode(self, z: Array) -> Array:  # code -> [B, 28, 28, 1]
+        return nn.sigmoid(self.decode_logits(z))
+
+    def __call__(self, x: Array) -> Array:
+        return self.decode(self.encode(x))
+
+
+class StridedConvAutoencoder(nn.Module):
+    """Conv + max-pool, then learned (strided) down-sampling, a Dense code, and a transpose-conv decoder.
+
+    Encoder: Conv 3x3 (1 -> f1), ReLU, max-pool 2 -> [B, 14, 14, f1] (with `pool=False` instead a Conv 2x2
+    stride 2, ReLU: learned down-sampling throughout); Conv 2x2 stride 2 (f1 -> f2), ReLU ->
+    [B, 7, 7, f2]; flatten; optionally Dense `hidden`, ReLU; Dense -> d (linear: the code). Decoder, mirrored:
+    optionally Dense `hidden`, ReLU; Dense -> 7x7xf2, ReLU; transpose conv 2x2 stride 2 (f2 -> f1), ReLU;
+    optionally (`refine`) Conv 3x3 (f1 -> f1), ReLU; transpose conv 2x2 stride 2 (f1 -> 1), sigmoid.
+    With `linear=True` the code also reads the pixels (the last Dense sees the conv features and the 784 pixels,
+    i.e. a linear encoder is added to the code) and a Dense d -> 784 is added to the output logits: a linear
+    autoencoder inside the conv one, through the same d-value code (no path from encoder to decoder bypasses it).
+    The strided convolution replaces the second max-pool, which keeps one value of four and so loses the detail
+    a code of 128 or 256 values could hold.
+    """
+
+    latent_dim: int
+    features: Sequence[int] = (32, 64)
+    hidden: int = 0
+    refine: bool = False
+    pool: bool = True
+    linear: bool = False
+    dtype: jnp.dtype = jnp.float32
+    impl: str = "ops"
+
+    def setup(self) -> None:
+        f1, f2 = self.features
+        if self.linear:
+            self.to_pixels = nn.Dense(IMAGE_PIXELS, dtype=self.dtype)
+        layer = ConvPool3x3 if self.pool else Downsample2x2
+        self.conv1 = layer(f1, dtype=self.dtype, impl=self.impl)
+        self.down = Downsample2x2(f2, dtype=self.dtype, impl=self.impl)
+        dense = functools.partial(nn.Dense, dtype=self.dtype)
+        self.encoder_dense = ([dense(self.hidden)] if self.hidden else []) + [dense(self.latent_dim)]
+        self.decoder_dense = ([dense(self.hidden)] if self.hidden else []) + [dense(POOLED_SIDE * POOLED_SIDE * f2)]
+        self.deconv1 = Upsample2x2(f1, dtype=self.dtype, impl=self.impl)
+        if self.refine:
+            self.conv_refine = Conv3x3(f1, dtype=self.dtype, impl=self.impl)
+        self.deconv2 = Upsample2x2(1, dtype=self.dtype, impl=self.impl)
+
+    def encode(self, x: Array) -> Array:  # [B, 28, 28, 1] -> [B, d]
+        check_float_input(x)
+        h = nn.relu(self.conv1(x))  # [B, 14, 14, f1]
+        h = nn.relu(self.down(h))  # [B, 7, 7, f2]
+        h = h.reshape(h.shape[0], -1)
+        for layer in self.encoder_dense[:-1]:
+            h = nn.relu(layer(h))
+        if self.linear:
+            h = jnp.concatenate([h, x.reshape(x.shape[0], IMAGE_PIXELS).astype(h.dtype)], axis=-1)
+        return self.encoder_dense[-1](h)
+
+    def decode_logits(self, z: Array) -> Array:  # [B, d] -> [B, 28, 28, 1]
+        h = z
+        for layer in self.decoder_dense:
+            h = nn.relu(layer(h))
+        h = h.reshape(z.shape[0], POOLED_SIDE, POOLED_SIDE, self.features[1])
+        h = nn.relu(self.deconv1(h))  # ops: [B, 7, 7, 2, 2, f1] (block layout); xla: [B, 14, 14, f1]
+        if self.refine:
+            h = nn.relu(self.conv_refine(ops.unblock(h) if self.impl == "ops" else h))  # [B, 14, 14, f1]
+        out = self.deconv2(h)
+        out = ops.unblock(out) if self.impl == "ops" else out
+        if self.linear:
+            out = out + self.to_pixels(z).reshape(out.shape)
+        return out
+
+    def decode(self, z: Array) -> Array:
         return nn.sigmoid(self.decode_logits(z))
 
     def __call__(self, x: Array) -> Array:
@@ -255,3 +370,8 @@ register_model("conv", lambda c: ConvAutoencoder(c.latent_dim, tuple(c.conv_feat
 register_model("conv_original", lambda c: ConvAutoencoder(None, CONV_ORIGINAL_FEATURES, dtype=compute_dtype(c),
                                                           impl=conv_impl(c)),
                reads=("conv_impl",), latent_dim=CONV_ORIGINAL_CODE)
+register_model("conv_strided", lambda c: StridedConvAutoencoder(
+    c.latent_dim, tuple(c.conv_features), c.model_kwargs["hidden"], c.model_kwargs["refine"], c.model_kwargs["pool"],
+    c.model_kwargs["linear"], dtype=compute_dtype(c), impl=conv_impl(c)),
+    kwargs={"hidden": 0, "refine": False, "pool": True, "linear": False},
+    reads=("conv_features", "conv_impl"))

@@ -184,6 +184,16 @@ def conv3x3_max_pool2(x: Array, kernel: Array) -> Array:
     return max_pool2(conv3x3(x, kernel))
 
 
+def downsample2x2(x: Array, kernel: Array) -> Array:
+    """Convolution with a 2x2 kernel and stride 2 (no padding), the mirror of `upsample2x2`: [B, H, W, C] x
+    [2, 2, C, F] -> [B, H/2, W/2, F], out[i, j] = sum over (a, b) of x[2i+a, 2j+b] @ kernel[a, b]. Each window is
+    its own patch, so this is one 2-D matmul of the windows laid side by side (a space-to-depth reshape); plain
+    autodiff of a matmul is already fast, so it needs no derivative rule of its own."""
+    b, h, w, c = x.shape
+    windows = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)  # [B, H/2, W/2, 2, 2, C]
+    return _matmul(windows.reshape(b, h // 2, w // 2, 4 * c), kernel.reshape(4 * c, kernel.shape[-1]))
+
+
 def upsample2x2(x: Array, kernel: Array) -> Array:
     """Transpose convolution with a 2x2 kernel and stride 2 in block layout: [B, H, W, *blocks, C] x
     [2, 2, C, F] -> [B, H, W, *blocks, 2, 2, F]. Each input pixel writes its own 2x2 output patch, so no

@@ -22,6 +22,13 @@ def _init(config: Config):
     # The original conv model: 640 + 4,616 + 2,112 + 257 parameters (PyTorch's count for the same layers).
     (Config(model="conv_original", latent_dim=392), (3, 7, 7, 8), 7625),
     (Config(model="conv", latent_dim=32, conv_features=(64, 8)), (3, 32), 7625 + (392 * 32 + 32) + (32 * 392 + 392)),
+    # conv 3x3 1->32, conv 2x2 stride 2 32->64, Dense 3136->d, Dense d->3136, convT 64->32, convT 32->1
+    (Config(model="conv_strided", latent_dim=32, conv_features=(32, 64)), (3, 32),
+     320 + 8256 + (3136 * 32 + 32) + (32 * 3136 + 3136) + 8224 + 129),
+    (Config(model="conv_strided", latent_dim=32, conv_features=(32, 64), model_kwargs={"linear": True}), (3, 32),
+     320 + 8256 + (3136 * 32 + 32) + (32 * 3136 + 3136) + 8224 + 129 + 784 * 32 + (32 * 784 + 784)),
+    (Config(model="conv_strided", latent_dim=16, conv_features=(8, 16), model_kwargs={"hidden": 24, "refine": True}),
+     (3, 16), 80 + 528 + (784 * 24 + 24) + (24 * 16 + 16) + (16 * 24 + 24) + (24 * 784 + 784) + 520 + 584 + 33),
 ])
 def test_shapes_and_parameter_counts(config, code_shape, params):
     model, variables = _init(config)
@@ -87,3 +94,46 @@ def test_bfloat16_compute_keeps_float32_params():
     model, variables = _init(Config(model="conv", latent_dim=32, dtype="bfloat16"))
     assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(variables))
     assert model.apply(variables, jnp.zeros((1, 28, 28, 1))).dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize("kwargs", [{"hidden": 0, "refine": False, "pool": True, "linear": False},
+                                    {"hidden": 24, "refine": True, "pool": False, "linear": True}])
+def test_strided_conv_autoencoder_equals_flax_reference_layers(kwargs):
+    """conv_strided is nn.Conv 3x3 + max-pool, nn.Conv 2x2 stride 2, Dense layers, nn.ConvTranspose layers (and
+    the refining nn.Conv 3x3), written with flax's own layers from the same parameters."""
+    model, variables = _init(Config(model="conv_strided", latent_dim=12, conv_features=(8, 16), model_kwargs=kwargs))
+    p = variables["params"]
+
+    def reference(params, x):
+        conv = lambda name, k, s, pad, h: nn.Conv(params[name]["kernel"].shape[-1], (k, k), (s, s), padding=pad).apply(
+            {"params": params[name]}, h)  # noqa: E731
+        dense = lambda name, h: nn.Dense(params[name]["kernel"].shape[-1]).apply({"params": params[name]}, h)  # noqa: E731
+        if kwargs["pool"]:
+            h = nn.relu(nn.max_pool(conv("conv1", 3, 1, "SAME", x), (2, 2), (2, 2)))
+        else:
+            h = nn.relu(conv("conv1", 2, 2, "VALID", x))
+        h = nn.relu(conv("down", 2, 2, "VALID", h)).reshape(x.shape[0], -1)
+        names = ["encoder_dense_0", "encoder_dense_1"] if kwargs["hidden"] else ["encoder_dense_0"]
+        for name in names[:-1]:
+            h = nn.relu(dense(name, h))
+        if kwargs["linear"]:  # the code also reads the pixels
+            h = jnp.concatenate([h, x.reshape(x.shape[0], 784)], axis=-1)
+        code = h = dense(names[-1], h)
+        for name in ["decoder_dense_0", "decoder_dense_1"][: len(names)]:
+            h = nn.relu(dense(name, h))
+        h = h.reshape(x.shape[0], 7, 7, 16)
+        for name, act in (("deconv1", nn.relu), ("conv_refine", nn.relu), ("deconv2", nn.sigmoid)):
+            if name == "conv_refine":
+                h = nn.relu(conv(name, 3, 1, "SAME", h)) if kwargs["refine"] else h
+                continue
+            kernel = params[name]["kernel"][::-1, ::-1]  # lax's transpose-conv convention flips the taps
+            h = jax.lax.conv_transpose(h, kernel, (2, 2), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            h = h + params[name]["bias"]
+            if name == "deconv2" and kwargs["linear"]:  # plus a Dense code -> pixels path
+                h = h + dense("to_pixels", code).reshape(h.shape)
+            h = act(h)
+        return h
+
+    x = jax.random.uniform(jax.random.key(1), (4, 28, 28, 1))
+    with jax.default_matmul_precision("highest"):
+        np.testing.assert_allclose(model.apply(variables, x), reference(p, x), rtol=1e-5, atol=1e-6)

@@ -104,7 +104,7 @@ def test_registering_checks_names_and_builders():
         Config(model="not_a_module")
 
 
-@pytest.mark.parametrize("name", ["linear", "conv", "conv_original", "vae", "sparse"])
+@pytest.mark.parametrize("name", ["linear", "conv", "conv_original", "conv_strided", "vae", "sparse"])
 def test_modules_reject_uint8_and_name_the_safe_entry_point(name):
     config = Config(model=name, latent_dim=392 if name == "conv_original" else 32)
     model = models.build(config)

@@ -23,7 +23,10 @@ from aejax.config import Config
 
 jax.config.update("jax_default_matmul_precision", "highest")  # compare derivatives, not matmul passes
 
-MODELS = ("linear", "conv", "conv_original", "vae", "sparse")
+MODELS = ("linear", "conv", "conv_original", "conv_strided", "vae", "sparse")
+SETTINGS = {"conv_original": {"latent_dim": 392},  # conv_strided with every optional layer (refine: a 3x3 conv)
+            "conv_strided": {"conv_features": (8, 16), "model_kwargs": {"hidden": 24, "refine": True,
+                                                                             "linear": True}}}
 
 
 def _close(a, b):
@@ -31,20 +34,11 @@ def _close(a, b):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
 
 
-def _setup(name: str, impl: str = "ops"):
-    config = Config(model=name, latent_dim=392 if name == "conv_original" else 32)
-    if "conv_impl" in models.model_spec(name).reads(config):
-        config = config.replace(conv_impl=impl)
-    trainer = train.make_trainer(config)
-    params = train.init_state(trainer, jax.random.key(0)).params
-    return trainer, params
-
-
 PATCH = (slice(None), slice(11, 17), slice(11, 17), 0)  # [1, 6, 6] of a [1, 28, 28, 1] image
 
 
 def _setup(name: str, impl: str = "ops"):
-    config = Config(model=name, latent_dim=392 if name == "conv_original" else 32)
+    config = Config(model=name, **{"latent_dim": 32, **SETTINGS.get(name, {})})
     if "conv_impl" in models.model_spec(name).reads(config):
         config = config.replace(conv_impl=impl)
     trainer = train.make_trainer(config)

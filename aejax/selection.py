@@ -1,0 +1,91 @@
+"""Model selection without the test set: train variants on part of the training images, score each on the
+held-out rest, and only then look at the test set.
+
+`held_out_split` cuts the training images into a fitting part and a held-out part (the last `held_out`
+images, so the split is the same for every variant and every seed). `score_variants` trains each named config
+on the fitting part (through `train.run`, resumed when its run directory already holds it) and returns one
+row per variant: its held-out error, chosen on, and its test error, reported beside it but never chosen on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from aejax import metrics, train
+from aejax.config import IMAGE_PIXELS, Config
+from aejax.errors import AejaxError
+from aejax.rundir import environment, write_atomic, write_json
+
+Array = jax.Array
+
+
+def held_out_split(train_images: Array | np.ndarray, held_out: int) -> tuple[Array, Array]:
+    """(fitting part, held-out part) of uint8 training images `[N, 28, 28, 1]`: the first N - `held_out`
+    images and the last `held_out`."""
+    n = train_images.shape[0]
+    if not 0 < held_out < n:
+        raise AejaxError(f"held_out must be in 1..{n - 1} (of {n:,} training images), got {held_out}",
+                         cli=f"--held-out must be in 1..{n - 1} (of {n:,} training images), got {held_out}")
+    return train_images[: n - held_out], train_images[n - held_out:]
+
+
+def se_per_image(mse: float) -> float:
+    """Squared error summed over an image's 784 pixels, from the per-pixel MSE (Hinton & Salakhutdinov's
+    measure: pixels in [0, 1], summed per image, averaged over the images)."""
+    return float(mse) * IMAGE_PIXELS
+
+
+def score_variants(variants: Mapping[str, Config], train_images: Array, test_images: Array, out_dir: str | Path,
+                   *, held_out: int, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Train every variant on the fitting part of `train_images`, score it on the held-out part and on the test
+    set; one row per variant (seed `config.seed`), in the order given. Run directories: `out_dir/NAME`."""
+    fit, held = held_out_split(train_images, held_out)
+    rows = []
+    for i, (name, config) in enumerate(variants.items(), start=1):
+        log(f"== variant {name} ({i}/{len(variants)}): trains on {fit.shape[0]:,} images, scored on the "
+            f"{held.shape[0]:,} held out")
+        result = train.run(config, Path(out_dir) / name, data=(fit, held), resume=True, variant=name, log=log)
+        row = result.rows[0]
+        test = metrics.reconstruction_metrics(result.model.apply, {"params": result.params[0]}, test_images)
+        rows.append({"variant": name, "latent_dim": config.latent_dim, "held_out_mse": row["test_mse"], "test_mse": test["mse"],
+                     "held_out_se_per_image": se_per_image(row["test_mse"]),
+                     "test_se_per_image": se_per_image(test["mse"]),
+                     "train_se_per_image": se_per_image(row["final_train_loss"]) if config.loss == "mse" else None,
+                     "epochs": config.epochs, "params": row["params"], "train_seconds": row["train_seconds"],
+                     "config": config.to_dict()})
+    return rows
+
+
+def best(rows: list[dict[str, Any]]) -> dict[int, str]:
+    """Code size -> the variant of that code size with the lowest held-out error."""
+    return {d: min((r for r in rows if r["latent_dim"] == d), key=lambda r: r["held_out_mse"])["variant"]
+            for d in sorted({r["latent_dim"] for r in rows})}
+
+
+def markdown(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
+    """A Markdown table: one line per row, each column a title and a format string over the row's keys."""
+    lines = ["| " + " | ".join(title for title, _ in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt.format(**row) for _, fmt in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+VARIANT_COLUMNS = [("variant", "{variant}"), ("code", "{latent_dim}"),
+                   ("held-out SE/image", "{held_out_se_per_image:.2f}"), ("test SE/image", "{test_se_per_image:.2f}"), ("held-out MSE", "{held_out_mse:.5f}"),
+                   ("test MSE", "{test_mse:.5f}"), ("epochs", "{epochs}"), ("parameters", "{params:,}"),
+                   ("train s", "{train_seconds:.0f}")]
+
+
+def write_variants(out_dir: str | Path, rows: list[dict[str, Any]], held_out: int) -> str:
+    """`variants.json` (the rows, the split, the environment) and `variants.md` in `out_dir`; returns the table."""
+    out_dir = Path(out_dir)
+    write_json(out_dir / "variants.json", {"rows": rows, "held_out": held_out, "chosen": best(rows),
+                                           "environment": environment()})
+    chosen = "; ".join(f"code {d}: {name}" for d, name in best(rows).items())
+    text = markdown(rows, VARIANT_COLUMNS) + f"\nlowest held-out error: {chosen}\n"
+    write_atomic(out_dir / "variants.md", text)
+    return text
