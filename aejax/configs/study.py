@@ -44,14 +44,16 @@ LINEAR = (
                                         warmup_epochs=0.2, lr=2e-3),
         description="aejax: one ReLU hidden layer of 512 each side; Adam 2e-3, 0.2-epoch warmup + cosine"),
 )
+WARMUP_COSINE = dict(schedule="warmup_cosine", warmup_epochs=0.2)
+CONV_STRIDED = ORIGINAL.replace(model="conv_strided", conv_features=(32, 64), lr=2e-3, model_kwargs={"linear": True},
+                                **WARMUP_COSINE)
 CONV = (
     Arm("conv_original", ORIGINAL.replace(model="conv_original", latent_dim=CONV_ORIGINAL_CODE),
         depths=(CONV_ORIGINAL_CODE,),
         description="original: conv 64, 8 + pools, 7x7x8 code (392), transpose convs; Adam 1e-3, batch 25"),
     Arm("conv", ORIGINAL.replace(model="conv", conv_features=(32, 32)),
         description="aejax: conv 32, 32 + pools, Dense bottleneck to d, mirrored decoder; Adam 1e-3, batch 25"),
-    Arm("conv_strided", ORIGINAL.replace(model="conv_strided", conv_features=(32, 64), lr=2e-3,
-                                         schedule="warmup_cosine", warmup_epochs=0.2, model_kwargs={"linear": True}),
+    Arm("conv_strided", CONV_STRIDED,
         description="aejax: conv 32 + pool, strided conv 64, Dense code of d (also reading the pixels), "
                     "transpose convs plus a Dense d -> 784 path; Adam 2e-3, 0.2-epoch warmup + cosine, batch 25 "
                     "(chosen on held-out images: experiments/conv_search.py)"),
@@ -71,24 +73,14 @@ def parse_arms(text: str) -> list[Arm]:
 # Candidates for a conv arm that beats every other arm at every depth, chosen on held-out training images
 # (`python -m experiments.conv_search --out runs/conv_search`; the table is in the README). Each is crossed with
 # the search's depths; the same 5 epochs as every arm.
-WARMUP_COSINE = dict(schedule="warmup_cosine", warmup_epochs=0.2)
-CONV_CANDIDATES: dict[str, Config] = {
-    "conv": ORIGINAL.replace(model="conv", conv_features=(32, 32)),
-    "strided": ORIGINAL.replace(model="conv_strided", conv_features=(32, 64)),
+CONV_CANDIDATES: dict[str, Config] = {  # every candidate tried, in the order tried
     "strided_wcos2e-3": ORIGINAL.replace(model="conv_strided", conv_features=(32, 64), lr=2e-3, **WARMUP_COSINE),
-    "strided_h512_wcos2e-3": ORIGINAL.replace(model="conv_strided", conv_features=(32, 64), lr=2e-3,
-                                              model_kwargs={"hidden": 512}, **WARMUP_COSINE),
-    "strided_refine_wcos2e-3": ORIGINAL.replace(model="conv_strided", conv_features=(32, 64), lr=2e-3,
-                                                model_kwargs={"refine": True}, **WARMUP_COSINE),
-    "strided_nopool_wcos2e-3": ORIGINAL.replace(model="conv_strided", conv_features=(32, 64), lr=2e-3,
-                                                model_kwargs={"pool": False}, **WARMUP_COSINE),
-    "strided_nopool_wcos3e-3": ORIGINAL.replace(model="conv_strided", conv_features=(32, 64), lr=3e-3,
-                                                model_kwargs={"pool": False}, **WARMUP_COSINE),
-    "strided_linear_wcos2e-3": ORIGINAL.replace(model="conv_strided", conv_features=(32, 64), lr=2e-3,
-                                                model_kwargs={"linear": True}, **WARMUP_COSINE),
-    "strided_linear_wcos3e-3": ORIGINAL.replace(model="conv_strided", conv_features=(32, 64), lr=3e-3,
-                                                model_kwargs={"linear": True}, **WARMUP_COSINE),
     "strided_b50_wcos3e-3": ORIGINAL.replace(model="conv_strided", conv_features=(32, 64), lr=3e-3, batch_size=50,
                                              **WARMUP_COSINE),
+    "strided_h512_wcos2e-3": ORIGINAL.replace(model="conv_strided", conv_features=(32, 64), lr=2e-3,
+                                              model_kwargs={"hidden": 512}, **WARMUP_COSINE),
+    "strided_nopool_wcos2e-3": ORIGINAL.replace(model="conv_strided", conv_features=(32, 64), lr=2e-3,
+                                                model_kwargs={"pool": False}, **WARMUP_COSINE),
+    "strided_linear_wcos2e-3": CONV_STRIDED,  # the arm
 }
 CONV_BASELINES = ("linear_cos", "linear_h512")  # the arms to beat, scored the same way
