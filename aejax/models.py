@@ -80,6 +80,14 @@ class LinearAutoencoder(nn.Module):
 _DIMS = ("NHWC", "HWIO", "NHWC")  # lax's names for channels-last images and [h, w, in, out] kernels
 
 
+def _kernel_and_bias(layer: nn.Module, x: Array, size: int) -> tuple[Array, Array, Array]:
+    """The conv layers' shared parameters: a `[size, size, C, features]` kernel (LeCun normal) and a zero bias,
+    with `x` and both cast to the layer's compute dtype."""
+    kernel = layer.param("kernel", nn.initializers.lecun_normal(), (size, size, x.shape[-1], layer.features))
+    bias = layer.param("bias", nn.initializers.zeros_init(), (layer.features,))
+    return x.astype(layer.dtype), kernel.astype(layer.dtype), bias.astype(layer.dtype)
+
+
 class ConvPool3x3(nn.Module):
     """3x3 convolution (stride 1, SAME) followed by a 2x2 max-pool, with bias: [B, H, W, C] -> [B, H/2, W/2, F].
 
@@ -94,15 +102,13 @@ class ConvPool3x3(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], self.features))
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        x, kernel, bias = _kernel_and_bias(self, x, 3)
         if self.impl == "ops":
             y = ops.conv3x3_max_pool2(x, kernel)
         else:
             y = nn.max_pool(jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_DIMS),
                             (2, 2), strides=(2, 2))
-        return y + bias.astype(self.dtype)
+        return y + bias
 
 
 class Upsample2x2(nn.Module):
@@ -122,14 +128,12 @@ class Upsample2x2(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (2, 2, x.shape[-1], self.features))
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        x, kernel, bias = _kernel_and_bias(self, x, 2)
         if self.impl == "ops":
             y = ops.upsample2x2(x, kernel)
         else:
             y = jax.lax.conv_transpose(x, kernel[::-1, ::-1], (2, 2), "VALID", dimension_numbers=_DIMS)
-        return y + bias.astype(self.dtype)
+        return y + bias
 
 
 class Downsample2x2(nn.Module):
@@ -145,14 +149,12 @@ class Downsample2x2(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (2, 2, x.shape[-1], self.features))
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        x, kernel, bias = _kernel_and_bias(self, x, 2)
         if self.impl == "ops":
             y = ops.downsample2x2(x, kernel)
         else:
             y = jax.lax.conv_general_dilated(x, kernel, (2, 2), "VALID", dimension_numbers=_DIMS)
-        return y + bias.astype(self.dtype)
+        return y + bias
 
 
 class Conv3x3(nn.Module):
@@ -165,14 +167,12 @@ class Conv3x3(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], self.features))
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        x, kernel, bias = _kernel_and_bias(self, x, 3)
         if self.impl == "ops":
             y = ops.conv3x3(x, kernel)
         else:
             y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_DIMS)
-        return y + bias.astype(self.dtype)
+        return y + bias
 
 
 class ConvAutoencoder(nn.Module):
