@@ -201,7 +201,9 @@ def test_optimizer_steps_follow_the_schedule(schedule, warmup_epochs):
 @pytest.mark.parametrize("loss", ["mse", "bce"])
 def test_loss_values_by_hand(loss, mnist_test_images):
     """A linear model with zero weights outputs sigmoid(decoder bias) everywhere: the loss is known in closed
-    form (bce computed from the logits)."""
+    form (bce computed from the logits). The tolerance is float32 summation's over these 3,920 pixels: XLA's CPU
+    reduction order differs between instruction sets (2e-5 relative on an AVX-512 host), while a wrong formula
+    (a missing mean, sigmoid applied twice, logits taken as probabilities) moves the value by far more."""
     trainer = train.make_trainer(Config(latent_dim=4, loss=loss))
     params = jax.tree_util.tree_map(jnp.zeros_like, train.init_state(trainer, jax.random.key(0)).params)
     params["decoder_layers_0"]["bias"] = jnp.full(784, math.log(0.3 / 0.7))  # sigmoid -> 0.3
@@ -210,7 +212,7 @@ def test_loss_values_by_hand(loss, mnist_test_images):
     want = (np.mean((0.3 - x) ** 2) if loss == "mse"
             else -np.mean(x * math.log(0.3) + (1 - x) * math.log(0.7)))
     value, aux = trainer.loss(trainer.model, params, batch, batch, None)
-    assert float(value) == pytest.approx(want, rel=1e-5) and aux == {}
+    assert float(value) == pytest.approx(want, rel=1e-4) and aux == {}
 
 
 def test_seeds_replace_config_seed_without_contradiction(tmp_path, mnist_test_images):
