@@ -41,15 +41,21 @@ def check_float_input(x: Array) -> None:
                          f"aejax.encode / aejax.reconstruct, which accept uint8 (0..255) or float images")
 
 
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "relu": nn.relu, "sigmoid": nn.sigmoid, "tanh": jnp.tanh, "gelu": nn.gelu, "elu": nn.elu}
+
+
 class LinearAutoencoder(nn.Module):
     """Fully connected autoencoder; with `hidden=()` the original: Dense(784->d), Dense(d->784), sigmoid.
 
-    `hidden` adds mirrored ReLU layers: 784 -> h1 -> ... -> d (linear code) -> ... -> h1 -> 784.
+    `hidden` adds mirrored layers: 784 -> h1 -> ... -> d (linear code) -> ... -> h1 -> 784, with `activation`
+    (a name in `ACTIVATIONS`; ReLU by default, `sigmoid` the logistic units of Hinton & Salakhutdinov 2006).
     """
 
     latent_dim: int
     hidden: Sequence[int] = ()
     dtype: jnp.dtype = jnp.float32
+    activation: str = "relu"
 
     def setup(self) -> None:
         self.encoder_layers = [nn.Dense(h, dtype=self.dtype) for h in self.hidden] + [
@@ -61,13 +67,13 @@ class LinearAutoencoder(nn.Module):
         check_float_input(x)
         h = x.reshape(x.shape[0], IMAGE_PIXELS)
         for layer in self.encoder_layers[:-1]:
-            h = nn.relu(layer(h))
+            h = ACTIVATIONS[self.activation](layer(h))
         return self.encoder_layers[-1](h)
 
     def decode_logits(self, z: Array) -> Array:  # [B, d] -> [B, 28, 28, 1]
         h = z
         for layer in self.decoder_layers[:-1]:
-            h = nn.relu(layer(h))
+            h = ACTIVATIONS[self.activation](layer(h))
         return self.decoder_layers[-1](h).reshape(z.shape[0], *IMAGE_SHAPE)
 
     def decode(self, z: Array) -> Array:  # [B, d] -> [B, 28, 28, 1]
@@ -363,8 +369,18 @@ def param_count(params) -> int:
     return int(sum(x.size for x in jax.tree_util.tree_leaves(params)))
 
 
-register_model("linear", lambda c: LinearAutoencoder(c.latent_dim, tuple(c.hidden), dtype=compute_dtype(c)),
-               reads=("hidden",))
+def _linear(config: Config) -> LinearAutoencoder:
+    activation = config.model_kwargs["activation"]
+    if activation not in ACTIVATIONS:
+        raise AejaxError(f"model_kwargs activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+    if activation != "relu" and not config.hidden:
+        raise AejaxError(f"model_kwargs activation {activation!r} needs hidden layers (hidden=...)",
+                         cli=f"model_kwargs activation {activation!r} needs hidden layers (--hidden)")
+    return LinearAutoencoder(config.latent_dim, tuple(config.hidden), dtype=compute_dtype(config),
+                             activation=activation)
+
+
+register_model("linear", _linear, kwargs={"activation": "relu"}, reads=("hidden",))
 register_model("conv", lambda c: ConvAutoencoder(c.latent_dim, tuple(c.conv_features), dtype=compute_dtype(c),
                                                  impl=conv_impl(c)), reads=("conv_features", "conv_impl"))
 register_model("conv_original", lambda c: ConvAutoencoder(None, CONV_ORIGINAL_FEATURES, dtype=compute_dtype(c),

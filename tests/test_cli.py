@@ -62,8 +62,9 @@ def test_every_config_field_has_a_described_flag_that_sets_it():
                            "--noise-level", "0.2", "--conv-impl", "xla", "--matmul-precision", "highest"])
     config, default = cli.config_from_args(args), Config()
     changed = {f.name for f in dataclasses.fields(Config) if getattr(config, f.name) != getattr(default, f.name)}
-    # hidden is read by linear models only, and conv takes no model_kwargs: both checked below
-    assert changed == {f.name for f in dataclasses.fields(Config)} - {"hidden", "model_kwargs"}
+    # hidden is read by linear models only, and model_kwargs hold each model's own defaults: both checked below
+    assert changed - {"model_kwargs"} == {f.name for f in dataclasses.fields(Config)} - {"hidden", "model_kwargs"}
+    assert config.model_kwargs == {} and default.model_kwargs == {"activation": "relu"}
     kwargs = cli.parse_args(["--out", "x", "--model", "sparse", "--model-kwargs", '{"l1_weight": 0.5}'])
     assert cli.config_from_args(kwargs).model_kwargs == {"l1_weight": 0.5, "encoder": "linear"}
     assert cli.config_from_args(cli.parse_args(["--out", "x", "--hidden", "512,64"])).hidden == (512, 64)

@@ -38,6 +38,8 @@ from aejax.errors import AejaxError
                                                               "it takes l1_weight, encoder"),
     ({"model": "sparse", "model_kwargs": {"l1_weight": "big"}}, "model_kwargs l1_weight must be a finite number"),
     ({"model": "sparse", "model_kwargs": {"encoder": "rnn"}}, "encoder must be one of linear, conv"),
+    ({"hidden": (64,), "model_kwargs": {"activation": "swish"}}, "activation must be one of relu, sigmoid, tanh"),
+    ({"model_kwargs": {"activation": "tanh"}}, "activation 'tanh' needs hidden layers"),
     ({"model_kwargs": {"kl_weight": 1.0}}, "model linear takes no model_kwargs kl_weight"),
     ({"model": "vae", "loss": "mse_l1"}, "loss 'mse_l1' needs a model with l1_weight; VAE has none"),
     ({"loss": "elbo"}, "loss 'elbo' needs a model with encode_stats, kl_weight"),

@@ -38,21 +38,24 @@ def test_shapes_and_parameter_counts(config, code_shape, params):
     assert models.param_count(variables["params"]) == params
 
 
-@pytest.mark.parametrize("hidden", [(), (16,), (24, 16)])
-def test_linear_autoencoder_equals_a_numpy_forward_pass(hidden):
-    """Encoder: flatten, Dense + ReLU per hidden width, a linear Dense to the code; decoder: the mirror image,
-    ending in a sigmoid. Written out in float64 NumPy from the same parameters."""
-    model, variables = _init(Config(model="linear", latent_dim=8, hidden=hidden))
+@pytest.mark.parametrize("hidden, activation", [((), "relu"), ((16,), "relu"), ((24, 16), "relu"),
+                                                ((24, 16), "sigmoid"), ((16,), "tanh")])
+def test_linear_autoencoder_equals_a_numpy_forward_pass(hidden, activation):
+    """Encoder: flatten, Dense + activation per hidden width, a linear Dense to the code; decoder: the mirror
+    image, ending in a sigmoid. Written out in float64 NumPy from the same parameters."""
+    model, variables = _init(Config(model="linear", latent_dim=8, hidden=hidden,
+                                    model_kwargs={"activation": activation}))
     p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), variables["params"])
     x = np.asarray(jax.random.uniform(jax.random.key(1), (3, 28, 28, 1)), np.float64)
     dense = lambda h, layer: h @ layer["kernel"] + layer["bias"]  # noqa: E731
+    act = {"relu": lambda a: np.maximum(a, 0), "sigmoid": lambda a: 1 / (1 + np.exp(-a)), "tanh": np.tanh}[activation]
     h = x.reshape(3, 784)
     for i in range(len(hidden)):
-        h = np.maximum(dense(h, p[f"encoder_layers_{i}"]), 0)
+        h = act(dense(h, p[f"encoder_layers_{i}"]))
     code = dense(h, p[f"encoder_layers_{len(hidden)}"])
     h = code
     for i in range(len(hidden)):
-        h = np.maximum(dense(h, p[f"decoder_layers_{i}"]), 0)
+        h = act(dense(h, p[f"decoder_layers_{i}"]))
     recon = (1 / (1 + np.exp(-dense(h, p[f"decoder_layers_{len(hidden)}"])))).reshape(3, 28, 28, 1)
     np.testing.assert_allclose(model.apply(variables, x, method=model.encode), code, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(model.apply(variables, x), recon, rtol=1e-4, atol=1e-6)
