@@ -99,6 +99,10 @@ class Config:
         return IMAGE_PIXELS / self.latent_dim
 
     def replace(self, **changes: Any) -> Config:
+        """A copy with `changes`. A new `model` starts from its own `model_kwargs` defaults unless `model_kwargs`
+        is given too: the old model's settings are not the new one's."""
+        if changes.get("model", self.model) != self.model and "model_kwargs" not in changes:
+            changes["model_kwargs"] = {}
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:

@@ -77,5 +77,16 @@ def test_a_model_brings_its_loss_and_its_kwargs_defaults_into_config_json():
     assert Config().loss == "mse" and Config(loss="bce").loss == "bce"
 
 
+def test_replace_gives_a_new_model_its_own_kwargs_defaults():
+    """The default linear model's kwargs (activation) do not follow a switch to a model that takes none."""
+    assert Config().model_kwargs == {"activation": "relu"}
+    assert Config().replace(model="conv_original", latent_dim=392).model_kwargs == {}
+    sparse = Config(model="sparse", model_kwargs={"l1_weight": 0.5})
+    assert sparse.replace(lr=0.1).model_kwargs == {"l1_weight": 0.5, "encoder": "linear"}
+    assert sparse.replace(model="linear", loss="mse").model_kwargs == {"activation": "relu"}
+    assert Config().replace(model="linear", model_kwargs={"activation": "tanh"}, hidden=(8,)).model_kwargs == {
+        "activation": "tanh"}
+
+
 def test_compression_ratio():
     assert Config(latent_dim=32).compression_ratio == 24.5

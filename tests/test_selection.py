@@ -71,7 +71,7 @@ def test_paper_2006_and_conv_search_scripts(tmp_path, prepared_data_dir):
     assert not (tmp_path / "bad").exists()
 
     result = run_cli("experiments.conv_search", "--out", str(tmp_path / "c"), "--depths", "16", "--held-out", "200",
-                     "--candidates", "strided", *data)
+                     "--candidates", "strided_linear_wcos2e-3", *data)
     assert result.returncode == 0, result.stderr[-2000:]
     rows = json.loads((tmp_path / "c" / "variants.json").read_text())["rows"]
-    assert {r["variant"] for r in rows} == {"strided_d16", "linear_cos_d16", "linear_h512_d16"}
+    assert {r["variant"] for r in rows} == {"strided_linear_wcos2e-3_d16", "linear_cos_d16", "linear_h512_d16"}
