@@ -23,6 +23,9 @@ PAPER_TABLE = {"deep autoencoder": 3.00, "logistic PCA": 8.01, "PCA": 13.87}  # 
 PAPER = Config(model="linear", latent_dim=CODE, hidden=(1000, 500, 250), batch_size=128, lr=1e-3,
                schedule="warmup_cosine", warmup_epochs=1.0, epochs=20)
 SMALL_BATCH = dict(batch_size=25, lr=2e-3, schedule="warmup_cosine", warmup_epochs=0.2)  # the linear_h512 recipe
+# the study's conv_strided arm (conv + pool, strided conv, Dense code, transpose convs, and a linear path)
+CONV_STRIDED = Config(model="conv_strided", latent_dim=CODE, conv_features=(32, 64), epochs=20,
+                      model_kwargs={"linear": True}, **SMALL_BATCH)
 
 VARIANTS: dict[str, Config] = {
     "paper_e20": PAPER,
@@ -35,9 +38,10 @@ VARIANTS: dict[str, Config] = {
     "h1000_b25_e20": Config(model="linear", latent_dim=CODE, hidden=(1000,), epochs=20, **SMALL_BATCH),
     "h1000_b25_e20_mask0.25": Config(model="linear", latent_dim=CODE, hidden=(1000,), epochs=20, noise="mask",
                                      noise_level=0.25, **SMALL_BATCH),
-    # the study's new conv arm (conv + pool, strided conv, Dense code, transpose convs, and a linear path)
-    "conv_strided_linear_e20": Config(model="conv_strided", latent_dim=CODE, conv_features=(32, 64), epochs=20,
-                                      model_kwargs={"linear": True}, **SMALL_BATCH),
+    "conv_strided_linear_e20": CONV_STRIDED,
+    "conv_strided_linear_e40": CONV_STRIDED.replace(epochs=40),
+    "conv_strided_linear_refine_e20": CONV_STRIDED.replace(model_kwargs={"linear": True, "refine": True}),
+    "conv_strided_linear_refine_e40": CONV_STRIDED.replace(model_kwargs={"linear": True, "refine": True}, epochs=40),
 }
 
 BEST = "paper_e20"  # lowest held-out error of the variants measured so far (2 of 7; see the issue-16 note)
