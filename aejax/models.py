@@ -142,42 +142,27 @@ class Upsample2x2(nn.Module):
         return y + bias
 
 
-class Downsample2x2(nn.Module):
-    """Convolution, 2x2 kernel, stride 2, no padding, with bias: learned down-sampling, [B, H, W, C] ->
-    [B, H/2, W/2, F], out[i, j] = sum over (a, b) of x[2i+a, 2j+b] @ kernel[a, b] + bias (the mirror of
-    `Upsample2x2`). `impl="ops"`: `aejax.ops.downsample2x2`, one matmul; `"xla"`: the strided lax convolution
-    `nn.Conv(features, (2, 2), strides=(2, 2), padding="VALID")` computes. Same parameters, same values.
+class Conv(nn.Module):
+    """Convolution with bias, [B, H, W, C] -> [B, H', W', F], in one of two forms: `size=2`, a 2x2 kernel at
+    stride 2 without padding (learned down-sampling to [B, H/2, W/2, F], the mirror of `Upsample2x2`:
+    out[i, j] = sum over (a, b) of x[2i+a, 2j+b] @ kernel[a, b] + bias), or `size=3`, a 3x3 kernel at stride 1
+    with SAME zero padding. `impl="ops"`: `aejax.ops.downsample2x2` (one matmul) or `ops.conv3x3`; `"xla"`: the
+    lax convolution `nn.Conv(features, (size, size), strides=...)` computes. Same parameters, same values.
     """
 
     features: int
+    size: int
     dtype: jnp.dtype = jnp.float32
     impl: str = "ops"
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        x, kernel, bias = _kernel_and_bias(self, x, 2)
+        op, stride, padding = {2: (ops.downsample2x2, 2, "VALID"), 3: (ops.conv3x3, 1, "SAME")}[self.size]
+        x, kernel, bias = _kernel_and_bias(self, x, self.size)
         if self.impl == "ops":
-            y = ops.downsample2x2(x, kernel)
+            y = op(x, kernel)
         else:
-            y = jax.lax.conv_general_dilated(x, kernel, (2, 2), "VALID", dimension_numbers=_DIMS)
-        return y + bias
-
-
-class Conv3x3(nn.Module):
-    """3x3 convolution, stride 1, SAME zero padding, with bias: [B, H, W, C] -> [B, H, W, F] (`ops.conv3x3`, or
-    the lax convolution of `nn.Conv(features, (3, 3), padding="SAME")`; same parameters, same values)."""
-
-    features: int
-    dtype: jnp.dtype = jnp.float32
-    impl: str = "ops"
-
-    @nn.compact
-    def __call__(self, x: Array) -> Array:
-        x, kernel, bias = _kernel_and_bias(self, x, 3)
-        if self.impl == "ops":
-            y = ops.conv3x3(x, kernel)
-        else:
-            y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_DIMS)
+            y = jax.lax.conv_general_dilated(x, kernel, (stride, stride), padding, dimension_numbers=_DIMS)
         return y + bias
 
 
@@ -260,15 +245,15 @@ class StridedConvAutoencoder(nn.Module):
         f1, f2 = self.features
         if self.linear:
             self.to_pixels = nn.Dense(IMAGE_PIXELS, dtype=self.dtype)
-        layer = ConvPool3x3 if self.pool else Downsample2x2
-        self.conv1 = layer(f1, dtype=self.dtype, impl=self.impl)
-        self.down = Downsample2x2(f2, dtype=self.dtype, impl=self.impl)
+        self.conv1 = (ConvPool3x3(f1, dtype=self.dtype, impl=self.impl) if self.pool
+                      else Conv(f1, 2, dtype=self.dtype, impl=self.impl))
+        self.down = Conv(f2, 2, dtype=self.dtype, impl=self.impl)
         dense = functools.partial(nn.Dense, dtype=self.dtype)
         self.encoder_dense = ([dense(self.hidden)] if self.hidden else []) + [dense(self.latent_dim)]
         self.decoder_dense = ([dense(self.hidden)] if self.hidden else []) + [dense(POOLED_SIDE * POOLED_SIDE * f2)]
         self.deconv1 = Upsample2x2(f1, dtype=self.dtype, impl=self.impl)
         if self.refine:
-            self.conv_refine = Conv3x3(f1, dtype=self.dtype, impl=self.impl)
+            self.conv_refine = Conv(f1, 3, dtype=self.dtype, impl=self.impl)
         self.deconv2 = Upsample2x2(1, dtype=self.dtype, impl=self.impl)
 
     def encode(self, x: Array) -> Array:  # [B, 28, 28, 1] -> [B, d]
