@@ -6,6 +6,7 @@ checkpoint and metrics are written: a deterministic point, with the same files o
 the next epoch (nothing of an epoch is written before it ends; the next epoch is already running, since `run`
 reads epoch e back while e+1 computes)."""
 
+import json
 import os
 import signal
 import subprocess
@@ -84,13 +85,32 @@ def test_sigterm_checkpoints_and_exits_nonzero(tmp_path, prepared_data_dir, unin
     _assert_same_params(out, uninterrupted)
 
 
-def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, mnist_test_images):
+def _trained_and_reference(tmp_path, images):
+    """A 3-epoch run in `tmp_path/run` and the same run in `tmp_path/reference`: (config, data, reference rows,
+    run directory), for tests that damage the run and resume it."""
     config = Config(latent_dim=8, epochs=3, batch_size=50, train_examples=1000)
-    data = (mnist_test_images, mnist_test_images[:500])
+    data = (images, images[:500])
     quiet = lambda *_: None  # noqa: E731
     reference = train.run(config, tmp_path / "reference", data=data, log=quiet).rows
-    out = tmp_path / "run"
-    train.run(config, out, data=data, log=quiet)
+    train.run(config, tmp_path / "run", data=data, log=quiet)
+    return config, data, reference, tmp_path / "run"
+
+
+def test_resume_skips_a_checkpoint_whose_metrics_line_is_missing(tmp_path, mnist_test_images):
+    # Killed between a checkpoint's save and its metrics line: the resume starts from the previous epoch, so
+    # metrics.jsonl keeps one line per epoch, and the result equals an uninterrupted run's.
+    config, data, reference, out = _trained_and_reference(tmp_path, mnist_test_images)
+    lines = (out / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (out / "metrics.jsonl").write_text("".join(lines[:2]))
+    messages = []
+    rows = train.run(config, out, data=data, resume=True, log=messages.append).rows
+    assert any("resumed" in m and "at epoch 2" in m for m in messages), messages
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert rows[0]["test_mse"] == reference[0]["test_mse"]
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, mnist_test_images):
+    config, data, reference, out = _trained_and_reference(tmp_path, mnist_test_images)
     for f in (out / "checkpoints" / "3" / "state").rglob("*"):
         if f.is_file():
             f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2])  # truncated
