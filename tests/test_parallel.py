@@ -77,6 +77,7 @@ print(json.dumps({"process": jax.process_index(), "asked": asked}))
 """
 
 
+@pytest.mark.slow  # two processes with 4 devices each, ~30 s here; CI runs it (`pytest -m slow`)
 def test_two_processes_each_load_their_rows_and_match_one_device(tmp_path):
     """Multi-host on one machine: 2 processes x 4 CPU devices (gloo collectives), `shard_data` on."""
     with socket.socket() as s:

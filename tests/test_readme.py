@@ -5,6 +5,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 
@@ -14,6 +16,7 @@ def library_blocks() -> str:
     return "\n".join(re.findall(r"```python\n(.*?)```", section, flags=re.S))
 
 
+@pytest.mark.slow  # trains and reloads several models end to end, ~50 s here; CI runs it (`pytest -m slow`)
 def test_library_section_runs_as_written(tmp_path, prepared_data_dir):
     code = library_blocks()
     for needed in ("aejax.run(", "load_model", "jax.jacfwd", "jax.vmap(jax.grad", "register_model",

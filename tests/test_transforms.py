@@ -84,7 +84,12 @@ def _transforms_eager(trainer, params, x) -> dict:
     }
 
 
-@pytest.mark.parametrize("name", MODELS)
+# conv_strided holds every kind of conv layer (conv + pool, strided conv, 3x3 conv, transpose convs), so the
+# default suite checks it; the other two conv models, ~30 s each here, run with the slow tests (CI runs both).
+SLOW_MODELS = ("conv", "conv_original")
+
+
+@pytest.mark.parametrize("name", [pytest.param(m, marks=pytest.mark.slow) if m in SLOW_MODELS else m for m in MODELS])
 def test_every_transform_runs_and_matches_the_reference(name, mnist_test_images):
     noise = jax.random.uniform(jax.random.key(5), (1, 28, 28, 1), maxval=0.01)
     x = metrics.to_float(jnp.asarray(mnist_test_images[:1])) * 0.98 + noise  # no tied pooling windows
