@@ -105,6 +105,11 @@ class Config:
             changes["model_kwargs"] = {}
         return dataclasses.replace(self, **changes)
 
+    def with_epochs(self, epochs: int) -> Config:
+        """This config trained for `epochs` epochs with the same schedule shape: the warmup is scaled by the same
+        factor (a 1-epoch warmup of 20 epochs becomes 0.05 epochs of 1)."""
+        return self.replace(epochs=epochs, warmup_epochs=self.warmup_epochs * epochs / self.epochs)
+
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
 

@@ -24,7 +24,7 @@ def main() -> None:
                    help=f"candidates to train, from: {', '.join(CONV_CANDIDATES)}")
     p.add_argument("--held-out", type=cli.positive_int, default=10_000, help="training images held out to score")
     p.add_argument("--train-examples", type=cli.positive_int, default=None, help="use the first N training images")
-    p.add_argument("--epochs", type=cli.positive_int, default=None, help="override the epochs (a quick check)")
+    p.add_argument("--epochs", type=cli.positive_int, default=None, help="override the epochs, warmup scaled alike (a quick check)")
     p.add_argument("--data-dir", default=None, help="where tfds keeps prepared data")
     p.add_argument("--mnist-dir", default=None, help="directory of the four MNIST IDX files")
     args = p.parse_args()
@@ -37,8 +37,8 @@ def main() -> None:
             raise AejaxError(f"unknown candidate(s) {', '.join(unknown) or '(none given)'}; choose from "
                              f"{', '.join(CONV_CANDIDATES)}")
         bases = {**{n: CONV_CANDIDATES[n] for n in names}, **{n: ARMS[n].config for n in CONV_BASELINES}}
-        changes = {} if args.epochs is None else {"epochs": args.epochs}
-        variants = {f"{n}_d{d}": c.replace(latent_dim=d, **changes) for d in depths for n, c in bases.items()}
+        variants = {f"{n}_d{d}": (c if args.epochs is None else c.with_epochs(args.epochs)).replace(latent_dim=d)
+                    for d in depths for n, c in bases.items()}
         train_np = load_mnist("train", data_dir=args.data_dir, mnist_dir=args.mnist_dir,
                               examples=args.train_examples).images
         test_np = load_mnist("test", data_dir=args.data_dir, mnist_dir=args.mnist_dir).images

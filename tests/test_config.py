@@ -88,5 +88,11 @@ def test_replace_gives_a_new_model_its_own_kwargs_defaults():
         "activation": "tanh"}
 
 
+def test_with_epochs_keeps_the_schedule_shape():
+    config = Config(epochs=20, schedule="warmup_cosine", warmup_epochs=1.0).with_epochs(1)
+    assert (config.epochs, config.warmup_epochs) == (1, 0.05)
+    assert Config(epochs=5).with_epochs(2) == Config(epochs=2)
+
+
 def test_compression_ratio():
     assert Config(latent_dim=32).compression_ratio == 24.5
