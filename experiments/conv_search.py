@@ -24,7 +24,8 @@ def main() -> None:
                    help=f"candidates to train, from: {', '.join(CONV_CANDIDATES)}")
     p.add_argument("--held-out", type=cli.positive_int, default=10_000, help="training images held out to score")
     p.add_argument("--train-examples", type=cli.positive_int, default=None, help="use the first N training images")
-    p.add_argument("--epochs", type=cli.positive_int, default=None, help="override the epochs, warmup scaled alike (a quick check)")
+    p.add_argument("--epochs", type=cli.positive_int, default=None,
+                   help="override the epochs, warmup scaled alike (a quick check)")
     p.add_argument("--data-dir", default=None, help="where tfds keeps prepared data")
     p.add_argument("--mnist-dir", default=None, help="directory of the four MNIST IDX files")
     args = p.parse_args()

@@ -32,7 +32,8 @@ def main() -> None:
                         "score it on the held-out rest")
     p.add_argument("--only", default=None, help="with --variants: the variants to train, comma-separated")
     p.add_argument("--epochs", type=cli.positive_int, default=None,
-                   help="override every model's epochs, warmup scaled alike (a quick check; the table's use the configs')")
+                   help="override every model's epochs, warmup scaled alike (a quick check; the table's use the "
+                        "configs')")
     p.add_argument("--train-examples", type=cli.positive_int, default=None,
                    help="use only the first N training images (a quick check)")
     p.add_argument("--held-out", type=cli.positive_int, default=HELD_OUT,
