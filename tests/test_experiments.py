@@ -1,7 +1,10 @@
-"""The application scripts end to end on a small trained study: denoising, rate-distortion, latent space."""
+"""The experiment scripts: the application scripts end to end on a small trained study (denoising,
+rate-distortion, latent space), and the helpers the benchmark scripts share."""
 
 import json
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -125,3 +128,18 @@ def test_device_report_runs_on_cpu(tmp_path, prepared_data_dir):
     bad = run_cli("experiments.device_report", "--out", str(tmp_path / "bad.json"), "--workloads", "gpu_d1",
                   "--data-dir", str(prepared_data_dir))
     assert bad.returncode == 2 and "unknown workload(s) gpu_d1" in bad.stderr and not (tmp_path / "bad.json").exists()
+
+
+def test_hlo_fingerprint_ignores_source_locations_and_sees_the_program():
+    from experiments.hlo_fingerprint import strip_locations
+
+    def compiled(fn) -> str:
+        return strip_locations(jax.jit(fn).lower(jnp.ones((4, 8))).compile().as_text())
+
+    double = lambda x: jnp.tanh(x) * 2  # noqa: E731
+    double_elsewhere = (lambda x:  # noqa: E731
+                        jnp.tanh(x) * 2)  # the same program from other source lines
+    triple = lambda x: jnp.tanh(x) * 3  # noqa: E731
+    assert "metadata" not in compiled(double) and "stack_frame_id" not in compiled(double)
+    assert compiled(double) == compiled(double_elsewhere)
+    assert compiled(double) != compiled(triple)
