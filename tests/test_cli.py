@@ -8,7 +8,12 @@ import pytest
 
 from aejax import cli
 from aejax.config import Config
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_in_process
+
+
+def run_main(capsys, *argv: str) -> tuple[int, str, str]:
+    """`python -m aejax.train ARGV`, in this process."""
+    return run_in_process(capsys, cli.main, *argv)
 
 
 def _files(root):
@@ -38,13 +43,20 @@ def _files(root):
     (["--hidden", "a,b"], "--hidden must be comma-separated integers"),
     (["--seed", "5", "--seeds", "0,1"], "config.seed=5 is not among seeds=[0, 1]"),
 ])
-def test_invalid_values_exit_2_with_one_line(tmp_path, args, message):
+def test_invalid_values_exit_2_with_one_line(tmp_path, capsys, args, message):
+    # In this process, through the same `main` as `python -m aejax.train` (the process itself: test below).
     out = tmp_path / "out"
-    result = run_cli("aejax.train", "--out", str(out), *args)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], result.stderr
+    code, _, stderr = run_main(capsys, "--out", str(out), *args)
+    lines = stderr.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and message in lines[0], lines
     assert not out.exists()
+
+
+def test_an_invalid_value_ends_the_process_with_status_2_and_one_line(tmp_path):
+    for args, message in (["--latent-dim", "0"], "latent_dim must be in 1..784"), (["--latent-dim", "x"], "--latent-dim"):
+        result = run_cli("aejax.train", "--out", str(tmp_path / "out"), *args)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+        assert message in result.stderr and not (tmp_path / "out").exists()
 
 
 def test_every_config_field_has_a_described_flag_that_sets_it():
@@ -71,33 +83,34 @@ def test_every_config_field_has_a_described_flag_that_sets_it():
     assert cli.config_from_args(cli.parse_args(["--out", "x", "--model", "conv_original"])).latent_dim == 392
 
 
-def test_lr_1000_warns_that_nothing_was_learned(tmp_path, prepared_data_dir):
-    result = run_cli("aejax.train", "--lr", "1000", "--epochs", "1", "--train-examples", "1000", "--batch-size", "50",
-                     "--data-dir", str(prepared_data_dir), "--out", str(tmp_path / "run"))
-    assert result.returncode == 0, result.stderr
-    warnings = [line for line in result.stdout.splitlines() if line.startswith("warning:")]
+def test_lr_1000_warns_that_nothing_was_learned(tmp_path, capsys, prepared_data_dir):
+    code, stdout, stderr = run_main(capsys, "--lr", "1000", "--epochs", "1", "--train-examples", "1000",
+                                 "--batch-size", "50", "--data-dir", str(prepared_data_dir), "--out",
+                                 str(tmp_path / "run"))
+    assert code == 0, stderr
+    warnings = [line for line in stdout.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "learned nothing" in warnings[0] and "mean image" in warnings[0]
 
 
-def test_train_cli_writes_a_run_and_protects_it(tmp_path, prepared_data_dir):
+def test_train_cli_writes_a_run_and_protects_it(tmp_path, capsys, prepared_data_dir):
     out = tmp_path / "run"
     common = ["--data-dir", str(prepared_data_dir), "--out", str(out), "--batch-size", "50",
               "--train-examples", "1000"]
-    result = run_cli("aejax.train", "--model", "linear", "--latent-dim", "16", "--epochs", "2", *common)
-    assert result.returncode == 0, result.stderr
-    assert "epoch 2/2" in result.stdout
+    code, stdout, stderr = run_main(capsys, "--model", "linear", "--latent-dim", "16", "--epochs", "2", *common)
+    assert code == 0, stderr
+    assert "epoch 2/2" in stdout
     results = json.loads((out / "results.json").read_text())
     assert results[0]["model"] == "linear" and results[0]["latent_dim"] == 16 and results[0]["epochs"] == 2
     before = _files(out)
 
-    other = run_cli("aejax.train", "--model", "linear", "--latent-dim", "32", "--epochs", "2", *common)
-    assert other.returncode == 2 and "holds a run of a different config" in other.stderr
-    same = run_cli("aejax.train", "--model", "linear", "--latent-dim", "16", "--epochs", "2", *common)
-    assert same.returncode == 2 and "already holds a run of this config" in same.stderr
+    code, _, stderr = run_main(capsys, "--model", "linear", "--latent-dim", "32", "--epochs", "2", *common)
+    assert code == 2 and "holds a run of a different config" in stderr
+    code, _, stderr = run_main(capsys, "--model", "linear", "--latent-dim", "16", "--epochs", "2", *common)
+    assert code == 2 and "already holds a run of this config" in stderr
     assert _files(out) == before  # byte-identical
 
-    resumed = run_cli("aejax.train", "--model", "linear", "--latent-dim", "16", "--epochs", "2", "--resume",
-                      *common)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "resumed" in resumed.stdout and "epoch 1/2" not in resumed.stdout
+    code, stdout, stderr = run_main(capsys, "--model", "linear", "--latent-dim", "16", "--epochs", "2", "--resume",
+                                 *common)
+    assert code == 0, stderr
+    assert "resumed" in stdout and "epoch 1/2" not in stdout
     assert json.loads((out / "results.json").read_text())[0]["test_mse"] == results[0]["test_mse"]

@@ -9,9 +9,14 @@ from aejax.config import Config
 
 
 def _init(config: Config):
+    """The model and its initial variables (compiled: op-by-op dispatch of the conv layers is slower)."""
     model = models.build(config)
-    variables = model.init(jax.random.key(0), jnp.zeros((2, 28, 28, 1)))
+    variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((2, 28, 28, 1)))
     return model, variables
+
+
+def _apply(model: nn.Module, variables, x, method: str | None = None) -> jax.Array:
+    return jax.jit(model.apply, static_argnames="method")(variables, x, method=method)
 
 
 @pytest.mark.parametrize("config, code_shape, params", [
@@ -31,11 +36,12 @@ def _init(config: Config):
      (3, 16), 80 + 528 + (784 * 24 + 24) + (24 * 16 + 16) + (16 * 24 + 24) + (24 * 784 + 784) + 520 + 584 + 33),
 ])
 def test_shapes_and_parameter_counts(config, code_shape, params):
-    model, variables = _init(config)
-    x = jax.random.uniform(jax.random.key(1), (3, 28, 28, 1))
-    assert model.apply(variables, x).shape == (3, 28, 28, 1)
-    assert model.apply(variables, x, method=model.encode).shape == code_shape
-    assert models.param_count(variables["params"]) == params
+    model = models.build(config)  # shapes only: traced, not compiled
+    variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((2, 28, 28, 1)))
+    x = jax.ShapeDtypeStruct((3, 28, 28, 1), jnp.float32)
+    assert jax.eval_shape(model.apply, variables, x).shape == (3, 28, 28, 1)
+    assert jax.eval_shape(lambda v, x: model.apply(v, x, method="encode"), variables, x).shape == code_shape
+    assert sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(variables["params"])) == params
 
 
 @pytest.mark.parametrize("hidden, activation", [((), "relu"), ((16,), "relu"), ((24, 16), "relu"),
@@ -57,8 +63,8 @@ def test_linear_autoencoder_equals_a_numpy_forward_pass(hidden, activation):
     for i in range(len(hidden)):
         h = act(dense(h, p[f"decoder_layers_{i}"]))
     recon = (1 / (1 + np.exp(-dense(h, p[f"decoder_layers_{len(hidden)}"])))).reshape(3, 28, 28, 1)
-    np.testing.assert_allclose(model.apply(variables, x, method=model.encode), code, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(model.apply(variables, x), recon, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(_apply(model, variables, x, "encode"), code, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(_apply(model, variables, x), recon, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("config", [Config(model="conv_original", latent_dim=392),
@@ -85,18 +91,19 @@ def test_conv_autoencoder_equals_flax_reference_layers_values_and_gradients(conf
         return h
 
     x = jax.random.uniform(jax.random.key(1), (4, 28, 28, 1))
-    np.testing.assert_allclose(model.apply(variables, x), reference(p, x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(_apply(model, variables, x), jax.jit(reference)(p, x), rtol=1e-5, atol=1e-6)
     loss = lambda f: lambda params: jnp.mean((f(params, x) - x) ** 2)  # noqa: E731
-    got = jax.grad(loss(lambda params, x: model.apply({"params": params}, x)))(p)
-    want = jax.grad(loss(reference))(p)
+    got = jax.jit(jax.grad(loss(lambda params, x: model.apply({"params": params}, x))))(p)
+    want = jax.jit(jax.grad(loss(reference)))(p)
     for (path, g), w in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree_util.tree_leaves(want)):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-7, err_msg=jax.tree_util.keystr(path))
 
 
 def test_bfloat16_compute_keeps_float32_params():
-    model, variables = _init(Config(model="conv", latent_dim=32, dtype="bfloat16"))
+    model = models.build(Config(model="conv", latent_dim=32, dtype="bfloat16"))
+    variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((2, 28, 28, 1)))
     assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(variables))
-    assert model.apply(variables, jnp.zeros((1, 28, 28, 1))).dtype == jnp.bfloat16
+    assert jax.eval_shape(model.apply, variables, jnp.zeros((1, 28, 28, 1))).dtype == jnp.bfloat16
 
 
 @pytest.mark.parametrize("kwargs", [{"hidden": 0, "refine": False, "pool": True, "linear": False},
@@ -139,4 +146,4 @@ def test_strided_conv_autoencoder_equals_flax_reference_layers(kwargs):
 
     x = jax.random.uniform(jax.random.key(1), (4, 28, 28, 1))
     with jax.default_matmul_precision("highest"):
-        np.testing.assert_allclose(model.apply(variables, x), reference(p, x), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(_apply(model, variables, x), jax.jit(reference)(p, x), rtol=1e-5, atol=1e-6)

@@ -1,4 +1,7 @@
-"""The fast primitives equal XLA's reference operations, in value and in gradient."""
+"""The fast primitives equal XLA's reference operations, in value and in both derivative modes (forward: the
+`custom_jvp` rules; reverse: the transposes JAX derives from them)."""
+
+import functools
 
 import flax.linen as nn
 import jax
@@ -19,13 +22,22 @@ def reference_conv_pool(x, kernel):
     return nn.max_pool(reference_conv(x, kernel), (2, 2), strides=(2, 2))
 
 
-def assert_same_vjp(f, g, x, kernel, rtol=1e-5):
-    """Equal values, and equal gradients for a random output cotangent."""
-    yf, vjp_f = jax.vjp(f, x, kernel)
-    yg, vjp_g = jax.vjp(g, x, kernel)
+def assert_same_derivatives(f, g, x, kernel, rtol=1e-5):
+    """Equal values, equal forward-mode derivatives (`jvp`, the rules `aejax.ops` defines) for random tangents,
+    and equal gradients (`vjp`, the transposes JAX derives from them) for a random output cotangent; each side
+    one compiled program."""
+    cot = jax.random.normal(jax.random.key(9), jax.eval_shape(f, x, kernel).shape)
+    tangents = (jax.random.normal(jax.random.key(10), x.shape), jax.random.normal(jax.random.key(11), kernel.shape))
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def derivatives(fn, x, kernel):
+        y, vjp = jax.vjp(fn, x, kernel)
+        return y, jax.jvp(fn, (x, kernel), tangents)[1], vjp(cot)
+
+    (yf, jvp_f, grads_f), (yg, jvp_g, grads_g) = derivatives(f, x, kernel), derivatives(g, x, kernel)
     np.testing.assert_allclose(yf, yg, rtol=rtol, atol=1e-5)
-    cot = jax.random.normal(jax.random.key(9), yf.shape)
-    for a, b, name in zip(vjp_f(cot), vjp_g(cot), ("dx", "dkernel")):
+    np.testing.assert_allclose(jvp_f, jvp_g, rtol=rtol, atol=1e-4, err_msg="jvp")
+    for a, b, name in zip(grads_f, grads_g, ("dx", "dkernel")):
         np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-4, err_msg=name)
 
 
@@ -33,14 +45,14 @@ def assert_same_vjp(f, g, x, kernel, rtol=1e-5):
 def test_conv3x3_equals_xla_convolution(c, f):
     x = jax.random.normal(jax.random.key(0), (2, 14, 14, c))
     kernel = jax.random.normal(jax.random.key(1), (3, 3, c, f))
-    assert_same_vjp(ops.conv3x3, reference_conv, x, kernel)
+    assert_same_derivatives(ops.conv3x3, reference_conv, x, kernel)
 
 
 @pytest.mark.parametrize("c, f", [(1, 16), (4, 8)])  # window-major path (9C <= F) and the composition
 def test_conv3x3_max_pool2_equals_conv_then_flax_max_pool(c, f):
     x = jax.random.normal(jax.random.key(0), (3, 12, 10, c))
     kernel = jax.random.normal(jax.random.key(1), (3, 3, c, f))
-    assert_same_vjp(ops.conv3x3_max_pool2, reference_conv_pool, x, kernel)
+    assert_same_derivatives(ops.conv3x3_max_pool2, reference_conv_pool, x, kernel)
 
 
 def test_max_pool2_equals_flax_max_pool_and_routes_gradient_to_first_maximum():
@@ -50,6 +62,9 @@ def test_max_pool2_equals_flax_max_pool_and_routes_gradient_to_first_maximum():
     got = jax.vjp(ops.max_pool2, x)[1](cot)[0]
     want = jax.vjp(lambda x: nn.max_pool(x, (2, 2), strides=(2, 2)), x)[1](cot)[0]
     np.testing.assert_array_equal(got, want)
+    tangent = jax.random.normal(jax.random.key(2), x.shape)  # forward mode: the rule ops defines
+    np.testing.assert_array_equal(jax.jvp(ops.max_pool2, (x,), (tangent,))[1],
+                                  jax.jvp(lambda x: nn.max_pool(x, (2, 2), strides=(2, 2)), (x,), (tangent,))[1])
     # Ties (blank MNIST background, saturated strokes): each window's gradient goes once, to its first member.
     flat = jax.vjp(ops.max_pool2, jnp.zeros((1, 4, 4, 1)))[1](jnp.ones((1, 2, 2, 1)))[0][0, :, :, 0]
     np.testing.assert_array_equal(flat, [[1, 0, 1, 0], [0, 0, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]])

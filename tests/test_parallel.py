@@ -40,6 +40,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow  # a process with 8 forced host devices, ~18 s here; CI runs it (`pytest -m slow`)
 def test_eight_devices_match_one_device_and_checkpoints_restore_on_one(tmp_path):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "PYTHONPATH": str(REPO),
            "JAX_PLATFORMS": "cpu"}  # forced host devices exist only on the CPU backend

@@ -62,15 +62,26 @@ def plugin(tmp_path, monkeypatch):
     return tmp_path / "plugins"
 
 
-def test_plugin_model_and_loss_train_reload_and_run_from_the_cli(plugin, tmp_path, mnist_test_images):
+def _train_plugin_model(tmp_path, images):
     import aejax_test_plugin  # noqa: F401 - registers shallow and huber
 
     config = Config(model="shallow", loss="huber", latent_dim=8, epochs=1, batch_size=50,
                     model_kwargs={"gain": 2.0})
-    result = train.run(config, tmp_path / "run", data=(mnist_test_images[:1000], mnist_test_images[:200]),
-                       log=lambda *_: None)
+    return train.run(config, tmp_path / "run", data=(images[:1000], images[:200]), log=lambda *_: None)
+
+
+def test_plugin_model_and_loss_train_and_reload(plugin, tmp_path, mnist_test_images):
+    result = _train_plugin_model(tmp_path, mnist_test_images)
     assert result.rows[0]["test_abs_error"] > 0 and "train_aux" in json.loads(
         (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    model, params, config = aejax.load_model(tmp_path / "run")
+    assert config.model_kwargs == {"gain": 2.0} and model.gain == 2.0
+    np.testing.assert_array_equal(params["enc"]["kernel"], result.params[0]["enc"]["kernel"])
+
+
+@pytest.mark.slow  # three fresh processes, ~15 s here; CI runs it (`pytest -m slow`)
+def test_plugin_reloads_in_a_fresh_process_and_runs_from_the_cli(plugin, tmp_path, mnist_test_images):
+    result = _train_plugin_model(tmp_path, mnist_test_images)
     # A fresh process knows the model only after importing the plug-in, then reloads the same parameters.
     np.save(tmp_path / "want.npy", np.asarray(result.params[0]["enc"]["kernel"]))
     script = (f"import numpy as np, aejax_test_plugin, aejax\n"

@@ -16,12 +16,12 @@ import jax
 import numpy as np
 import pytest
 
-from aejax import train
+from aejax import cli, train
 from aejax.config import Config
 from aejax.rundir import load_model
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_cli, run_in_process
 
-ARGS = ["--model", "linear", "--latent-dim", "64", "--epochs", "4", "--train-examples", "30000"]
+ARGS = ["--model", "linear", "--latent-dim", "64", "--epochs", "4", "--train-examples", "3000"]
 
 # `python -c SELF_SIGNAL EPOCH SIGNAL <aejax.train flags>`: the CLI's run, signalling itself after EPOCH.
 SELF_SIGNAL = r"""
@@ -59,6 +59,9 @@ def uninterrupted(tmp_path_factory, prepared_data_dir):
     return out
 
 
+# The two signal tests need fresh processes (~25 s here with their reference run): they run with the slow tests
+# (CI runs both); the resume logic itself is checked in-process below, in the default suite.
+@pytest.mark.slow
 def test_sigkill_after_epoch_2_then_resume_is_bit_identical(tmp_path, prepared_data_dir, uninterrupted):
     out = tmp_path / "killed"
     killed = _run_signalling_itself(out, prepared_data_dir, 2, "SIGKILL")
@@ -70,6 +73,7 @@ def test_sigkill_after_epoch_2_then_resume_is_bit_identical(tmp_path, prepared_d
     _assert_same_params(out, uninterrupted)
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_exits_nonzero(tmp_path, prepared_data_dir, uninterrupted):
     # SIGTERM while epoch 1 is being reported: epoch 2 is already running on the device; it is finished and
     # checkpointed too, and the run stops there.
@@ -124,19 +128,19 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, mnist_te
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write to any directory")
-def test_unwritable_output_directory(tmp_path):
+def test_unwritable_output_directory(tmp_path, capsys):
     out = tmp_path / "ro"
     out.mkdir()
     out.chmod(0o500)
-    result = run_cli("aejax.train", "--out", str(out))
-    assert result.returncode == 2 and "not writable" in result.stderr
+    code, _, stderr = run_in_process(capsys, cli.main, "--out", str(out))
+    assert code == 2 and "not writable" in stderr
 
 
-def test_output_directory_that_cannot_be_created(tmp_path):
+def test_output_directory_that_cannot_be_created(tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("keep me")
-    result = run_cli("aejax.train", "--out", str(blocker / "run"))
-    assert result.returncode == 2 and "cannot create output directory" in result.stderr
+    code, _, stderr = run_in_process(capsys, cli.main, "--out", str(blocker / "run"))
+    assert code == 2 and "cannot create output directory" in stderr
     assert blocker.read_text() == "keep me"
-    result = run_cli("aejax.train", "--out", str(blocker))
-    assert result.returncode == 2 and "exists and is not a directory" in result.stderr
+    code, _, stderr = run_in_process(capsys, cli.main, "--out", str(blocker))
+    assert code == 2 and "exists and is not a directory" in stderr

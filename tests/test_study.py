@@ -3,7 +3,9 @@
 import json
 import re
 
-from tests.conftest import run_cli
+from aejax import study
+from aejax.configs.study import CONV, LINEAR
+from tests.conftest import run_cli, run_in_process
 
 ROW_KEYS = {"model", "variant", "latent_dim", "compression_ratio", "epochs", "seed", "test_mse", "test_psnr_db",
             "test_ssim", "params", "train_seconds"}
@@ -45,7 +47,9 @@ def test_small_study_writes_table_and_figures(small_study, prepared_data_dir):
     assert json.loads((out / "results.json").read_text()) == again_rows  # untouched
 
 
-def test_study_rejects_bad_flags(tmp_path):
+def test_study_rejects_bad_flags(tmp_path, capsys):
+    # In this process, through the same `main` as `python -m experiments.study` (whose process exits 2 the same
+    # way: `aejax.cli`'s tests check that path once, in a subprocess).
     for args, message in ((["--arms", "mlp"], "unknown arm(s) mlp"), (["--depths", "0"], "--depths must be"),
                           (["--seeds", "a,b"], "--seeds must be comma-separated integers"),
                           (["--epochs", "x"], "argument --epochs: invalid int value: 'x'"),
@@ -53,7 +57,8 @@ def test_study_rejects_bad_flags(tmp_path):
                           (["--train-examples", "70000"], "train_examples must be an integer in 1..60000"),
                           (["--arms", "conv_original", "--depths", "32"],
                            "leaves out the fixed code size of arm(s) conv_original (392)")):
-        result = run_cli("experiments.study", "--out", str(tmp_path / "s"), *args)
+        code, _, stderr = run_in_process(capsys, lambda argv: study.main(LINEAR + CONV, argv),
+                                         "--out", str(tmp_path / "s"), *args)
         assert not (tmp_path / "s").exists()
-        assert result.returncode == 2 and message in result.stderr, result.stderr
-        assert len(result.stderr.strip().splitlines()) == 1
+        assert code == 2 and message in stderr, stderr
+        assert len(stderr.strip().splitlines()) == 1

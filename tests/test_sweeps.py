@@ -20,7 +20,8 @@ def _flat(params) -> np.ndarray:
 @pytest.mark.parametrize("config, sweep", [
     (Config(latent_dim=8, epochs=1, batch_size=50, schedule="warmup_cosine", warmup_epochs=0.5),
      {"lr": [1e-3, 1e-2]}),
-    (Config(model="vae", latent_dim=8, epochs=1, batch_size=50), {"kl_weight": [1.0, 0.25]}),
+    pytest.param(Config(model="vae", latent_dim=8, epochs=1, batch_size=50), {"kl_weight": [1.0, 0.25]},
+                 marks=pytest.mark.slow),  # a model_kwargs sweep, ~11 s here; CI runs it (`pytest -m slow`)
 ])
 def test_each_member_equals_its_own_run(config, sweep, tmp_path, mnist_test_images):
     data = (mnist_test_images[:1000], mnist_test_images[1000:1500])

@@ -74,8 +74,9 @@ def test_partial_last_batch_is_dropped():
 
 
 @pytest.mark.parametrize("config, seeds", [(Config(latent_dim=16, batch_size=50), [0, 1, 2]),
-                                           (Config(model="conv", latent_dim=8, conv_features=(4, 4), batch_size=50),
-                                            [0, 1])])
+                                           pytest.param(Config(model="conv", latent_dim=8, conv_features=(4, 4),
+                                                               batch_size=50), [0, 1],
+                                                        marks=pytest.mark.slow)])  # ~14 s here; CI runs it
 def test_vmapped_seeds_equal_seeds_trained_alone(config, seeds, mnist_test_images):
     trainer = train.make_trainer(config)
     program = train.compile_program(trainer)

@@ -84,9 +84,9 @@ def _transforms_eager(trainer, params, x) -> dict:
     }
 
 
-# conv_strided holds every kind of conv layer (conv + pool, strided conv, 3x3 conv, transpose convs), so the
-# default suite checks it; the other two conv models, ~30 s each here, run with the slow tests (CI runs both).
-SLOW_MODELS = ("conv", "conv_original")
+# The conv models, 25-40 s each here, run with the slow tests (CI runs both); the default suite checks the
+# derivative rules of each conv primitive directly, forward and reverse (`tests/test_ops.py`).
+SLOW_MODELS = ("conv", "conv_original", "conv_strided")
 
 
 @pytest.mark.parametrize("name", [pytest.param(m, marks=pytest.mark.slow) if m in SLOW_MODELS else m for m in MODELS])
