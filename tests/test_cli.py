@@ -53,7 +53,8 @@ def test_invalid_values_exit_2_with_one_line(tmp_path, capsys, args, message):
 
 
 def test_an_invalid_value_ends_the_process_with_status_2_and_one_line(tmp_path):
-    for args, message in (["--latent-dim", "0"], "latent_dim must be in 1..784"), (["--latent-dim", "x"], "--latent-dim"):
+    for args, message in ((["--latent-dim", "0"], "latent_dim must be in 1..784"),
+                          (["--latent-dim", "x"], "argument --latent-dim")):
         result = run_cli("aejax.train", "--out", str(tmp_path / "out"), *args)
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
         assert message in result.stderr and not (tmp_path / "out").exists()

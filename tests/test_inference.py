@@ -14,7 +14,8 @@ def _model(config: Config):
 
 
 @pytest.mark.parametrize("config", [Config(latent_dim=16),  # conv_original: ~14 s here, with the slow tests
-                                    pytest.param(Config(model="conv_original", latent_dim=392), marks=pytest.mark.slow)])
+                                    pytest.param(Config(model="conv_original", latent_dim=392),
+                                                 marks=pytest.mark.slow)])
 def test_chunks_and_input_forms_give_the_model_outputs(config, mnist_test_images):
     model, params = _model(config)
     images = mnist_test_images[:250]

@@ -41,7 +41,7 @@ def test_shapes_and_parameter_counts(config, code_shape, params):
     x = jax.ShapeDtypeStruct((3, 28, 28, 1), jnp.float32)
     assert jax.eval_shape(model.apply, variables, x).shape == (3, 28, 28, 1)
     assert jax.eval_shape(lambda v, x: model.apply(v, x, method="encode"), variables, x).shape == code_shape
-    assert sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(variables["params"])) == params
+    assert models.param_count(variables["params"]) == params
 
 
 @pytest.mark.parametrize("hidden, activation", [((), "relu"), ((16,), "relu"), ((24, 16), "relu"),
@@ -117,7 +117,8 @@ def test_strided_conv_autoencoder_equals_flax_reference_layers(kwargs):
     def reference(params, x):
         conv = lambda name, k, s, pad, h: nn.Conv(params[name]["kernel"].shape[-1], (k, k), (s, s), padding=pad).apply(
             {"params": params[name]}, h)  # noqa: E731
-        dense = lambda name, h: nn.Dense(params[name]["kernel"].shape[-1]).apply({"params": params[name]}, h)  # noqa: E731
+        dense = lambda name, h: nn.Dense(params[name]["kernel"].shape[-1]).apply(  # noqa: E731
+            {"params": params[name]}, h)
         if kwargs["pool"]:
             h = nn.relu(nn.max_pool(conv("conv1", 3, 1, "SAME", x), (2, 2), (2, 2)))
         else:
@@ -146,4 +147,5 @@ def test_strided_conv_autoencoder_equals_flax_reference_layers(kwargs):
 
     x = jax.random.uniform(jax.random.key(1), (4, 28, 28, 1))
     with jax.default_matmul_precision("highest"):
-        np.testing.assert_allclose(_apply(model, variables, x), jax.jit(reference)(p, x), rtol=1e-5, atol=1e-6)
+        want = jax.jit(reference)(p, x)
+        np.testing.assert_allclose(_apply(model, variables, x), want, rtol=1e-5, atol=1e-6)
