@@ -8,6 +8,7 @@ reads epoch e back while e+1 computes)."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -89,21 +90,27 @@ def test_sigterm_checkpoints_and_exits_nonzero(tmp_path, prepared_data_dir, unin
     _assert_same_params(out, uninterrupted)
 
 
-def _trained_and_reference(tmp_path, images):
-    """A 3-epoch run in `tmp_path/run` and the same run in `tmp_path/reference`: (config, data, reference rows,
-    run directory), for tests that damage the run and resume it."""
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, mnist_test_images):
+    """A 3-epoch run, trained once: (config, data, its rows, its directory). Tests that damage a run and resume
+    it work on a copy and compare with this one."""
     config = Config(latent_dim=8, epochs=3, batch_size=50, train_examples=1000)
-    data = (images, images[:500])
-    quiet = lambda *_: None  # noqa: E731
-    reference = train.run(config, tmp_path / "reference", data=data, log=quiet).rows
-    train.run(config, tmp_path / "run", data=data, log=quiet)
+    data = (mnist_test_images, mnist_test_images[:500])
+    out = tmp_path_factory.mktemp("trained") / "run"
+    return config, data, train.run(config, out, data=data, log=lambda *_: None).rows, out
+
+
+def _copy_of(trained, tmp_path):
+    """`trained`'s run copied to `tmp_path/run`: (config, data, the original's rows, the copy)."""
+    config, data, reference, original = trained
+    shutil.copytree(original, tmp_path / "run")
     return config, data, reference, tmp_path / "run"
 
 
-def test_resume_skips_a_checkpoint_whose_metrics_line_is_missing(tmp_path, mnist_test_images):
+def test_resume_skips_a_checkpoint_whose_metrics_line_is_missing(tmp_path, trained):
     # Killed between a checkpoint's save and its metrics line: the resume starts from the previous epoch, so
     # metrics.jsonl keeps one line per epoch, and the result equals an uninterrupted run's.
-    config, data, reference, out = _trained_and_reference(tmp_path, mnist_test_images)
+    config, data, reference, out = _copy_of(trained, tmp_path)
     lines = (out / "metrics.jsonl").read_text().splitlines(keepends=True)
     (out / "metrics.jsonl").write_text("".join(lines[:2]))
     messages = []
@@ -113,8 +120,8 @@ def test_resume_skips_a_checkpoint_whose_metrics_line_is_missing(tmp_path, mnist
     assert rows[0]["test_mse"] == reference[0]["test_mse"]
 
 
-def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, mnist_test_images):
-    config, data, reference, out = _trained_and_reference(tmp_path, mnist_test_images)
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, trained):
+    config, data, reference, out = _copy_of(trained, tmp_path)
     for f in (out / "checkpoints" / "3" / "state").rglob("*"):
         if f.is_file():
             f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2])  # truncated
@@ -124,7 +131,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, mnist_te
     assert any("resumed" in m and "at epoch 2" in m for m in messages), messages
     assert (out / "corrupt_checkpoints" / "3").is_dir()  # set aside, not deleted
     assert rows[0]["test_mse"] == reference[0]["test_mse"]
-    _assert_same_params(out, tmp_path / "reference")
+    _assert_same_params(out, trained[3])
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write to any directory")
