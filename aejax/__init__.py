@@ -1,18 +1,18 @@
 """aejax: autoencoders on MNIST in JAX/Flax, as a functional research codebase.
 
-The public surface: `Config`, `run` (train into a run directory), `load_model`, `register_model` /
-`register_loss` (bring your own), and `encode` / `decode` / `reconstruct` (a trained model on images, uint8 or
-float, with or without a batch axis). README "Using aejax as a library" shows each.
+The public surface: `Config`, `run` (train into a run directory, `aejax.loop`), `load_model`
+(`aejax.restore`), `register_model` / `register_loss` (bring your own), and `encode` / `decode` / `reconstruct`
+(a trained model on images, uint8 or float, with or without a batch axis). docs/library.md shows each.
 """
 
 from typing import Any
 
+from aejax import sparse, vae  # noqa: F401 - registers the two models built on the public surface
 from aejax.config import Config
 from aejax.errors import AejaxError
-from aejax.models import register_model
-from aejax.losses import register_loss
-from aejax import sparse, vae  # noqa: F401 - registers the two models built on the public surface
 from aejax.inference import decode, encode, reconstruct
+from aejax.losses import register_loss
+from aejax.models import register_model
 
 __all__ = ["AejaxError", "Config", "decode", "encode", "load_model", "reconstruct", "register_loss",
            "register_model", "run"]
@@ -21,11 +21,11 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str) -> Any:  # training and checkpoint imports (orbax) only when used
     if name == "run":
-        from aejax.train import run
+        from aejax.loop import run
 
         return run
     if name == "load_model":
-        from aejax.rundir import load_model
+        from aejax.restore import load_model
 
         return load_model
     raise AttributeError(f"module 'aejax' has no attribute {name!r}")

@@ -1,4 +1,5 @@
-"""The command line: `python -m aejax.train` (or `aejax-train`), and the argparse pieces the experiment scripts share.
+"""The command lines: `python -m aejax.train` (or `aejax-train`), the study scripts' `study_main`, and the
+argparse pieces the experiment scripts share. The top layer: nothing in `aejax` imports it.
 
 Every `Config` field gets a flag generated from the dataclass (`--latent-dim`, `--weight-decay`, ...), typed
 from its annotation and described by its `help` metadata, so a new field cannot be left without one. Errors a
@@ -18,10 +19,12 @@ import importlib
 import json
 import sys
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from aejax.config import Config
+from aejax import loop, models, parallel, study
+from aejax.config import IMAGE_PIXELS, Config
+from aejax.configs.study import ARMS, DEPTHS, Arm, parse_arms
 from aejax.errors import AejaxError
 
 
@@ -119,7 +122,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    """The `Config` the flags describe; a model with a fixed code size (conv_original) implies it unless given."""
+    """The `Config` the flags describe, resolved (so a bad setting stops before any work); a model with a fixed
+    code size (conv_original) implies it unless given."""
     hints = typing.get_type_hints(Config)
     values = {}
     for field in dataclasses.fields(Config):
@@ -130,13 +134,11 @@ def config_from_args(args: argparse.Namespace) -> Config:
             value = parse_ints(value, flag(field.name))
         values[field.name] = value
     if "model" in values and "latent_dim" not in values:
-        from aejax import models
-
         if values["model"] in models.registered_models():
             fixed = models.model_spec(values["model"]).latent_dim
             if fixed is not None:
                 values["latent_dim"] = fixed
-    return Config(**values)
+    return models.resolve(Config(**values))
 
 
 def cli(body: Callable[[], None]) -> None:
@@ -171,8 +173,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from aejax import parallel, train
-
+    """`python -m aejax.train` (and `aejax-train`)."""
     args = parse_args(argv)
     parallel.maybe_initialize_distributed()
 
@@ -180,12 +181,43 @@ def main(argv: list[str] | None = None) -> None:
         import_plugins(args.plugin)
         config = config_from_args(args)
         seeds = None if args.seeds is None else parse_ints(args.seeds, "--seeds")
-        result = train.run(config, args.out, seeds=seeds, sweep=parse_sweep(args.sweep), data_dir=args.data_dir,
+        result = loop.run(config, args.out, seeds=seeds, sweep=parse_sweep(args.sweep), data_dir=args.data_dir,
                            mnist_dir=args.mnist_dir, resume=args.resume, overwrite=args.overwrite)
         print(json.dumps(result.rows, indent=2))
 
     cli(body)
 
 
-if __name__ == "__main__":
-    main()
+def study_main(default_arms: Sequence[Arm], argv: list[str] | None = None,
+               prog: str = "python -m experiments.study") -> None:
+    """The shared command line of the study scripts (`experiments/study.py`, `linear_depths.py`, `conv_depths.py`)."""
+    p = ArgumentParser(prog=prog, description="Compare autoencoders across code sizes on MNIST.")
+    p.add_argument("--out", required=True, help="output directory (runs/, results.json, figures)")
+    p.add_argument("--depths", default=None,
+                   help=f"code sizes, comma-separated (default: {','.join(map(str, DEPTHS))}); an arm whose "
+                        f"architecture fixes its size (conv_original: 392) runs at that size, which an explicit "
+                        f"--depths must list")
+    p.add_argument("--seeds", default="0,1,2", help="seeds, comma-separated (trained together with vmap)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs for every arm (default: each arm's, 5)")
+    p.add_argument("--arms", default=",".join(a.label for a in default_arms),
+                   help=f"arms to run, from: {', '.join(ARMS)}")
+    p.add_argument("--train-examples", type=int, default=None, help="train on the first N images only")
+    p.add_argument("--data-dir", default=None, help="where tfds keeps prepared data")
+    p.add_argument("--mnist-dir", default=None, help="directory with the four MNIST .gz IDX files")
+    args = p.parse_args(argv)
+
+    def body() -> None:
+        depths = DEPTHS if args.depths is None else parse_ints(args.depths, "--depths")
+        seeds = parse_ints(args.seeds, "--seeds")
+        if not depths or any(not 0 < d <= IMAGE_PIXELS for d in depths):
+            raise AejaxError(f"--depths must be integers in 1..{IMAGE_PIXELS}, got {args.depths!r}")
+        arms = parse_arms(args.arms)
+        unlisted = [f"{a.label} ({','.join(map(str, a.depths))})" for a in arms
+                    if args.depths is not None and a.depths is not None and not set(a.depths) & set(depths)]
+        if unlisted:
+            raise AejaxError(f"--depths {args.depths} leaves out the fixed code size of arm(s) {', '.join(unlisted)}; "
+                             f"add it to --depths or drop the arm from --arms")
+        study.run_study(arms, args.out, depths=depths, seeds=seeds, epochs=args.epochs,
+                        train_examples=args.train_examples, data_dir=args.data_dir, mnist_dir=args.mnist_dir)
+
+    cli(body)

@@ -1,8 +1,12 @@
 """The run configuration: one frozen dataclass holding every setting that determines a result.
 
-A `Config` is validated on construction, written to `config.json` by every run and read back from it, so a
-run directory alone says how it was produced. Each field carries a one-line `help` in its metadata, from which
-`aejax.cli` generates the command line: a new field gets its flag without further edits.
+A `Config` is plain data: it checks its own types and ranges on construction and imports nothing but
+`aejax.errors`, so building or reading one never depends on what is registered and never touches a JAX
+backend. What depends on the registries (the model's default loss and `model_kwargs`, a fixed code size,
+settings the model would not read) is checked by `aejax.models.resolve`, which `aejax.train.make_trainer` and
+`aejax.loop.run` call; `config.json` holds the resolved config, so a run directory alone says how it was
+produced. Each field carries a one-line `help` in its metadata, from which `aejax.cli` generates the command
+line: a new field gets its flag without further edits.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Collection
 from typing import Any
 
 from aejax.errors import AejaxError
@@ -28,6 +33,7 @@ DTYPES = ("float32", "bfloat16")
 NOISES = ("none", "gaussian", "salt_pepper", "mask")
 PRECISIONS = ("default", "high", "highest")
 CONV_IMPLS = ("auto", "ops", "xla")
+MODEL_FIELDS = ("hidden", "conv_features", "conv_impl")  # Config fields that only some models read
 
 
 def _field(default: Any, help: str) -> Any:  # noqa: A002 - argparse's name for it
@@ -79,18 +85,10 @@ class Config:
                 "the model's defaults"})
 
     def __post_init__(self) -> None:
-        from aejax import models
-
         for name in ("hidden", "conv_features"):
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
-        if self.model in models.registered_models():  # an unknown model is reported by validate
-            spec = models.model_spec(self.model)
-            if self.loss is None:
-                object.__setattr__(self, "loss", spec.loss)
-            if isinstance(self.model_kwargs, dict):
-                object.__setattr__(self, "model_kwargs", {**spec.kwargs, **self.model_kwargs})
         validate(self)
 
     @property
@@ -141,12 +139,12 @@ def _check(condition: bool, message: str) -> None:
 
 
 def validate(config: Config) -> None:
-    """Raise `AejaxError` with a one-line message for the first invalid setting."""
-    from aejax import losses, models
-
-    spec = models.model_spec(config.model)
-    _check(isinstance(config.loss, str) and config.loss in losses.registered_losses(),
-           f"unknown loss {config.loss!r}; choose one of {', '.join(losses.registered_losses())}")
+    """Raise `AejaxError` with a one-line message for the first setting of the wrong type or out of range
+    (names of models and losses are checked against the registries by `aejax.models.resolve`)."""
+    _check(isinstance(config.model, str) and config.model.isidentifier(),
+           f"model must be a registered model's name, got {config.model!r}")
+    _check(config.loss is None or (isinstance(config.loss, str) and config.loss.isidentifier()),
+           f"loss must be a registered loss's name or unset, got {config.loss!r}")
     _check(config.optimizer in OPTIMIZERS,
            f"unknown optimizer {config.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
     _check(config.schedule in SCHEDULES,
@@ -192,19 +190,14 @@ def validate(config: Config) -> None:
                f"{name} must be a list of positive integers, got {values!r}")
     _check(len(config.conv_features) == 2,
            f"conv_features must have 2 entries (the two conv layers' channels), got {config.conv_features!r}")
-    if spec.latent_dim is not None:
-        _check(config.latent_dim == spec.latent_dim,
-               f"{config.model} has a fixed code of {spec.latent_dim} values; "
-               f"latent_dim must be {spec.latent_dim}, got {config.latent_dim}")
-    _check_model_kwargs(config, spec.kwargs)
-    _check_read(config, set(spec.reads(config)))
-    losses.get_loss(config.loss, models.build(config))
+    _check(isinstance(config.model_kwargs, dict) and all(isinstance(k, str) for k in config.model_kwargs),
+           f"model_kwargs must be a mapping of names to values, got {config.model_kwargs!r}")
+    check_read(config, MODEL_FIELDS)  # the schedule's, optimizer's and noise's settings; the model's at resolve
 
 
-def _check_model_kwargs(config: Config, allowed: dict[str, Any]) -> None:
+def check_model_kwargs(config: Config, allowed: dict[str, Any]) -> None:
+    """Each of `config.model_kwargs` must be one the model registered (`allowed`, with defaults), of its type."""
     kwargs = config.model_kwargs
-    _check(isinstance(kwargs, dict) and all(isinstance(k, str) for k in kwargs),
-           f"model_kwargs must be a mapping of names to values, got {kwargs!r}")
     unknown = sorted(set(kwargs) - set(allowed))
     _check(not unknown, f"model {config.model} takes no model_kwargs {', '.join(unknown)}"
                         + (f"; it takes {', '.join(allowed)}" if allowed else ""))
@@ -227,8 +220,9 @@ def _default(name: str) -> Any:
     return next(f.default for f in dataclasses.fields(Config) if f.name == name)
 
 
-def _check_read(config: Config, model_reads: set[str]) -> None:
-    """A setting that the chosen model, schedule, optimizer or noise would not read is an error, not ignored."""
+def check_read(config: Config, model_reads: Collection[str]) -> None:
+    """A setting that the chosen model (reading `model_reads` of `MODEL_FIELDS`), schedule, optimizer or noise
+    would not read is an error, not ignored."""
     this_model = (config.model,)
     readers = {  # setting -> (the field that decides whether it is read, the values that read it)
         "hidden": ("model", this_model if "hidden" in model_reads else ()),

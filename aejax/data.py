@@ -18,7 +18,7 @@ import gzip
 import hashlib
 import os
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -203,3 +203,26 @@ def load_mnist(split: str, *, data_dir: str | os.PathLike | None = None,
     images = np.stack([r["image"] for r in records]) if records else np.zeros((0, *IMAGE_SHAPE), np.uint8)
     labels = np.asarray([r["label"] for r in records], dtype=np.int32)
     return Mnist(images, labels)
+
+
+class Source(NamedTuple):
+    """Training and test images of one run, wherever they come from: the training set's size, a loader of a
+    contiguous range of its rows (one host's shard, or the first `train_examples`), and the test images."""
+
+    n_train: int
+    rows: Callable[[range], np.ndarray]  # uint8 [len(range), 28, 28, 1]
+    test: np.ndarray  # uint8 [N_test, 28, 28, 1]
+
+
+def mnist_source(data_dir: str | os.PathLike | None = None, mnist_dir: str | os.PathLike | None = None) -> Source:
+    """MNIST as a `Source` (prepared once if needed; the training rows are read only when asked for)."""
+    def rows(r: range) -> np.ndarray:
+        return load_mnist("train", data_dir=data_dir, mnist_dir=mnist_dir, rows=r).images
+
+    return Source(split_size("train", data_dir=data_dir, mnist_dir=mnist_dir), rows,
+                  load_mnist("test", data_dir=data_dir, mnist_dir=mnist_dir).images)
+
+
+def array_source(train_images: np.ndarray, test_images: np.ndarray) -> Source:
+    """Arrays already in memory (host or device) as a `Source`."""
+    return Source(len(train_images), lambda r: train_images[r.start:r.stop], test_images)

@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from aejax.chunks import map_over_chunks
 from aejax.config import IMAGE_SHAPE, IMAGE_SIDE
 from aejax.errors import AejaxError
 from aejax.metrics import to_float
@@ -23,20 +24,12 @@ Array = jax.Array
 
 @functools.partial(jax.jit, static_argnames=("model", "method", "chunk"))
 def _map_chunks(model: nn.Module, method: str, params, x: Array, chunk: int) -> Array:
-    """`model.<method>` over `x` `[N, ...]`, `chunk` rows per call (`lax.map`), plus one call for a remainder."""
+    """`model.<method>` over `x` `[N, ...]`, `chunk` rows per call (`chunks.map_over_chunks`)."""
     def apply(batch: Array) -> Array:
         batch = to_float(batch) if batch.dtype == jnp.uint8 else batch
         return model.apply({"params": params}, batch, method=method)
 
-    n = x.shape[0]
-    body = (n // chunk) * chunk
-    parts = []
-    if body:
-        out = jax.lax.map(apply, x[:body].reshape(-1, chunk, *x.shape[1:]))  # [n_chunks, chunk, ...]
-        parts.append(out.reshape(body, *out.shape[2:]))
-    if n > body:
-        parts.append(apply(x[body:]))
-    return jnp.concatenate(parts) if len(parts) > 1 else parts[0]
+    return map_over_chunks(apply, x, chunk)
 
 
 def _as_image_batch(images, what: str = "images") -> tuple[Array, bool]:

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from aejax.chunks import sum_over_chunks
 from aejax.config import IMAGE_PIXELS
 
 Array = jax.Array
@@ -94,27 +95,6 @@ def finalize(totals: Totals) -> dict[str, float]:
     out = {"mse": float(mse), "psnr_db": float(psnr_db(mse))}
     if totals.ssim is not None:
         out["ssim"] = float(totals.ssim / totals.count)
-    return out
-
-
-def sum_over_chunks(fn: Callable[[Any, Array], Any], xs: Any, chunk: int) -> Any:
-    """The sum of `fn(part, i)` over the parts of `xs` (arrays sharing a leading axis N; None leaves allowed)
-    cut into `chunk` rows: a `lax.scan` over the full parts (i = 0, 1, ...), then one call for a remainder
-    (the next i), so no row is dropped and only one part is in memory at a time."""
-    n = jax.tree_util.tree_leaves(xs)[0].shape[0]
-    chunk = min(chunk, n)
-    m = n // chunk
-    head = jax.tree_util.tree_map(lambda a: a[:m * chunk].reshape(m, chunk, *a.shape[1:]), xs)
-
-    def add(acc: Any, part_i: tuple[Any, Array]) -> tuple[Any, None]:
-        return jax.tree_util.tree_map(jnp.add, acc, fn(*part_i)), None
-
-    first = jax.tree_util.tree_map(lambda a: a[:chunk], xs)
-    zero = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(fn, first, jnp.int32(0)))
-    out = jax.lax.scan(add, zero, (head, jnp.arange(m, dtype=jnp.int32)))[0]
-    if n > m * chunk:
-        rest = fn(jax.tree_util.tree_map(lambda a: a[m * chunk:], xs), jnp.int32(m))
-        out = jax.tree_util.tree_map(jnp.add, out, rest)
     return out
 
 

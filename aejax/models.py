@@ -5,7 +5,8 @@ The model contract (what `aejax.train`, `aejax.losses`, `aejax.metrics` and `aej
 - `encode(x)`: float images `[B, 28, 28, 1]` in [0, 1] -> codes `[B, *code]` (deterministic: a VAE's mean).
 - `decode_logits(z)`: codes -> pre-sigmoid images `[B, 28, 28, 1]` (what `bce` and `elbo` score, from logits).
 - `decode(z)`: codes -> images in [0, 1], `sigmoid(decode_logits(z))`.
-- `__call__(x)`: `decode(encode(x))`, the reconstruction the metrics score. None of the three takes a PRNG key.
+- `__call__(x)`: `decode(encode(x))`, the reconstruction the metrics score. None of these takes a PRNG key.
+  Subclassing `Autoencoder` gives `decode` and `__call__` from the other two.
 - Optional: `encode_stats(x) -> (mean, log_var)`, each `[B, d]`, for a Gaussian encoder (read by the `elbo`
   loss, which samples the code with the train step's key); loss weights as module attributes (`l1_weight`,
   `kl_weight`), read by the losses and sweepable (`train.run(sweep=...)` clones the module with a traced value).
@@ -14,11 +15,13 @@ Call them with `model.apply({"params": params}, x, method="encode")`. The module
 reject uint8 with an error naming `aejax.encode` / `aejax.reconstruct`, which take uint8 or float, with or
 without a batch axis, and apply the model chunk by chunk. A model is registered with a builder
 `Config -> nn.Module`; its own settings come from `Config.model_kwargs` (merged over the registered defaults, so
-`config.json` holds them all and `rundir.load_model` rebuilds the same module).
+`config.json` holds them all and `aejax.restore.load_model` rebuilds the same module); `resolve` checks a
+`Config` against the registries.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -27,8 +30,18 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from aejax import ops
-from aejax.config import CONV_ORIGINAL_CODE, CONV_ORIGINAL_FEATURES, IMAGE_PIXELS, IMAGE_SHAPE, POOLED_SIDE, Config
+from aejax import losses, ops
+from aejax.config import (
+    CONV_ORIGINAL_CODE,
+    CONV_ORIGINAL_FEATURES,
+    IMAGE_PIXELS,
+    IMAGE_SHAPE,
+    MODEL_FIELDS,
+    POOLED_SIDE,
+    Config,
+    check_model_kwargs,
+    check_read,
+)
 from aejax.errors import AejaxError, check_registration
 
 Array = jax.Array
@@ -45,7 +58,18 @@ ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "relu": nn.relu, "sigmoid": nn.sigmoid, "tanh": jnp.tanh, "gelu": nn.gelu, "elu": nn.elu}
 
 
-class LinearAutoencoder(nn.Module):
+class Autoencoder(nn.Module):
+    """The contract's derived methods, written once: `decode` is `sigmoid(decode_logits)` and `__call__` is
+    `decode(encode(x))`. A subclass defines `encode` and `decode_logits`."""
+
+    def decode(self, z: Array) -> Array:  # code -> images in [0, 1]
+        return nn.sigmoid(self.decode_logits(z))
+
+    def __call__(self, x: Array) -> Array:
+        return self.decode(self.encode(x))
+
+
+class LinearAutoencoder(Autoencoder):
     """Fully connected autoencoder; with `hidden=()` the original: Dense(784->d), Dense(d->784), sigmoid.
 
     `hidden` adds mirrored layers: 784 -> h1 -> ... -> d (linear code) -> ... -> h1 -> 784, with `activation`
@@ -75,12 +99,6 @@ class LinearAutoencoder(nn.Module):
         for layer in self.decoder_layers[:-1]:
             h = ACTIVATIONS[self.activation](layer(h))
         return self.decoder_layers[-1](h).reshape(z.shape[0], *IMAGE_SHAPE)
-
-    def decode(self, z: Array) -> Array:  # [B, d] -> [B, 28, 28, 1]
-        return nn.sigmoid(self.decode_logits(z))
-
-    def __call__(self, x: Array) -> Array:
-        return self.decode(self.encode(x))
 
 
 _DIMS = ("NHWC", "HWIO", "NHWC")  # lax's names for channels-last images and [h, w, in, out] kernels
@@ -166,7 +184,7 @@ class Conv(nn.Module):
         return y + bias
 
 
-class ConvAutoencoder(nn.Module):
+class ConvAutoencoder(Autoencoder):
     """Conv + max-pool encoder, transpose-conv decoder.
 
     With `latent_dim=None` it is the original: Conv(1->64, 3x3, same), ReLU, pool 2; Conv(64->8, 3x3, same),
@@ -210,14 +228,8 @@ class ConvAutoencoder(nn.Module):
         out = self.deconv2(h)  # ops: [B, 7, 7, 2, 2, 2, 2, 1] in block layout; xla: [B, 28, 28, 1]
         return ops.unblock(out) if self.impl == "ops" else out
 
-    def decode(self, z: Array) -> Array:  # code -> [B, 28, 28, 1]
-        return nn.sigmoid(self.decode_logits(z))
 
-    def __call__(self, x: Array) -> Array:
-        return self.decode(self.encode(x))
-
-
-class StridedConvAutoencoder(nn.Module):
+class StridedConvAutoencoder(Autoencoder):
     """Conv + max-pool, then learned (strided) down-sampling, a Dense code, and a transpose-conv decoder.
 
     Encoder: Conv 3x3 (1 -> f1), ReLU, max-pool 2 -> [B, 14, 14, f1] (with `pool=False` instead a Conv 2x2
@@ -281,12 +293,6 @@ class StridedConvAutoencoder(nn.Module):
             out = out + self.to_pixels(z).reshape(out.shape)
         return out
 
-    def decode(self, z: Array) -> Array:
-        return nn.sigmoid(self.decode_logits(z))
-
-    def __call__(self, x: Array) -> Array:
-        return self.decode(self.encode(x))
-
 
 def compute_dtype(config: Config) -> jnp.dtype:
     """The dtype a model computes in (`config.dtype`); parameters stay float32."""
@@ -310,7 +316,6 @@ class ModelSpec(NamedTuple):
     latent_dim: int | None  # a fixed code size, or None for any
 
 
-MODEL_FIELDS = ("hidden", "conv_features", "conv_impl")  # Config fields that only some models read
 _MODELS: dict[str, ModelSpec] = {}
 
 
@@ -342,8 +347,33 @@ def model_spec(name: str) -> ModelSpec:
     return _MODELS[name]
 
 
+def resolve(config: Config) -> Config:
+    """`config` completed and checked against the registries: the model's default loss when none is named, its
+    `model_kwargs` defaults under the given ones, a fixed code size, settings the model would not read, the
+    loss's needs. Raises `AejaxError` (one line) for the first problem. Builds the module to check it, which
+    touches no JAX backend. Idempotent: what `config.json` holds is a resolved config."""
+    spec = model_spec(config.model)
+    if not isinstance(config.model_kwargs, dict):
+        raise AejaxError(f"model_kwargs must be a mapping of names to values, got {config.model_kwargs!r}")
+    check_model_kwargs(config, spec.kwargs)
+    resolved = dataclasses.replace(config, loss=config.loss if config.loss is not None else spec.loss,
+                                   model_kwargs={**spec.kwargs, **config.model_kwargs})
+    if spec.latent_dim is not None and resolved.latent_dim != spec.latent_dim:
+        raise AejaxError(f"{config.model} has a fixed code of {spec.latent_dim} values; "
+                         f"latent_dim must be {spec.latent_dim}, got {config.latent_dim}")
+    check_read(resolved, set(spec.reads(resolved)))
+    probe = resolved if resolved.conv_impl != "auto" else resolved.replace(conv_impl="ops")  # no backend query
+    losses.get_loss(resolved.loss, _construct(probe))
+    return resolved
+
+
 def build(config: Config) -> nn.Module:
-    """The model a config names (parameters stay fp32; `dtype` sets the compute precision)."""
+    """The model a config names, resolved first (parameters stay fp32; `dtype` sets the compute precision;
+    `conv_impl` `auto` is decided for this process's backend)."""
+    return _construct(resolve(config))
+
+
+def _construct(config: Config) -> nn.Module:
     model = model_spec(config.model).builder(config)
     if not isinstance(model, nn.Module):
         raise AejaxError(f"the builder of model {config.model!r} returned {type(model).__name__}, not a flax module")

@@ -115,3 +115,8 @@ def shard_rows(load_rows: Callable[[range], np.ndarray], n: int, mesh: Mesh) -> 
         return local[start - rows.start:stop - rows.start]
 
     return jax.make_array_from_callback((n, *local.shape[1:]), sharding, shard)
+
+
+def is_writer() -> bool:
+    """True on the one process that writes run files and figures (process 0; the only one outside a cluster)."""
+    return jax.process_index() == 0

@@ -16,10 +16,11 @@ from typing import Any
 import jax
 import numpy as np
 
-from aejax import metrics, train
+from aejax import loop, metrics, models
 from aejax.config import IMAGE_PIXELS, Config
+from aejax.environment import environment
 from aejax.errors import AejaxError
-from aejax.rundir import environment, write_atomic, write_json
+from aejax.files import write_atomic, write_json
 
 Array = jax.Array
 
@@ -49,13 +50,14 @@ def score_variants(variants: Mapping[str, Config], train_images: Array, test_ima
     for i, (name, config) in enumerate(variants.items(), start=1):
         log(f"== variant {name} ({i}/{len(variants)}): trains on {fit.shape[0]:,} images, scored on the "
             f"{held.shape[0]:,} held out")
-        result = train.run(config, Path(out_dir) / name, data=(fit, held), resume=True, variant=name, log=log)
-        row = result.rows[0]
+        result = loop.run(config, Path(out_dir) / name, data=(fit, held), resume=True, variant=name, log=log)
+        row, mse_loss = result.rows[0], models.resolve(config).loss == "mse"
         test = metrics.reconstruction_metrics(result.model.apply, {"params": result.params[0]}, test_images)
-        rows.append({"variant": name, "latent_dim": config.latent_dim, "held_out_mse": row["test_mse"], "test_mse": test["mse"],
+        rows.append({"variant": name, "latent_dim": config.latent_dim, "held_out_mse": row["test_mse"],
+                     "test_mse": test["mse"],
                      "held_out_se_per_image": se_per_image(row["test_mse"]),
                      "test_se_per_image": se_per_image(test["mse"]),
-                     "train_se_per_image": se_per_image(row["final_train_loss"]) if config.loss == "mse" else None,
+                     "train_se_per_image": se_per_image(row["final_train_loss"]) if mse_loss else None,
                      "epochs": config.epochs, "params": row["params"], "train_seconds": row["train_seconds"],
                      "config": config.to_dict()})
     return rows
@@ -75,7 +77,8 @@ def markdown(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
 
 
 VARIANT_COLUMNS = [("variant", "{variant}"), ("code", "{latent_dim}"),
-                   ("held-out SE/image", "{held_out_se_per_image:.2f}"), ("test SE/image", "{test_se_per_image:.2f}"), ("held-out MSE", "{held_out_mse:.5f}"),
+                   ("held-out SE/image", "{held_out_se_per_image:.2f}"), ("test SE/image", "{test_se_per_image:.2f}"),
+                   ("held-out MSE", "{held_out_mse:.5f}"),
                    ("test MSE", "{test_mse:.5f}"), ("epochs", "{epochs}"), ("parameters", "{params:,}"),
                    ("train s", "{train_seconds:.0f}")]
 

@@ -13,13 +13,13 @@ import jax
 
 from aejax.config import Config
 from aejax.errors import AejaxError
-from aejax.models import ConvAutoencoder, LinearAutoencoder, compute_dtype, conv_impl, register_model
+from aejax.models import Autoencoder, ConvAutoencoder, LinearAutoencoder, compute_dtype, conv_impl, register_model
 
 Array = jax.Array
 ENCODERS = ("linear", "conv")
 
 
-class SparseAutoencoder(nn.Module):
+class SparseAutoencoder(Autoencoder):
     """`base` (a linear or depth-matched conv autoencoder) with a ReLU on its code."""
 
     base: nn.Module
@@ -30,12 +30,6 @@ class SparseAutoencoder(nn.Module):
 
     def decode_logits(self, z: Array) -> Array:
         return self.base.decode_logits(z)
-
-    def decode(self, z: Array) -> Array:
-        return self.base.decode(z)
-
-    def __call__(self, x: Array) -> Array:
-        return self.decode(self.encode(x))
 
 
 def _encoder(config: Config) -> str:

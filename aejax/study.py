@@ -21,12 +21,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aejax import cli, inference, metrics, plots, train
+from aejax import inference, loop, metrics, models, plots, train
 from aejax.config import IMAGE_PIXELS, IMAGE_SHAPE, Config
-from aejax.configs.study import DEPTHS, Arm, parse_arms
-from aejax.data import load_mnist
+from aejax.configs.study import DEPTHS, Arm
+from aejax.data import mnist_source
+from aejax.environment import environment
 from aejax.errors import AejaxError
-from aejax.rundir import RunDir, environment, make_output_dir, result_row, study_run_dir, write_json
+from aejax.files import make_output_dir, write_json
+from aejax.results import result_row
+from aejax.rundir import RunDir
 
 GRID_DIGITS = 10  # the first ten test images: 7 2 1 0 4 1 4 9 5 9
 
@@ -53,17 +56,16 @@ def run_study(arms: Sequence[Arm], out_dir: str | Path, *, depths: Sequence[int]
               data_dir: str | None = None, mnist_dir: str | None = None, log=print) -> list[dict[str, Any]]:
     """Train every arm at every depth for every seed; write results.json and the figures into `out_dir`."""
     out_dir = Path(out_dir)
-    settings = {"arms": {a.label: {"description": a.description, "config": a.config.to_dict(),
+    settings = {"arms": {a.label: {"description": a.description, "config": models.resolve(a.config).to_dict(),
                                    "depths": list(arm_depths(a, depths))} for a in arms},
                 "depths": list(depths), "seeds": list(seeds), "epochs": epochs, "train_examples": train_examples}
     configs = {(arm.label, depth): _arm_config(arm, depth, epochs, train_examples)  # validated before any work
                for arm in arms for depth in arm_depths(arm, depths)}
     _claim(out_dir, settings)
     t_start = time.perf_counter()
-    train_np = load_mnist("train", data_dir=data_dir, mnist_dir=mnist_dir).images
-    test_np = load_mnist("test", data_dir=data_dir, mnist_dir=mnist_dir).images
-    if train_examples is not None:
-        train_np = train_np[:train_examples]
+    source = mnist_source(data_dir, mnist_dir)
+    train_np = source.rows(range(min(source.n_train, train_examples or source.n_train)))
+    test_np = source.test
     train_images, test_images = jax.device_put(train_np), jax.device_put(test_np)  # once, shared by all runs
 
     rows: list[dict[str, Any]] = []
@@ -76,7 +78,7 @@ def run_study(arms: Sequence[Arm], out_dir: str | Path, *, depths: Sequence[int]
         log(f"== {label} d={depth} ({i}/{len(configs)}): {len(seeds)} seed(s), {config.epochs} epochs -> {run_dir}"
             + _time_left(trained, [work[k] for k in list(configs)[i - 1:]]))
         t0 = time.perf_counter()
-        result = train.run(config, run_dir, seeds=list(seeds), data=(train_images, test_images), resume=True,
+        result = loop.run(config, run_dir, seeds=list(seeds), data=(train_images, test_images), resume=True,
                            variant=label, log=log)
         if result.epochs_trained:
             trained.append((work[label, depth] * result.epochs_trained / config.epochs, time.perf_counter() - t0))
@@ -112,7 +114,7 @@ def _arm_config(arm: Arm, depth: int, epochs: int | None, train_examples: int | 
     changes = {"latent_dim": depth, "train_examples": train_examples}
     if epochs is not None:
         changes["epochs"] = epochs
-    return arm.config.replace(**changes)
+    return models.resolve(arm.config.replace(**changes))
 
 
 def _claim(out_dir: Path, settings: dict[str, Any]) -> None:
@@ -122,7 +124,7 @@ def _claim(out_dir: Path, settings: dict[str, Any]) -> None:
         try:
             saved = json.loads(previous.read_text())
             for arm in saved["arms"].values():  # through Config: settings added later compare equal
-                arm["config"] = Config.from_dict(arm["config"]).to_dict()
+                arm["config"] = models.resolve(Config.from_dict(arm["config"])).to_dict()
             same = all(saved.get(key) == value for key, value in settings.items())
         except (ValueError, KeyError, TypeError, AttributeError, AejaxError):
             same = False
@@ -146,7 +148,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     lines = ["| variant | code size | compression | epochs | seeds | test MSE | PSNR (dB) | SSIM | params | "
              "train s / seed |", "|" + "---|" * 10]
     for (variant, depth), group in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        get = lambda key: [float(g[key]) for g in group]  # noqa: E731
+        get = lambda key, group=group: [float(g[key]) for g in group]
         lines.append(f"| {variant} | {depth} | {IMAGE_PIXELS / depth:.1f}x | {group[0]['epochs']} | {len(group)} | "
                      f"{stat(get('test_mse'), '.5f')} | {stat(get('test_psnr_db'), '.2f')} | "
                      f"{stat(get('test_ssim'), '.4f')} | {group[0]['params']:,} | "
@@ -189,37 +191,16 @@ def _recon_grid(out_dir: Path, recons: dict[tuple[str, int], np.ndarray], pcas: 
     plots.grid(out_dir / "recon_grid.png", rows, "Test digits: original, then PCA and each model per code size")
 
 
-def main(default_arms: Sequence[Arm], argv: list[str] | None = None, prog: str = "python -m experiments.study") -> None:
-    """The shared command line of the study scripts."""
-    from aejax.configs.study import ARMS
+def study_run_dir(study_dir: str | Path, label: str, depth: int) -> Path:
+    """Where a study keeps the run of arm `label` at code size `depth`."""
+    return Path(study_dir) / "runs" / f"{label}_d{depth}"
 
-    p = cli.ArgumentParser(prog=prog, description="Compare autoencoders across code sizes on MNIST.")
-    p.add_argument("--out", required=True, help="output directory (runs/, results.json, figures)")
-    p.add_argument("--depths", default=None,
-                   help=f"code sizes, comma-separated (default: {','.join(map(str, DEPTHS))}); an arm whose "
-                        f"architecture fixes its size (conv_original: 392) runs at that size, which an explicit "
-                        f"--depths must list")
-    p.add_argument("--seeds", default="0,1,2", help="seeds, comma-separated (trained together with vmap)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs for every arm (default: each arm's, 5)")
-    p.add_argument("--arms", default=",".join(a.label for a in default_arms),
-                   help=f"arms to run, from: {', '.join(ARMS)}")
-    p.add_argument("--train-examples", type=int, default=None, help="train on the first N images only")
-    p.add_argument("--data-dir", default=None, help="where tfds keeps prepared data")
-    p.add_argument("--mnist-dir", default=None, help="directory with the four MNIST .gz IDX files")
-    args = p.parse_args(argv)
 
-    def body() -> None:
-        depths = DEPTHS if args.depths is None else cli.parse_ints(args.depths, "--depths")
-        seeds = cli.parse_ints(args.seeds, "--seeds")
-        if not depths or any(not 0 < d <= IMAGE_PIXELS for d in depths):
-            raise AejaxError(f"--depths must be integers in 1..{IMAGE_PIXELS}, got {args.depths!r}")
-        arms = parse_arms(args.arms)
-        unlisted = [f"{a.label} ({','.join(map(str, a.depths))})" for a in arms
-                    if args.depths is not None and a.depths is not None and not set(a.depths) & set(depths)]
-        if unlisted:
-            raise AejaxError(f"--depths {args.depths} leaves out the fixed code size of arm(s) {', '.join(unlisted)}; "
-                             f"add it to --depths or drop the arm from --arms")
-        run_study(arms, args.out, depths=depths, seeds=seeds, epochs=args.epochs,
-                  train_examples=args.train_examples, data_dir=args.data_dir, mnist_dir=args.mnist_dir)
-
-    cli.cli(body)
+def study_runs(study_dir: str | Path) -> dict[str, list[tuple[int, Path]]]:
+    """The trained runs of a study directory: arm label -> [(depth, run directory)], by depth."""
+    runs: dict[str, list[tuple[int, Path]]] = {}
+    for path in sorted((Path(study_dir) / "runs").glob("*_d*")):
+        label, depth = path.name.rsplit("_d", 1)
+        if depth.isdigit() and (path / "config.json").exists():
+            runs.setdefault(label, []).append((int(depth), path))
+    return {label: sorted(found) for label, found in runs.items()}

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from aejax import models
 from aejax.config import Config
 from aejax.errors import AejaxError
 
@@ -34,6 +35,7 @@ CONFIG_HPARAMS = (*OPTIMIZER_HPARAMS, "noise_level")
 
 def sweepable(config: Config) -> tuple[str, ...]:
     """The settings of `config` a sweep may vary."""
+    config = models.resolve(config)
     numeric = [k for k, v in config.model_kwargs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     return (*CONFIG_HPARAMS, *numeric)
 
@@ -66,11 +68,12 @@ def members(config: Config, sweep: Mapping[str, Sequence[float]] | None) -> list
 
 def member_config(config: Config, member: Mapping[str, float]) -> Config:
     """The config one sweep member trains with: `config` with the member's values (validated)."""
+    config = models.resolve(config)
     fields = {k: v for k, v in member.items() if k in CONFIG_HPARAMS}
     kwargs = {k: v for k, v in member.items() if k not in CONFIG_HPARAMS}
     if kwargs:
         fields["model_kwargs"] = {**config.model_kwargs, **kwargs}
-    return config.replace(**fields)
+    return models.resolve(config.replace(**fields))
 
 
 def lane_hparams(grid: list[dict[str, float]], n_seeds: int) -> dict[str, Array]:

@@ -14,12 +14,12 @@ import jax
 import jax.numpy as jnp
 
 from aejax.config import IMAGE_PIXELS, IMAGE_SHAPE, Config
-from aejax.models import check_float_input, compute_dtype, register_model
+from aejax.models import Autoencoder, check_float_input, compute_dtype, register_model
 
 Array = jax.Array
 
 
-class VAE(nn.Module):
+class VAE(Autoencoder):
     """784 -> hidden (ReLU) -> (mean, log variance) of a `latent_dim` Gaussian code -> mirrored decoder."""
 
     latent_dim: int
@@ -49,12 +49,6 @@ class VAE(nn.Module):
         for layer in self.decoder_layers[:-1]:
             h = nn.relu(layer(h))
         return self.decoder_layers[-1](h).reshape(z.shape[0], *IMAGE_SHAPE)
-
-    def decode(self, z: Array) -> Array:
-        return nn.sigmoid(self.decode_logits(z))
-
-    def __call__(self, x: Array) -> Array:
-        return self.decode(self.encode(x))
 
 
 def build(config: Config) -> VAE:

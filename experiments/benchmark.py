@@ -25,7 +25,8 @@ import numpy as np
 from aejax import cli, train
 from aejax.config import IMAGE_SHAPE, Config
 from aejax.data import load_mnist
-from aejax.rundir import environment, refuse_overwrite, write_json
+from aejax.environment import environment
+from aejax.files import refuse_overwrite, write_json
 
 WORKLOADS = {
     "linear_d32_b25": Config(model="linear", latent_dim=32, batch_size=25),

@@ -5,8 +5,8 @@
 Arms, settings and expected results: `aejax/configs/study.py` and the README.
 """
 
-from aejax import study
+from aejax import cli
 from aejax.configs.study import CONV
 
 if __name__ == "__main__":
-    study.main(CONV, prog="python -m experiments.conv_depths")
+    cli.study_main(CONV, prog="python -m experiments.conv_depths")

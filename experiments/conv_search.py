@@ -13,7 +13,7 @@ from aejax import cli, selection
 from aejax.configs.study import ARMS, CONV_BASELINES, CONV_CANDIDATES
 from aejax.data import load_mnist
 from aejax.errors import AejaxError
-from aejax.rundir import make_output_dir
+from aejax.files import make_output_dir
 
 
 def main() -> None:

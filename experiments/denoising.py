@@ -16,11 +16,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from aejax import baselines, cli, corruption, inference, metrics, plots, train
+from aejax import baselines, cli, corruption, inference, loop, metrics, plots
 from aejax.configs.study import parse_arms
 from aejax.data import load_mnist
+from aejax.environment import environment
 from aejax.errors import AejaxError
-from aejax.rundir import environment, make_output_dir, refuse_overwrite, write_json
+from aejax.files import make_output_dir, refuse_overwrite, write_json
 
 NOISE_SEED = 1234  # the fixed noisy test set
 
@@ -66,7 +67,7 @@ def main() -> None:
                        f"pca {args.latent_dim}": jax.numpy.clip(pca.reconstruct(noisy), 0, 1)}
             for arm in arms:
                 run_dir = out / "runs" / f"{arm.label}_d{args.latent_dim}_{args.noise}{level}"
-                result = train.run(configs[level, arm.label], run_dir, data=data, resume=True)
+                result = loop.run(configs[level, arm.label], run_dir, data=data, resume=True)
                 outputs[f"{arm.label} AE"] = inference.reconstruct(result.model, result.params[0], noisy)
             for method, recon in outputs.items():
                 rows.append({"noise": args.noise, "level": level, "method": method,

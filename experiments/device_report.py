@@ -26,8 +26,9 @@ import jax
 from aejax import cli, study
 from aejax.configs.study import LINEAR
 from aejax.data import load_mnist
+from aejax.environment import environment
 from aejax.errors import AejaxError
-from aejax.rundir import environment, refuse_overwrite, write_json
+from aejax.files import refuse_overwrite, write_json
 from experiments import benchmark, seeds_vmap
 
 CONV_WORKLOADS = ("conv_original_b25", "conv_original_b128")

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import jax
 
-from aejax import cli, train
+from aejax import cli, loop, train
 from aejax.config import Config
 from aejax.data import load_mnist
-from aejax.rundir import environment, refuse_overwrite, write_json
+from aejax.environment import environment
+from aejax.files import refuse_overwrite, write_json
 
 
 class Timeline:
@@ -87,7 +88,7 @@ def main() -> None:
         train.compile_program = timed_program
         try:
             with tempfile.TemporaryDirectory() as tmp:
-                result = train.run(config, Path(tmp) / "run", seeds=seeds, data=data, log=lambda line: None)
+                result = loop.run(config, Path(tmp) / "run", seeds=seeds, data=data, log=lambda line: None)
                 history = train.RunDir(Path(tmp) / "run").read_metrics()
         finally:
             train.compile_program = compile_program

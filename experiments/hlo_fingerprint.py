@@ -23,7 +23,8 @@ import jax.numpy as jnp
 
 from aejax import cli, train
 from aejax.config import IMAGE_SHAPE
-from aejax.rundir import environment, refuse_overwrite, write_json
+from aejax.environment import environment
+from aejax.files import refuse_overwrite, write_json
 from experiments.benchmark import WORKLOADS
 
 _FRAME_TABLES = ("FileNames", "FunctionNames", "FileLocations", "StackFrames")

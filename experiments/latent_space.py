@@ -16,8 +16,11 @@ import numpy as np
 from aejax import cli, inference, metrics, plots
 from aejax.configs.study import parse_arms
 from aejax.data import load_mnist
+from aejax.environment import environment
 from aejax.errors import AejaxError
-from aejax.rundir import environment, load_model, make_output_dir, refuse_overwrite, study_run_dir, write_json
+from aejax.files import make_output_dir, refuse_overwrite, write_json
+from aejax.restore import load_model
+from aejax.study import study_run_dir
 
 
 def main() -> None:

@@ -5,8 +5,8 @@
 Arms, settings and expected results: `aejax/configs/study.py` and the README.
 """
 
-from aejax import study
+from aejax import cli
 from aejax.configs.study import LINEAR
 
 if __name__ == "__main__":
-    study.main(LINEAR, prog="python -m experiments.linear_depths")
+    cli.study_main(LINEAR, prog="python -m experiments.linear_depths")

@@ -12,12 +12,14 @@ test error). Runs are resumed, not redone, when the command is repeated.
 
 import jax
 
-from aejax import cli, metrics, selection, train
+from aejax import cli, loop, metrics, selection
 from aejax.config import IMAGE_PIXELS
 from aejax.configs.paper_2006 import BEST, CODE, HELD_OUT, PAPER, PAPER_TABLE, VARIANTS
 from aejax.data import load_mnist
+from aejax.environment import environment
 from aejax.errors import AejaxError
-from aejax.rundir import environment, make_output_dir, result_row, write_atomic, write_json
+from aejax.files import make_output_dir, write_atomic, write_json
+from aejax.results import result_row
 
 RESULT_COLUMNS = [("aejax model (code 30)", "{name}"), ("SE per test image", "{test_se_per_image:.2f}"),
                   ("test MSE", "{test_mse:.5f}"), ("epochs", "{epochs}"), ("parameters", "{params:,}"),
@@ -76,7 +78,7 @@ def main() -> None:
         rows = [pca_row]
         for label, config in (("paper", PAPER), (f"best: {BEST}", VARIANTS[BEST])):
             print(f"== {label}: trains on all {len(train_np):,} training images")
-            result = train.run(configured(config), out / "runs" / label.split(":")[0], resume=True,
+            result = loop.run(configured(config), out / "runs" / label.split(":")[0], resume=True,
                                data=(train_images, test_images), variant=label, log=print)
             rows.append({**result.rows[0], "test_se_per_image": selection.se_per_image(result.rows[0]["test_mse"])})
         write_json(out / "results.json", {"rows": rows, "paper": PAPER_TABLE, "environment": environment()})

@@ -20,8 +20,11 @@ from aejax import cli, compression, inference, metrics, plots
 from aejax.config import IMAGE_SHAPE
 from aejax.configs.study import parse_arms
 from aejax.data import load_mnist
+from aejax.environment import environment
 from aejax.errors import AejaxError
-from aejax.rundir import environment, load_model, make_output_dir, refuse_overwrite, study_runs, write_json
+from aejax.files import make_output_dir, refuse_overwrite, write_json
+from aejax.restore import load_model
+from aejax.study import study_runs
 
 RELATIVE_STEPS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
 JPEG_QUALITIES = (5, 10, 20, 40, 60, 80, 95)

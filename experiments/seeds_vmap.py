@@ -22,8 +22,9 @@ import numpy as np
 from aejax import cli, parallel, sweeps, train
 from aejax.config import Config
 from aejax.data import load_mnist
+from aejax.environment import environment
 from aejax.errors import AejaxError
-from aejax.rundir import environment, refuse_overwrite, write_json
+from aejax.files import refuse_overwrite, write_json
 
 
 def train_seeds(config: Config, seeds: list[int], images: np.ndarray, lrs: list[float] | None = None) -> float:

@@ -5,8 +5,8 @@
 Arms, settings and expected results: `aejax/configs/study.py` and the README.
 """
 
-from aejax import study
+from aejax import cli
 from aejax.configs.study import CONV, LINEAR
 
 if __name__ == "__main__":
-    study.main(LINEAR + CONV, prog="python -m experiments.study")
+    cli.study_main(LINEAR + CONV, prog="python -m experiments.study")

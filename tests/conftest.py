@@ -9,14 +9,10 @@ CPU compilation is most of their time. It changes no result: a cached executable
 from __future__ import annotations
 
 import atexit
-import gzip
-import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # before anything imports jax
@@ -29,28 +25,7 @@ import numpy as np
 import pytest
 
 from aejax import data
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def idx_bytes(array: np.ndarray, magic: int) -> bytes:
-    header = np.array([magic, *array.shape[:3 if magic == data.IMAGES_MAGIC else 1]], dtype=">u4").tobytes()
-    return header + array.astype(np.uint8).tobytes()
-
-
-def write_idx_set(root: Path, n_train: int = 40, n_test: int = 20, seed: int = 0) -> dict[str, str]:
-    """Write the four gzipped IDX files of a tiny random MNIST-like set; return their content sha256s."""
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    checksums = {}
-    for split, n in (("train", n_train), ("test", n_test)):
-        images_name, labels_name = data.FILES[split]
-        payloads = {images_name: idx_bytes(rng.integers(0, 256, (n, 28, 28)), data.IMAGES_MAGIC),
-                    labels_name: idx_bytes(np.arange(n) % 10, data.LABELS_MAGIC)}
-        for name, raw in payloads.items():
-            (root / name).write_bytes(gzip.compress(raw))
-            checksums[name] = hashlib.sha256(raw).hexdigest()
-    return checksums
+from tests.helpers import run_cli, write_idx_set
 
 
 @pytest.fixture
@@ -82,22 +57,3 @@ def small_study(tmp_path_factory, prepared_data_dir) -> tuple[Path, subprocess.C
     result = run_cli("experiments.study", "--out", str(out), "--depths", "32", "--epochs", "1", "--seeds", "0,1",
                      "--arms", "linear,conv", "--train-examples", "500", "--data-dir", str(prepared_data_dir))
     return out, result
-
-
-def run_in_process(capsys, main: Callable[[list[str]], None], *argv: str) -> tuple[int, str, str]:
-    """`main(argv)` of a command line in this process, as the process would end: (exit status, stdout, stderr).
-    Faster than `run_cli` (no new interpreter, compiled programs reused); `run_cli` checks the process itself."""
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def run_cli(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m ...` in a subprocess, as a user would."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=full_env, capture_output=True,
-                          text=True, timeout=600)

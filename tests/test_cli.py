@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from aejax import cli
+from aejax import cli, models
 from aejax.config import Config
-from tests.conftest import run_cli, run_in_process
+from tests.helpers import run_cli, run_in_process
 
 
 def run_main(capsys, *argv: str) -> tuple[int, str, str]:
@@ -77,7 +77,7 @@ def test_every_config_field_has_a_described_flag_that_sets_it():
     changed = {f.name for f in dataclasses.fields(Config) if getattr(config, f.name) != getattr(default, f.name)}
     # hidden is read by linear models only, and model_kwargs hold each model's own defaults: both checked below
     assert changed - {"model_kwargs"} == {f.name for f in dataclasses.fields(Config)} - {"hidden", "model_kwargs"}
-    assert config.model_kwargs == {} and default.model_kwargs == {"activation": "relu"}
+    assert config.model_kwargs == {} and models.resolve(default).model_kwargs == {"activation": "relu"}
     kwargs = cli.parse_args(["--out", "x", "--model", "sparse", "--model-kwargs", '{"l1_weight": 0.5}'])
     assert cli.config_from_args(kwargs).model_kwargs == {"l1_weight": 0.5, "encoder": "linear"}
     assert cli.config_from_args(cli.parse_args(["--out", "x", "--hidden", "512,64"])).hidden == (512, 64)

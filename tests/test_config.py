@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from aejax import models
 from aejax.config import Config
 from aejax.errors import AejaxError
 
@@ -49,9 +50,22 @@ from aejax.errors import AejaxError
     ({"noise_level": 0.3}, "noise_level=0.3 is read only with noise gaussian or salt_pepper or mask, not noise none"),
 ])
 def test_invalid_values_raise_one_line(changes, message):
+    """Types and ranges fail when the Config is built; names and model-specific settings when it is resolved
+    against the registries (as every trainer and run does first)."""
     with pytest.raises(AejaxError, match=message) as info:
-        Config(**changes)
+        models.resolve(Config(**changes))
     assert "\n" not in str(info.value)
+
+
+def test_a_config_is_plain_data_until_resolved():
+    """Building or reading a Config consults no registry: an unknown (or not yet registered) model is only an
+    error where a trainer is made."""
+    config = Config(model="not_registered_yet", model_kwargs={"width": 3})
+    assert Config.from_dict(config.to_dict()) == config
+    with pytest.raises(AejaxError, match="unknown model 'not_registered_yet'"):
+        models.resolve(config)
+    with pytest.raises(AejaxError, match="latent_dim must be in 1..784"):
+        Config(model="not_registered_yet", latent_dim=0)
 
 
 def test_json_roundtrip_and_unknown_keys():
@@ -62,30 +76,31 @@ def test_json_roundtrip_and_unknown_keys():
 
 
 def test_settings_that_are_read_are_accepted():
-    Config(model="conv", conv_features=(8, 8))
-    Config(schedule="warmup_cosine", warmup_epochs=0.5)
-    Config(optimizer="adamw", weight_decay=1e-4)
-    Config(noise="gaussian", noise_level=0.3)
+    models.resolve(Config(model="conv", conv_features=(8, 8)))
+    models.resolve(Config(schedule="warmup_cosine", warmup_epochs=0.5))
+    models.resolve(Config(optimizer="adamw", weight_decay=1e-4))
+    models.resolve(Config(noise="gaussian", noise_level=0.3))
 
 
 def test_a_model_brings_its_loss_and_its_kwargs_defaults_into_config_json():
-    vae = Config(model="vae")
+    vae = models.resolve(Config(model="vae"))
     assert vae.loss == "elbo" and vae.model_kwargs == {"kl_weight": 1.0}
-    sparse = Config(model="sparse", model_kwargs={"l1_weight": 0.01})
+    sparse = models.resolve(Config(model="sparse", model_kwargs={"l1_weight": 0.01}))
     assert sparse.loss == "mse_l1" and sparse.to_dict()["model_kwargs"] == {"l1_weight": 0.01, "encoder": "linear"}
-    assert Config.from_dict(json.loads(sparse.to_json())) == sparse
-    assert Config().loss == "mse" and Config(loss="bce").loss == "bce"
+    assert Config.from_dict(json.loads(sparse.to_json())) == sparse == models.resolve(sparse)
+    assert models.resolve(Config()).loss == "mse" and models.resolve(Config(loss="bce")).loss == "bce"
 
 
 def test_replace_gives_a_new_model_its_own_kwargs_defaults():
     """The default linear model's kwargs (activation) do not follow a switch to a model that takes none."""
-    assert Config().model_kwargs == {"activation": "relu"}
-    assert Config().replace(model="conv_original", latent_dim=392).model_kwargs == {}
-    sparse = Config(model="sparse", model_kwargs={"l1_weight": 0.5})
-    assert sparse.replace(lr=0.1).model_kwargs == {"l1_weight": 0.5, "encoder": "linear"}
-    assert sparse.replace(model="linear", loss="mse").model_kwargs == {"activation": "relu"}
-    assert Config().replace(model="linear", model_kwargs={"activation": "tanh"}, hidden=(8,)).model_kwargs == {
-        "activation": "tanh"}
+    linear = models.resolve(Config())
+    assert linear.model_kwargs == {"activation": "relu"}
+    assert models.resolve(linear.replace(model="conv_original", latent_dim=392)).model_kwargs == {}
+    sparse = models.resolve(Config(model="sparse", model_kwargs={"l1_weight": 0.5}))
+    assert models.resolve(sparse.replace(lr=0.1)).model_kwargs == {"l1_weight": 0.5, "encoder": "linear"}
+    assert models.resolve(sparse.replace(model="linear", loss="mse")).model_kwargs == {"activation": "relu"}
+    assert models.resolve(linear.replace(model="linear", model_kwargs={"activation": "tanh"},
+                                         hidden=(8,))).model_kwargs == {"activation": "tanh"}
 
 
 def test_with_epochs_keeps_the_schedule_shape():

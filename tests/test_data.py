@@ -6,7 +6,7 @@ import pytest
 
 from aejax import data
 from aejax.errors import AejaxError
-from tests.conftest import idx_bytes
+from tests.helpers import idx_bytes
 
 MNIST_TRAIN_CLASS_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_CLASS_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 
 @pytest.mark.slow  # ~100 s here; CI runs it (`pytest -m slow`)

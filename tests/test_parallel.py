@@ -11,15 +11,15 @@ import jax
 import numpy as np
 import pytest
 
-from aejax import train
+from aejax import loop
 from aejax.errors import AejaxError
-from aejax.rundir import load_model
-from tests.conftest import REPO
+from aejax.restore import load_model
+from tests.helpers import REPO
 
 SCRIPT = r"""
 import json, sys
 import jax, numpy as np
-from aejax import data, parallel, rundir, train
+from aejax import data, loop, parallel, restore
 from aejax.config import Config
 assert jax.device_count() == 8, jax.devices()
 images = data.read_idx(data.VENDORED_DIR / "t10k-images-idx3-ubyte.gz", None)[:2000]
@@ -30,11 +30,11 @@ out["shard_rows"] = {"asked": [[r.start, r.stop] for r in asked], "equal": bool(
                      "per_device": sorted(s.data.shape[0] for s in rows.addressable_shards)}
 for name, dp, shard in (("one", False, False), ("eight", True, False), ("eight_sharded", True, True)):
     config = Config(latent_dim=16, epochs=2, batch_size=40, lr=2e-3, data_parallel=dp, shard_data=shard)
-    rows = train.run(config, sys.argv[1] + "/" + name, data=(images, images[:1000]), log=lambda *_: None).rows
+    rows = loop.run(config, sys.argv[1] + "/" + name, data=(images, images[:1000]), log=lambda *_: None).rows
     history = [json.loads(l) for l in open(sys.argv[1] + "/" + name + "/metrics.jsonl")]
     out[name] = {"train_loss": [h["train_loss"][0] for h in history], "test_mse": rows[0]["test_mse"],
                  "images_per_second": [h["images_per_second"] for h in history]}
-model, params, _ = rundir.load_model(sys.argv[1] + "/eight")
+model, params, _ = restore.load_model(sys.argv[1] + "/eight")
 out["sharding"] = str(jax.tree_util.tree_leaves(params)[0].sharding)
 print(json.dumps(out))
 """
@@ -65,7 +65,7 @@ def test_eight_devices_match_one_device_and_checkpoints_restore_on_one(tmp_path)
 WORKER = r"""
 import json, sys
 import jax
-from aejax import data, parallel, train
+from aejax import data, loop, parallel
 from aejax.config import Config
 assert parallel.maybe_initialize_distributed()
 assert (jax.process_count(), jax.device_count(), jax.local_device_count()) == (2, 8, 4)
@@ -73,7 +73,7 @@ images = data.read_idx(data.VENDORED_DIR / "t10k-images-idx3-ubyte.gz", None)[:2
 asked, shard_rows = [], parallel.shard_rows
 parallel.shard_rows = lambda load, n, mesh: shard_rows(lambda r: asked.append([r.start, r.stop]) or load(r), n, mesh)
 config = Config(latent_dim=16, epochs=2, batch_size=40, lr=2e-3, data_parallel=True, shard_data=True)
-train.run(config, sys.argv[1], data=(images, images[:1000]), log=lambda *_: None)
+loop.run(config, sys.argv[1], data=(images, images[:1000]), log=lambda *_: None)
 print(json.dumps({"process": jax.process_index(), "asked": asked}))
 """
 
@@ -92,14 +92,14 @@ def test_two_processes_each_load_their_rows_and_match_one_device(tmp_path):
                                    "XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
              for i in range(2)]
     outputs = [p.communicate(timeout=300) for p in procs]
-    for p, (stdout, stderr) in zip(procs, outputs):
+    for p, (_, stderr) in zip(procs, outputs):
         assert p.returncode == 0, stderr[-3000:]
     asked = sorted(json.loads(stdout.strip().splitlines()[-1])["asked"] for stdout, _ in outputs)
     assert asked == [[[0, 1000]], [[1000, 2000]]]  # each process loaded only its own half of the rows
     from aejax import data
     from aejax.config import Config
     images = data.read_idx(data.VENDORED_DIR / "t10k-images-idx3-ubyte.gz", None)[:2000]
-    train.run(Config(latent_dim=16, epochs=2, batch_size=40, lr=2e-3), tmp_path / "one",
+    loop.run(Config(latent_dim=16, epochs=2, batch_size=40, lr=2e-3), tmp_path / "one",
               data=(images, images[:1000]), log=lambda *_: None)
     curve = lambda d: [json.loads(line)["train_loss"][0]  # noqa: E731
                        for line in (d / "metrics.jsonl").read_text().splitlines()]

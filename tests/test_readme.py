@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from tests.helpers import REPO
 
 
 def library_blocks() -> str:

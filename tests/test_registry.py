@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import aejax
-from aejax import Config, losses, models, train
+from aejax import Config, loop, losses, models, train
 from aejax.errors import AejaxError
-from conftest import run_cli
+from tests.helpers import run_cli
 
 PLUGIN = textwrap.dedent('''
     """A model and a loss defined outside aejax, registered when imported."""
@@ -67,7 +67,7 @@ def _train_plugin_model(tmp_path, images):
 
     config = Config(model="shallow", loss="huber", latent_dim=8, epochs=1, batch_size=50,
                     model_kwargs={"gain": 2.0})
-    return train.run(config, tmp_path / "run", data=(images[:1000], images[:200]), log=lambda *_: None)
+    return loop.run(config, tmp_path / "run", data=(images[:1000], images[:200]), log=lambda *_: None)
 
 
 def test_plugin_model_and_loss_train_and_reload(plugin, tmp_path, mnist_test_images):
@@ -112,7 +112,7 @@ def test_registering_checks_names_and_builders():
         aejax.register_model("my model", lambda c: None)
     aejax.register_model("not_a_module", lambda c: "oops", replace=True)
     with pytest.raises(AejaxError, match="returned str, not a flax module"):
-        Config(model="not_a_module")
+        models.resolve(Config(model="not_a_module"))
 
 
 @pytest.mark.parametrize("name", ["linear", "conv", "conv_original", "conv_strided", "vae", "sparse"])
@@ -128,15 +128,15 @@ def test_modules_reject_uint8_and_name_the_safe_entry_point(name):
 
 def test_vae_and_sparse_train_and_report_their_terms(tmp_path, mnist_test_images):
     data = (mnist_test_images[:1000], mnist_test_images[1000:1500])
-    vae = train.run(Config(model="vae", latent_dim=8, epochs=2, batch_size=50), tmp_path / "vae", data=data,
+    vae = loop.run(Config(model="vae", latent_dim=8, epochs=2, batch_size=50), tmp_path / "vae", data=data,
                     log=lambda *_: None).rows[0]
     # The ELBO's terms, each on the test set: the bound is minus their sum, and the KL is positive.
     assert vae["test_elbo_nats"] == pytest.approx(-(vae["test_recon_nats"] + vae["test_kl_nats"]), rel=1e-5)
     history = [json.loads(line) for line in (tmp_path / "vae" / "metrics.jsonl").read_text().splitlines()]
     assert vae["test_kl_nats"] > 0 and history[1]["train_aux"]["elbo_nats"][0] > history[0]["train_aux"]["elbo_nats"][0]
     sparse = Config(model="sparse", latent_dim=16, epochs=1, batch_size=50, model_kwargs={"l1_weight": 0.1})
-    strong = train.run(sparse, tmp_path / "sparse", data=data, log=lambda *_: None).rows[0]
-    weak = train.run(sparse.replace(model_kwargs={"l1_weight": 0.0}), tmp_path / "dense", data=data,
+    strong = loop.run(sparse, tmp_path / "sparse", data=data, log=lambda *_: None).rows[0]
+    weak = loop.run(sparse.replace(model_kwargs={"l1_weight": 0.0}), tmp_path / "dense", data=data,
                      log=lambda *_: None).rows[0]
     assert strong["test_code_active"] < weak["test_code_active"]  # the penalty makes the code sparser
 
@@ -144,7 +144,7 @@ def test_vae_and_sparse_train_and_report_their_terms(tmp_path, mnist_test_images
 def test_conv_checkpoint_reloads_under_the_other_implementation(tmp_path, mnist_test_images):
     data = (mnist_test_images[:500], mnist_test_images[500:1000])
     config = Config(model="conv", latent_dim=16, conv_features=(8, 8), epochs=1, batch_size=50, conv_impl="ops")
-    row = train.run(config, tmp_path / "ops", data=data, log=lambda *_: None).rows[0]
+    row = loop.run(config, tmp_path / "ops", data=data, log=lambda *_: None).rows[0]
     _, params, saved = aejax.load_model(tmp_path / "ops")
     xla = models.build(saved.replace(conv_impl="xla"))
     recon = aejax.reconstruct(xla, params, data[1])
@@ -155,13 +155,13 @@ def test_conv_checkpoint_reloads_under_the_other_implementation(tmp_path, mnist_
 def test_python_errors_name_arguments_and_cli_errors_name_flags(tmp_path, mnist_test_images):
     config = Config(latent_dim=4, epochs=1, batch_size=50)
     data = (mnist_test_images[:200], mnist_test_images[:100])
-    train.run(config, tmp_path / "run", data=data, log=lambda *_: None)
+    loop.run(config, tmp_path / "run", data=data, log=lambda *_: None)
     with pytest.raises(AejaxError) as info:
-        train.run(config, tmp_path / "run", data=data, log=lambda *_: None)
+        loop.run(config, tmp_path / "run", data=data, log=lambda *_: None)
     assert "pass resume=True to continue it or overwrite=True" in str(info.value)
     assert "pass --resume to continue it or --overwrite" in info.value.cli_message
     with pytest.raises(AejaxError, match="pass overwrite=True to replace it"):
-        train.run(config.replace(latent_dim=8), tmp_path / "run", data=data, log=lambda *_: None)
+        loop.run(config.replace(latent_dim=8), tmp_path / "run", data=data, log=lambda *_: None)
 
 
 @pytest.mark.slow  # ~35 s here (two CLI runs); CI runs it (`pytest -m slow`)

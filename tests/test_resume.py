@@ -17,17 +17,17 @@ import jax
 import numpy as np
 import pytest
 
-from aejax import cli, train
+from aejax import cli, loop
 from aejax.config import Config
-from aejax.rundir import load_model
-from tests.conftest import REPO, run_cli, run_in_process
+from aejax.restore import load_model
+from tests.helpers import REPO, run_cli, run_in_process
 
 ARGS = ["--model", "linear", "--latent-dim", "64", "--epochs", "4", "--train-examples", "3000"]
 
 # `python -c SELF_SIGNAL EPOCH SIGNAL <aejax.train flags>`: the CLI's run, signalling itself after EPOCH.
 SELF_SIGNAL = r"""
 import os, signal, sys
-from aejax import cli, train
+from aejax import cli, loop
 epoch, name, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
 args = cli.parse_args(argv)
 
@@ -36,7 +36,7 @@ def log(line):
     if line.startswith(f"epoch {epoch}/"):
         os.kill(os.getpid(), getattr(signal, name))
 
-cli.cli(lambda: train.run(cli.config_from_args(args), args.out, data_dir=args.data_dir, log=log))
+cli.cli(lambda: loop.run(cli.config_from_args(args), args.out, data_dir=args.data_dir, log=log))
 """
 
 
@@ -97,7 +97,7 @@ def trained(tmp_path_factory, mnist_test_images):
     config = Config(latent_dim=8, epochs=3, batch_size=50, train_examples=1000)
     data = (mnist_test_images, mnist_test_images[:500])
     out = tmp_path_factory.mktemp("trained") / "run"
-    return config, data, train.run(config, out, data=data, log=lambda *_: None).rows, out
+    return config, data, loop.run(config, out, data=data, log=lambda *_: None).rows, out
 
 
 def _copy_of(trained, tmp_path):
@@ -114,7 +114,7 @@ def test_resume_skips_a_checkpoint_whose_metrics_line_is_missing(tmp_path, train
     lines = (out / "metrics.jsonl").read_text().splitlines(keepends=True)
     (out / "metrics.jsonl").write_text("".join(lines[:2]))
     messages = []
-    rows = train.run(config, out, data=data, resume=True, log=messages.append).rows
+    rows = loop.run(config, out, data=data, resume=True, log=messages.append).rows
     assert any("resumed" in m and "at epoch 2" in m for m in messages), messages
     assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
     assert rows[0]["test_mse"] == reference[0]["test_mse"]
@@ -126,7 +126,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, trained)
         if f.is_file():
             f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2])  # truncated
     messages = []
-    rows = train.run(config, out, data=data, resume=True, log=messages.append).rows
+    rows = loop.run(config, out, data=data, resume=True, log=messages.append).rows
     assert any("checkpoint step 3" in m and "is corrupt" in m for m in messages), messages
     assert any("resumed" in m and "at epoch 2" in m for m in messages), messages
     assert (out / "corrupt_checkpoints" / "3").is_dir()  # set aside, not deleted

@@ -6,10 +6,10 @@ import jax
 import numpy as np
 import pytest
 
-from aejax import metrics, rundir, selection
+from aejax import metrics, restore, selection
 from aejax.config import Config
 from aejax.errors import AejaxError
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 
 def test_held_out_split_takes_the_last_images_and_checks_its_size():
@@ -37,7 +37,7 @@ def test_variants_are_scored_on_the_held_out_images_and_chosen_per_code_size(tmp
     assert [r["variant"] for r in rows] == list(variants)
     assert selection.best(rows) == {8: "fast_d8", 16: "fast_d16"}
     for row in rows:  # held-out error: the last 500 training images, reconstructed by the trained model
-        model, params, _ = rundir.load_model(tmp_path / row["variant"])
+        model, params, _ = restore.load_model(tmp_path / row["variant"])
         apply = lambda images: metrics.reconstruction_metrics(model.apply, {"params": params}, images)["mse"]  # noqa
         assert row["held_out_mse"] == pytest.approx(apply(jax.numpy.asarray(train_images[1000:])), rel=1e-5)
         assert row["test_mse"] == pytest.approx(apply(jax.numpy.asarray(test_images)), rel=1e-5)

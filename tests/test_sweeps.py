@@ -4,9 +4,9 @@ import jax
 import numpy as np
 import pytest
 
-from aejax import Config, sweeps, train
+from aejax import Config, loop, sweeps
 from aejax.errors import AejaxError
-from aejax.rundir import load_model
+from aejax.restore import load_model
 
 
 def quiet(*_):
@@ -25,13 +25,13 @@ def _flat(params) -> np.ndarray:
 ])
 def test_each_member_equals_its_own_run(config, sweep, tmp_path, mnist_test_images):
     data = (mnist_test_images[:1000], mnist_test_images[1000:1500])
-    together = train.run(config, tmp_path / "sweep", seeds=[0, 1], sweep=sweep, data=data, log=quiet)
+    together = loop.run(config, tmp_path / "sweep", seeds=[0, 1], sweep=sweep, data=data, log=quiet)
     (name, values), = sweep.items()
     assert [r["sweep"] for r in together.rows] == [{name: v} for v in values for _ in (0, 1)]
     assert [r["seed"] for r in together.rows] == [0, 1, 0, 1]
     for m, value in enumerate(values):
         member = sweeps.member_config(config, {name: value})
-        alone = train.run(member, tmp_path / f"alone{m}", seeds=[1], data=data, log=quiet)
+        alone = loop.run(member, tmp_path / f"alone{m}", seeds=[1], data=data, log=quiet)
         np.testing.assert_allclose(_flat(together.params[2 * m + 1]), _flat(alone.params[0]), rtol=1e-5, atol=1e-5)
         assert together.rows[2 * m + 1]["test_mse"] == pytest.approx(alone.rows[0]["test_mse"], rel=1e-5)
     assert together.rows[0]["test_mse"] != together.rows[2]["test_mse"]  # the members differ

@@ -8,10 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aejax import metrics, train
+from aejax import loop, metrics, models, train
 from aejax.config import Config
 from aejax.errors import AejaxError
-from aejax.rundir import load_model
+from aejax.restore import load_model
 
 
 def _state(config: Config, seed: int = 0):
@@ -94,13 +94,13 @@ def test_vmapped_seeds_equal_seeds_trained_alone(config, seeds, mnist_test_image
 def test_run_writes_the_run_directory(tmp_path, mnist_test_images):
     config = Config(latent_dim=8, epochs=2, batch_size=20, train_examples=1000, lr=2e-2)
     images = mnist_test_images
-    result = train.run(config, tmp_path / "run", seeds=[0, 1], data=(images, images[:500]), log=lambda *_: None)
+    result = loop.run(config, tmp_path / "run", seeds=[0, 1], data=(images, images[:500]), log=lambda *_: None)
     rows = result.rows
     out = tmp_path / "run"
     assert {p.name for p in out.iterdir()} >= {"config.json", "metrics.jsonl", "results.json", "recon.png",
                                                "checkpoints", "tensorboard"}
     saved = json.loads((out / "config.json").read_text())
-    assert Config.from_dict(saved["config"]) == config and saved["seeds"] == [0, 1]
+    assert Config.from_dict(saved["config"]) == models.resolve(config) and saved["seeds"] == [0, 1]
     assert saved["environment"]["versions"]["jax"] == jax.__version__
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [1, 2]
@@ -152,7 +152,7 @@ def read_events(folder: Path) -> tuple[dict[str, list[tuple[int, float]]], list[
 def test_a_run_that_learned_nothing_says_so(tmp_path, mnist_test_images):
     messages = []
     config = Config(latent_dim=8, epochs=1, batch_size=50, lr=1000.0, train_examples=1000)
-    rows = train.run(config, tmp_path / "run", data=(mnist_test_images, mnist_test_images[:500]),
+    rows = loop.run(config, tmp_path / "run", data=(mnist_test_images, mnist_test_images[:500]),
                      log=messages.append).rows
     assert rows[0]["test_mse"] > rows[0]["mean_image_test_mse"]
     warning = [m for m in messages if m.startswith("warning:")]
@@ -164,7 +164,7 @@ def test_a_run_that_learned_nothing_says_so(tmp_path, mnist_test_images):
 def test_throughput_and_schedule_follow_the_array_trained_on(tmp_path, mnist_test_images):
     """A 1,000-image array (not the 60,000 that Config alone would imply) sets the steps and the images/s."""
     config = Config(latent_dim=8, epochs=2, batch_size=30)
-    train.run(config, tmp_path / "run", data=(mnist_test_images[:1000], mnist_test_images[:200]),
+    loop.run(config, tmp_path / "run", data=(mnist_test_images[:1000], mnist_test_images[:200]),
               log=lambda *_: None)
     for h in (json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()):
         assert h["images_per_second"] * h["epoch_seconds"] == pytest.approx(33 * 30)  # 1000 // 30 full batches
@@ -219,9 +219,9 @@ def test_loss_values_by_hand(loss, mnist_test_images):
 def test_seeds_replace_config_seed_without_contradiction(tmp_path, mnist_test_images):
     data = (mnist_test_images[:200], mnist_test_images[:100])
     with pytest.raises(AejaxError, match=r"config.seed=5 is not among seeds=\[0, 1\]"):
-        train.run(Config(latent_dim=8, epochs=1, seed=5), tmp_path / "a", seeds=[0, 1], data=data)
+        loop.run(Config(latent_dim=8, epochs=1, seed=5), tmp_path / "a", seeds=[0, 1], data=data)
     assert not (tmp_path / "a").exists()
-    rows = train.run(Config(latent_dim=8, epochs=1, seed=1), tmp_path / "b", seeds=[0, 1], data=data,
+    rows = loop.run(Config(latent_dim=8, epochs=1, seed=1), tmp_path / "b", seeds=[0, 1], data=data,
                      log=lambda *_: None).rows
     assert [r["seed"] for r in rows] == [0, 1]
 
@@ -239,7 +239,7 @@ def test_non_finite_loss_stops_with_epoch_and_step(tmp_path, mnist_test_images, 
     config = Config(latent_dim=8, epochs=3, batch_size=50, train_examples=1000)
     with pytest.raises(AejaxError, match=r"non-finite loss at epoch 2, step 4 \(seed 0\); training stopped and "
                                          r"the last good checkpoint \(epoch 1\) is kept"):
-        train.run(config, tmp_path / "run", data=(mnist_test_images, mnist_test_images[:500]), log=lambda *_: None)
+        loop.run(config, tmp_path / "run", data=(mnist_test_images, mnist_test_images[:500]), log=lambda *_: None)
     assert not (tmp_path / "run" / "results.json").exists()
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["1"]
 
@@ -262,7 +262,7 @@ def test_epoch_e_is_read_back_while_epoch_e_plus_1_is_dispatched(tmp_path, mnist
     monkeypatch.setattr(train, "compile_program", counting)
     logged = []
     config = Config(latent_dim=8, epochs=3, batch_size=50, train_examples=1000)
-    train.run(config, tmp_path / "run", data=(mnist_test_images, mnist_test_images[:500]),
+    loop.run(config, tmp_path / "run", data=(mnist_test_images, mnist_test_images[:500]),
               log=lambda line: logged.append((line.split()[1], len(dispatched))))
     assert logged[:3] == [("1/3", 2), ("2/3", 3), ("3/3", 3)]
     history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

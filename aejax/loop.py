@@ -1,0 +1,315 @@
+"""The run loop: train one model per seed (and sweep member) into a run directory, around `aejax.train`'s program.
+
+`run` places the data on the device once, claims the run directory, resumes from the newest checkpoint that
+has its metrics line, then keeps the device busy: epoch e+1 and its test evaluation are dispatched before
+epoch e is read back. Reading an epoch back is a list of explicit per-epoch actions, each a function of one
+`EpochEnd`:
+
+    check_finite     a non-finite loss stops the run, keeping the last good checkpoint
+    checkpoint       an asynchronous orbax save of a copy of the state
+    tensorboard      the epoch's scalars (`aejax.events`)
+    metrics_line     waits for the checkpoint, then writes the `metrics.jsonl` line (a line means its checkpoint
+                     exists)
+    log_line         one line through `log`
+
+`run(..., actions=[...])` appends actions of your own (another logger, early stopping, a probe of the state): an
+action that returns True stops the run after the epoch in flight, which is finished, read back and
+checkpointed like every epoch, and the run ends with its results as usual. A SIGTERM or SIGINT does the same
+and ends with `Interrupted`; the step and the epoch program are untouched by any of this.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from aejax import checkpoint, metrics, models, parallel, sweeps, train
+from aejax.config import IMAGE_PIXELS, Config
+from aejax.data import array_source, mnist_source
+from aejax.errors import AejaxError
+from aejax.events import EventLog
+from aejax.results import result_row
+from aejax.rundir import RunDir
+from aejax.train import EVAL_TAG, TrainState, epoch_key, make_trainer, seed_keys, unstack
+
+PyTree = Any
+
+
+class RunResult(NamedTuple):
+    """What `run` trained: one results row per model (as in results.json), the model and each one's params.
+
+    Models are the seeds, or with a sweep each member times each seed (member-major, as the rows)."""
+
+    rows: list[dict[str, Any]]
+    model: nn.Module
+    params: list[PyTree]  # one per row, in the order of the rows
+    epochs_trained: int  # epochs trained by this call (0: the run was already finished and only reloaded)
+
+
+class EpochEnd(NamedTuple):
+    """One epoch read back, as every per-epoch action sees it (while the next epoch runs on the device)."""
+
+    epoch: int  # 1-based: epochs completed
+    epochs: int  # the epochs the config asks for
+    losses: np.ndarray  # [K, steps], each step's training loss
+    entry: dict[str, Any]  # its metrics.jsonl line: train_loss, test_mse (per model), seconds, images/s, train_aux
+    state: TrainState  # a copy of the state after the epoch, every leaf [K, ...]
+    names: list[str]  # the K models, e.g. "seed 0" or "lr=0.003 seed 0"
+    first: bool  # the first epoch of this call (its seconds include compilation)
+
+
+Action = Callable[[EpochEnd], bool | None]  # True: stop after the epoch in flight
+
+
+def check_seeds(config: Config, seeds: Sequence[int] | None) -> list[int]:
+    """The seeds a run trains: `seeds` when given (then `config.seed` must be its default or one of them),
+    else `[config.seed]`."""
+    if seeds is None:
+        return [config.seed]
+    seeds = list(seeds)
+    if not seeds or len(set(seeds)) != len(seeds) or any(type(s) is not int or s < 0 for s in seeds):
+        raise AejaxError(f"seeds must be distinct non-negative integers, got {seeds!r}")
+    if config.seed != Config.seed and config.seed not in seeds:
+        raise AejaxError(f"config.seed={config.seed} is not among seeds={seeds}: seeds replaces config.seed, "
+                         f"so give one or the other")
+    return seeds
+
+
+def _scores(totals: metrics.Totals, k: int) -> list[dict[str, float]]:
+    return [metrics.finalize(unstack(totals, i)) for i in range(k)]
+
+
+def _test_mse(totals: metrics.Totals) -> list[float]:
+    """Each model's test MSE from `[K]` totals copied to the host, by the float32 division `metrics.finalize`
+    makes: while the next epoch runs, device operations (indexing, dividing) would queue behind it."""
+    totals = jax.device_get(totals)
+    mse = totals.squared_error.astype(np.float32) / (totals.count * IMAGE_PIXELS).astype(np.float32)
+    return [float(m) for m in mse]
+
+
+class InFlight(NamedTuple):
+    """An epoch dispatched to the device and not yet read back: `run` reads epoch e while epoch e+1 runs."""
+
+    epoch: int  # 1-based: epochs completed once it finishes
+    state: TrainState  # a copy of the state after it (the live one is donated to the next epoch), to checkpoint
+    losses: jax.Array  # [K, steps]
+    aux: dict[str, jax.Array]
+    totals: metrics.Totals  # test-set totals of its parameters, [K] leaves
+    dispatched_at: float  # time.perf_counter() when dispatched
+
+
+_copy = jax.jit(lambda tree: jax.tree_util.tree_map(jnp.copy, tree))  # fresh buffers, not aliases
+
+
+def check_finite(end: EpochEnd, mngr) -> None:
+    """Stop at the first non-finite loss, naming epoch, step and model; the last good checkpoint is kept."""
+    bad = ~np.isfinite(end.losses)
+    if bad.any():
+        k, step = np.argwhere(bad)[0]
+        kept = mngr.latest_step()
+        where = f"the last good checkpoint (epoch {kept}) is kept" if kept else "no checkpoint was written"
+        message = (f"non-finite loss at epoch {end.epoch}, step {step + 1} ({end.names[k]}); training stopped and "
+                   f"{where}; try a smaller")
+        raise AejaxError(f"{message} lr", cli=f"{message} --lr")
+
+
+def log_line(end: EpochEnd, log: Callable[[str], None]) -> None:
+    """`epoch 3/5  train_loss ...  test_mse ...  N img/s  S s`, averaged over the models."""
+    entry = end.entry
+    log(f"epoch {end.epoch}/{end.epochs}  train_loss {end.losses.mean():.5f}  "
+        f"test_mse {np.mean(entry['test_mse']):.5f}  "
+        f"{entry['images_per_second']:,.0f} img/s  {entry['epoch_seconds']:.1f}s"
+        + ("  (includes compilation)" if end.first else ""))
+
+
+def run(config: Config, out_dir: str | Path, *, seeds: Sequence[int] | None = None,
+        sweep: dict[str, Sequence[float]] | None = None, data_dir: str | None = None, mnist_dir: str | None = None,
+        resume: bool = False, overwrite: bool = False, data: tuple[np.ndarray, np.ndarray] | None = None,
+        variant: str | None = None, log: Callable[[str], None] = print,
+        actions: Sequence[Action] = ()) -> RunResult:
+    """Train one model per seed (vmapped, shared data), evaluate, checkpoint, and write the run directory.
+
+    `seeds` defaults to `[config.seed]`. `sweep` (setting -> values, e.g. `{"lr": [1e-3, 3e-3]}`; see
+    `aejax.sweeps`) trains every member of its grid times every seed in the same one program, one row each.
+    `data`, if given, is `(train_images, test_images)` uint8 arrays (host or device) and skips loading MNIST
+    (tests, studies that load once). `variant` labels the rows (default: the model name). With `resume`, a run of
+    the same config continues from its latest checkpoint (a finished one is reloaded, not retrained). `actions`
+    run after the built-in per-epoch actions (module docstring). Returns the rows (also in results.json) and the
+    trained parameters.
+    """
+    config = models.resolve(config)
+    seeds = check_seeds(config, seeds)
+    grid = sweeps.members(config, sweep)
+    lanes = [(member, seed) for member in grid for seed in seeds]  # one trained model each, member-major
+    names = [f"{sweeps.label(m) + ' ' if m else ''}seed {s}" for m, s in lanes]
+    source = mnist_source(data_dir, mnist_dir) if data is None else array_source(*data)
+    n_train = source.n_train if config.train_examples is None else min(source.n_train, config.train_examples)
+    if n_train < config.batch_size:
+        raise AejaxError(f"batch_size {config.batch_size} is larger than the {n_train} training images")
+    trainer = make_trainer(config, n_train, swept=list(grid[0]))
+    sweeps.check_model(trainer.model, grid)
+    run_dir = RunDir.open(out_dir, config, seeds, resume=resume, overwrite=overwrite, sweep=grid if sweep else None)
+    program = train.compile_program(trainer)  # looked up here, so a benchmark can wrap it
+    keys = [seed_keys(s) for _, s in lanes]
+    init_keys = jnp.stack([k[0] for k in keys])
+    data_keys = jnp.stack([k[1] for k in keys])
+    hparams = sweeps.lane_hparams(grid, len(seeds))  # {} outside a sweep
+    state = program.init(init_keys, hparams)
+    if trainer.mesh is None:
+        train_images, test_images = jax.device_put(source.rows(range(n_train))), jax.device_put(source.test)  # uint8
+    else:
+        test_images, state, hparams = parallel.replicate((source.test, state, hparams), trainer.mesh)
+        train_images = (parallel.shard_rows(source.rows, n_train, trainer.mesh) if config.shard_data
+                        else parallel.replicate(source.rows(range(n_train)), trainer.mesh))
+    mngr = checkpoint.manager(run_dir.path / "checkpoints", config.keep_checkpoints)
+    start_epoch, history = 0, []
+    if resume:  # the newest checkpoint whose epoch has its metrics line (the line is written after the save)
+        history = run_dir.read_metrics()
+        usable = [s for s in mngr.all_steps() if s <= len(history)]
+        if usable:
+            state, meta = checkpoint.restore(mngr, state, log=log, max_step=len(history))
+            start_epoch, history = int(meta["epoch"]), history[: int(meta["epoch"])]
+            log(f"resumed from {run_dir.path / 'checkpoints'} at epoch {start_epoch}")
+        else:
+            history = []
+
+    n_steps = n_train // config.batch_size
+    train_seconds = sum(h["epoch_seconds"] for h in history)
+    final = None  # the last epoch's scores, SSIM included: they are the results
+    events_dirs = [(sweeps.label(m) + "_" if m else "") + f"seed_{s}" for m, s in lanes]
+    ckpt_meta = {"seeds": seeds, "config": config.to_dict(), **({"sweep": grid} if sweep else {})}
+    done_at = time.perf_counter()  # when the device finished the last epoch read back
+
+    def save_checkpoint(end: EpochEnd) -> None:
+        checkpoint.save(mngr, end.epoch, end.state, {"epoch": end.epoch, **ckpt_meta}, wait=False)
+
+    def metrics_line(end: EpochEnd) -> None:
+        mngr.wait_until_finished()  # a metrics line always has its checkpoint on disk
+        run_dir.write_metrics(history)
+
+    def report(flight: InFlight) -> bool:
+        """Read back one epoch (while the next one runs) and run every per-epoch action; True: an action asked
+        to stop."""
+        nonlocal train_seconds, final, done_at
+        losses = np.asarray(flight.losses)  # [K, steps]; waits for that epoch only
+        now = time.perf_counter()
+        seconds, done_at = now - max(flight.dispatched_at, done_at), now
+        entry = {"epoch": flight.epoch, "train_loss": losses.mean(axis=1).tolist(),
+                 "test_mse": _test_mse(flight.totals), "epoch_seconds": seconds,
+                 "images_per_second": len(lanes) * n_steps * config.batch_size / seconds}
+        if flight.aux:
+            entry["train_aux"] = {k: np.asarray(v).mean(axis=1).tolist() for k, v in flight.aux.items()}
+        end = EpochEnd(flight.epoch, config.epochs, losses, entry, flight.state, names, flight.epoch == start_epoch + 1)
+        check_finite(end, mngr)
+        save_checkpoint(end)
+        train_seconds += seconds
+        if flight.epoch == config.epochs:  # nothing runs after the last epoch: its full scores are the results
+            final = _scores(flight.totals, len(lanes))
+        history.append(entry)
+        events.epoch(entry)
+        metrics_line(end)
+        log_line(end, log)
+        return any([bool(action(end)) for action in actions])
+
+    def interrupted(epoch: int) -> Interrupted:
+        signum = received[0] if received else signal.SIGTERM  # another host was signalled
+        stopped = (f"stopped by {signal.Signals(signum).name} after epoch {epoch}/{config.epochs}; its "
+                   f"checkpoint is saved in {run_dir.path / 'checkpoints'}; continue with")
+        return Interrupted(f"{stopped} resume=True", cli=f"{stopped} --resume", exit_code=128 + signum)
+
+    with (stop_requests() as received, contextlib.closing(EventLog(run_dir.path, events_dirs)) as events,
+          contextlib.closing(mngr)):
+        pending, stop = None, False  # the epoch dispatched last, not yet read back
+        for epoch in range(start_epoch, config.epochs):
+            dispatched_at = time.perf_counter()
+            ekeys = jax.vmap(epoch_key, in_axes=(0, None))(data_keys, epoch)
+            state, (losses, aux) = program.epoch(state, train_images, ekeys, hparams)
+            totals = program.evaluate(epoch + 1 == config.epochs, state.params, test_images)
+            flight = InFlight(epoch + 1, _copy(state), losses, aux, totals, dispatched_at)  # state is donated next
+            if pending is not None:  # the device runs `flight` while the host finishes `pending`
+                stop = report(pending)
+                if parallel.any_process(bool(received)) or stop:  # every host stops after the same epoch
+                    report(flight)  # the epoch in flight is finished and checkpointed, not lost
+                    pending = None
+                    break
+            pending = flight
+        if pending is not None:
+            stop = report(pending) or stop
+        if parallel.any_process(bool(received)):
+            raise interrupted(history[-1]["epoch"])
+        if final is None:  # a finished run reloaded, or one an action stopped early
+            final = _scores(program.evaluate(True, state.params, test_images), len(lanes))
+        test_aux = {}
+        if "train_aux" in history[-1]:  # a loss with terms of its own: score them on the test set too
+            eval_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(data_keys, EVAL_TAG)
+            test_aux = {k: np.asarray(v).tolist()
+                        for k, v in program.eval_loss(state.params, test_images, eval_keys, hparams).items()}
+
+        params = [unstack(state.params, i) for i in range(len(lanes))]
+        baseline = metrics.mean_image_mse(train_images, test_images)
+        rows = []
+        for i, (member, seed) in enumerate(lanes):
+            warnings = []
+            if final[i]["mse"] > baseline:
+                warnings.append(f"{names[i]} learned nothing: its test MSE {final[i]['mse']:.5f} is worse than "
+                                f"predicting the training set's mean image ({baseline:.5f})")
+                log(f"warning: {warnings[-1]}")
+            rows.append(result_row(
+                model=config.model, variant=variant or config.model, latent_dim=config.latent_dim,
+                epochs=history[-1]["epoch"], seed=seed, scores=final[i], params=models.param_count(params[i]),
+                train_seconds=train_seconds / len(lanes), final_train_loss=history[-1]["train_loss"][i],
+                train_seconds_total=train_seconds, seeds_trained_together=len(lanes),
+                mean_image_test_mse=baseline, warnings=warnings,
+                **({"sweep": member} if sweep else {}),
+                **{f"test_{k}": v[i] for k, v in test_aux.items()}))
+        run_dir.write_results(rows)
+        run_dir.write_reconstructions(trainer.model, params[0], np.asarray(test_images[:10]),
+                                      f"{config.model}, code {config.latent_dim}, {names[0]}: "
+                                      f"test MSE {rows[0]['test_mse']:.5f}", events, history[-1]["epoch"])
+    return RunResult(rows, trainer.model, params, history[-1]["epoch"] - start_epoch)
+
+
+class Interrupted(AejaxError):
+    """SIGINT or SIGTERM arrived; the epoch in flight finished and was checkpointed."""
+
+    def __init__(self, message: str, *, cli: str, exit_code: int):
+        super().__init__(message, cli=cli)
+        self.exit_code = exit_code
+
+
+@contextlib.contextmanager
+def stop_requests() -> Iterator[list[int]]:
+    """Record SIGINT/SIGTERM (preemption) instead of dying mid-epoch; `run` stops once the epoch on the device
+    (the one after the epoch being reported) is finished and checkpointed.
+
+    A second signal stops at once (the checkpoint of the last reported epoch is on disk either way).
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum: int, frame) -> None:
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+        print(f"received {signal.Signals(signum).name}: stopping after the epoch in flight is checkpointed",
+              file=sys.stderr)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

@@ -1,0 +1,64 @@
+"""Reloading a trained model from its run directory alone: the config from `config.json`, the parameters from
+the latest readable checkpoint. It sits above training (it rebuilds the trainer to know the state's layout).
+
+The checkpoint layout (orbax, `checkpoints/<epoch>/`): item `state`, a `TrainState` (`step`, `params`,
+`opt_state`) whose every leaf has a leading axis of K models, seeds in the order of `config.json`'s `seeds`,
+or sweep members x seeds (member-major); item `meta`, JSON with the epoch, the seeds, the config and the sweep.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+
+from aejax import checkpoint, models, sweeps, train
+from aejax.config import Config
+from aejax.errors import AejaxError
+
+
+def load_model(run_dir: str | Path, seed: int | None = None,
+               member: int | dict[str, float] | None = None) -> tuple[nn.Module, dict, Config]:
+    """Reload a trained model from a run directory's latest checkpoint: `(model, params, config)`.
+
+    `seed` picks one of the run's seeds (default: its first); in a sweep, `member` picks a member by index or by
+    its values (default: the first), and the config returned is that member's. No training, no data needed. A
+    run of a plug-in model needs the module that registers it imported first.
+    """
+    run_dir = Path(run_dir)
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())
+        config, seeds, grid = Config.from_dict(saved["config"]), list(saved["seeds"]), saved.get("sweep") or [{}]
+    except FileNotFoundError:
+        raise AejaxError(f"{run_dir} holds no aejax run (no config.json)") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise AejaxError(f"{run_dir / 'config.json'} is not a valid run config ({e})") from None
+    if seed is not None and seed not in seeds:
+        raise AejaxError(f"{run_dir} has seeds {seeds}, not {seed}")
+    if member is None:
+        m = 0
+    elif isinstance(member, dict) and member in grid:
+        m = grid.index(member)
+    elif isinstance(member, int) and not isinstance(member, bool) and 0 <= member < len(grid):
+        m = member
+    else:
+        raise AejaxError(f"{run_dir} has sweep members {grid}; member must be one of them or an index, "
+                         f"got {member!r}")
+    trainer = train.make_trainer(config, swept=list(grid[0]))
+    target = _abstract_state(trainer, len(grid) * len(seeds))
+    state, _ = checkpoint.restore(checkpoint.manager(run_dir / "checkpoints", config.keep_checkpoints), target)
+    lane = m * len(seeds) + (seeds.index(seed) if seed is not None else 0)
+    member_config = sweeps.member_config(config, grid[m])
+    return models.build(member_config), train.unstack(state.params, lane), member_config
+
+
+def _abstract_state(trainer: train.Trainer, k: int) -> train.TrainState:
+    """Shapes and dtypes of a stack of `k` train states, placed on this process's first device (whatever
+    devices wrote the checkpoint)."""
+    keys = jax.random.split(jax.random.key(0), k)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                                  jax.eval_shape(jax.vmap(functools.partial(train.init_state, trainer)), keys))

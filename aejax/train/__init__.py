@@ -1,0 +1,244 @@
+"""Training: the state, a pure train step, one compiled `lax.scan` per epoch, evaluation, and the compiled
+program over K models.
+
+The epoch function is written once for one model; `compile_program` lifts it with `jax.vmap` over a stack of K
+train states, K PRNG keys and K sets of swept hyper-parameters (K seeds, or sweep members x seeds; shared
+data), so one compiled program trains every seed of a study or every member of a sweep. The loss is a
+function from `aejax.losses`. The run loop around the program (data placement, resume, per-epoch actions,
+signals, run files) is `aejax.loop.run`; `python -m aejax.train` is the command line (`aejax.cli`); reloading
+a finished run is `aejax.restore.load_model`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from aejax import chunks, corruption, losses, metrics, models, parallel, sweeps
+from aejax.config import IMAGE_SHAPE, MNIST_TRAIN_SIZE, Config
+
+Array = jax.Array
+PyTree = Any
+
+
+class TrainState(NamedTuple):
+    """Everything that changes during training, as a plain pytree."""
+
+    step: Array  # [] int32, optimizer steps taken
+    params: PyTree
+    opt_state: PyTree
+
+
+class Trainer(NamedTuple):
+    """The static (non-array) pieces a step needs; hashable, so it can be a static jit argument."""
+
+    model: nn.Module
+    tx: optax.GradientTransformation
+    loss: losses.Loss  # (model, params, inputs, targets, key) -> (scalar, aux dict); see aejax.losses
+    batch_size: int
+    mesh: Mesh | None = None  # data parallel over this mesh's "data" axis; None: one device
+    noise: str = "none"  # input corruption for denoising (aejax.corruption); targets stay clean
+    noise_level: float = 0.0
+    precision: str = "default"  # float32 matmul precision of training (Config.matmul_precision)
+
+
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """Full batches per epoch over `n_train` images; the last partial batch is dropped (none for 60,000 images
+    at batch 25)."""
+    return n_train // batch_size
+
+
+def default_train_size(config: Config) -> int:
+    """The number of MNIST training images `config` trains on."""
+    return config.train_examples or MNIST_TRAIN_SIZE
+
+
+def make_schedule(config: Config, n_train: int, peak: float | Array | None = None) -> optax.Schedule:
+    """The learning rate per optimizer step, for `config.epochs` epochs over `n_train` images, peaking at `peak`
+    (default `config.lr`; in a sweep a traced value, which scales the schedule's shape at peak 1)."""
+    peak = config.lr if peak is None else peak
+    if isinstance(peak, jax.Array):
+        shape = make_schedule(config, n_train, 1.0)
+        return lambda count: peak * shape(count)
+    steps = steps_per_epoch(n_train, config.batch_size)
+    total = config.epochs * steps
+    if config.schedule == "constant":
+        return optax.constant_schedule(peak)
+    if config.schedule == "cosine":
+        return optax.cosine_decay_schedule(peak, total)
+    warmup = int(config.warmup_epochs * steps)
+    return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, total)
+
+
+def _optimizer(config: Config, n_train: int, learning_rate: float | Array,
+               weight_decay: float | Array) -> optax.GradientTransformation:
+    schedule = make_schedule(config, n_train, learning_rate)
+    if config.optimizer == "adam":
+        return optax.adam(schedule)
+    if config.optimizer == "adamw":
+        return optax.adamw(schedule, weight_decay=weight_decay)
+    return optax.sgd(schedule, momentum=0.9)
+
+
+def make_optimizer(config: Config, n_train: int, swept: Sequence[str] = ()) -> optax.GradientTransformation:
+    """The optimizer of `config`. When `swept` names `lr` or `weight_decay`, they are `inject_hyperparams` state
+    (`opt_state.hyperparams`), set per sweep member by `init_state`; the schedule scales its peak by them."""
+    if not set(swept) & set(sweeps.OPTIMIZER_HPARAMS):
+        return _optimizer(config, n_train, config.lr, config.weight_decay)
+    return optax.inject_hyperparams(functools.partial(_optimizer, config, n_train))(
+        learning_rate=config.lr, weight_decay=config.weight_decay)
+
+
+def make_trainer(config: Config, n_train: int | None = None, swept: Sequence[str] = ()) -> Trainer:
+    """The static pieces of training `config` (resolved against the registries here, `models.resolve`) on
+    `n_train` images (default: the MNIST count `config` names; pass the size of the array actually trained on,
+    which sets the schedule's length); `swept` names the hyper-parameters a sweep varies (`aejax.sweeps`)."""
+    config = models.resolve(config)
+    n_train = default_train_size(config) if n_train is None else n_train
+    mesh = parallel.make_mesh(config.batch_size) if config.data_parallel else None
+    model = models.build(config)
+    return Trainer(model, make_optimizer(config, n_train, swept), losses.get_loss(config.loss, model),
+                   config.batch_size, mesh, config.noise, config.noise_level, config.matmul_precision)
+
+
+def init_state(trainer: Trainer, key: Array, hparams: dict[str, Array] | None = None) -> TrainState:
+    """A fresh state from `key`; `hparams` (a sweep member's values) sets the optimizer's injected ones."""
+    params = trainer.model.init(key, jnp.zeros((1, *IMAGE_SHAPE), jnp.float32))["params"]
+    opt_state = trainer.tx.init(params)
+    injected = {sweeps.OPTIMIZER_HPARAMS[k]: v for k, v in (hparams or {}).items() if k in sweeps.OPTIMIZER_HPARAMS}
+    if injected:
+        old = opt_state.hyperparams
+        opt_state = opt_state._replace(hyperparams={**old, **{k: jnp.asarray(v, old[k].dtype)
+                                                               for k, v in injected.items()}})
+    return TrainState(jnp.zeros((), jnp.int32), params, opt_state)
+
+
+def train_step(trainer: Trainer, state: TrainState, batch: Array, key: Array | None = None,
+               hparams: dict[str, Array] | None = None) -> tuple[TrainState, tuple[Array, dict[str, Array]]]:
+    """One optimizer step on a float batch `[B, 28, 28, 1]`; returns the new state and (loss, aux).
+
+    `key` draws the input corruption of a denoising trainer and, folded, the loss's own randomness (a VAE's
+    code sample). `hparams` holds a sweep member's values of loss-side settings (`noise_level`, model weights).
+    """
+    hparams = hparams or {}
+    level = hparams.get("noise_level", trainer.noise_level)
+    inputs = batch if trainer.noise == "none" else corruption.corrupt(key, batch, trainer.noise, level)
+    model = sweeps.with_model_hparams(trainer.model, hparams)
+    loss_key = None if key is None else jax.random.fold_in(key, 1)
+    (loss, aux), grads = jax.value_and_grad(trainer.loss, argnums=1, has_aux=True)(
+        model, state.params, inputs, batch, loss_key)
+    updates, opt_state = trainer.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return TrainState(state.step + 1, params, opt_state), (loss, aux)
+
+
+def epoch_batches(key: Array, n: int, batch_size: int) -> Array:
+    """A permutation of `n` indices cut into full batches: `[n // batch_size, batch_size]` int32."""
+    steps = n // batch_size
+    return jax.random.permutation(key, n)[: steps * batch_size].reshape(steps, batch_size)
+
+
+def train_epoch(trainer: Trainer, state: TrainState, images: Array, key: Array,
+                hparams: dict[str, Array] | None = None) -> tuple[TrainState, tuple[Array, dict[str, Array]]]:
+    """One epoch as one `lax.scan` over shuffled device-resident batches.
+
+    `images` is uint8 `[N, 28, 28, 1]` already on the device; `key` decides this epoch's order (and the
+    steps' corruption and loss keys). Returns the new state and the per-step (losses, aux), each `[N // B]`.
+    """
+    batches = epoch_batches(key, images.shape[0], trainer.batch_size)
+    step_keys = jax.random.split(jax.random.fold_in(key, 1), batches.shape[0])  # corruption, one per step
+    rows = images.reshape(images.shape[0], -1)  # [N, 784]: XLA's CPU gather of whole rows is ~8x faster
+
+    def body(state: TrainState, xs: tuple[Array, Array]) -> tuple[TrainState, Array]:
+        idx, step_key = xs
+        batch = metrics.to_float(rows[idx]).reshape(idx.shape[0], *images.shape[1:])  # [B, 28, 28, 1]
+        if trainer.mesh is not None:  # each device gathers and trains on its slice of the batch
+            batch = jax.lax.with_sharding_constraint(batch, parallel.batch_sharded(trainer.mesh))
+        return train_step(trainer, state, batch, step_key, hparams)
+
+    return jax.lax.scan(body, state, (batches, step_keys))
+
+
+def epoch_key(seed_key: Array, epoch: int) -> Array:
+    """The data-order key of a 0-based `epoch`, derived (not carried), so a resumed run sees the same order."""
+    return jax.random.fold_in(seed_key, epoch)
+
+
+def seed_keys(seed: int) -> tuple[Array, Array]:
+    """(init key, data key) of one integer seed."""
+    init_key, data_key = jax.random.split(jax.random.key(seed))
+    return init_key, data_key
+
+
+EVAL_TAG = 2 ** 31 - 1  # folded into a data key for the final test-loss evaluation (never an epoch number)
+
+
+def evaluate(trainer: Trainer, with_ssim: bool, params: PyTree, images: Array) -> metrics.Totals:
+    """Test-set totals of one model on uint8 `images` (`metrics.totals`, the one evaluation path)."""
+    return metrics.totals(trainer.model.apply, {"params": params}, images, with_ssim=with_ssim)
+
+
+def eval_loss(trainer: Trainer, params: PyTree, images: Array, key: Array,
+              hparams: dict[str, Array] | None = None, chunk: int = 1000) -> dict[str, Array]:
+    """The training loss and its aux on uint8 `images`, clean inputs, averaged per image over chunks: the
+    test-set value of what the loss measures (e.g. a VAE's ELBO), `{"loss": [], **aux}`."""
+    model = sweeps.with_model_hparams(trainer.model, hparams or {})
+    n = images.shape[0]
+    keys = jax.random.split(key, n // min(chunk, n) + 1)  # one per part, the remainder's last
+
+    def total(batch: Array, i: Array) -> dict[str, Array]:  # sum over the part's images
+        x = metrics.to_float(batch)
+        loss, aux = trainer.loss(model, params, x, x, keys[i])
+        return jax.tree_util.tree_map(lambda v: v * batch.shape[0], {"loss": loss, **aux})
+
+    sums = chunks.sum_over_chunks(total, images, chunk)
+    return jax.tree_util.tree_map(lambda v: v / n, sums)
+
+
+class Program(NamedTuple):
+    """The compiled functions of a run, each over a stack of K models (leading axis)."""
+
+    init: Callable  # (keys [K], hparams {name: [K]}) -> TrainState[K]
+    epoch: Callable  # (TrainState[K], images, keys [K], hparams) -> (TrainState[K], (losses, aux) [K, steps])
+    evaluate: Callable  # (with_ssim, params[K], images) -> metrics.Totals with [K] leaves
+    eval_loss: Callable  # (params[K], images, keys [K], hparams) -> {"loss": [K], **aux}
+
+
+def at_precision(fn: Callable, precision: str) -> Callable:
+    """`fn` traced under a default float32 matmul precision ('default' leaves the backend's own)."""
+    if precision == "default":
+        return fn
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with jax.default_matmul_precision(precision):
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
+def compile_program(trainer: Trainer) -> Program:
+    """jit(vmap(...)) of the single-model functions over K models (seeds, or sweep members x seeds), each
+    with its own key and hyper-parameters (`{}` outside a sweep); the state argument of `epoch` is donated.
+    Training runs at the trainer's matmul precision, evaluation at the highest."""
+    return Program(
+        init=jax.jit(jax.vmap(functools.partial(init_state, trainer))),
+        epoch=jax.jit(at_precision(jax.vmap(functools.partial(train_epoch, trainer), in_axes=(0, None, 0, 0)),
+                                   trainer.precision), donate_argnums=0),
+        evaluate=jax.jit(at_precision(lambda with_ssim, params, images: jax.vmap(
+            functools.partial(evaluate, trainer, with_ssim), in_axes=(0, None))(params, images), "highest"),
+            static_argnums=0),
+        eval_loss=jax.jit(at_precision(jax.vmap(functools.partial(eval_loss, trainer), in_axes=(0, None, 0, 0)),
+                                       "highest")),
+    )
+
+
+def unstack(tree: PyTree, i: int) -> PyTree:
+    return jax.tree_util.tree_map(lambda x: x[i], tree)

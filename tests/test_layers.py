@@ -1,0 +1,92 @@
+"""The package's layers: no import cycle among aejax's modules, and a Config that touches no JAX backend."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers import REPO
+
+PACKAGE = REPO / "aejax"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the aejax modules it imports anywhere in its file (lazy imports inside functions count)."""
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                edges |= {a.name for a in node.names if a.name in modules}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                for alias in node.names:  # `from aejax import loop` names a module; `from aejax.x import y` x
+                    sub = f"{node.module}.{alias.name}"
+                    edges.add(sub if sub in modules else node.module)
+        graph[name] = {e for e in edges if e in modules and e != name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a list of modules (first == last), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (found := visit(start)):
+            return found
+    return None
+
+
+def test_no_import_cycle_in_aejax():
+    graph = import_graph()
+    assert {"aejax.train", "aejax.loop", "aejax.cli", "aejax.config"} <= set(graph)
+    cycle = find_cycle(graph)
+    assert cycle is None, " -> ".join(cycle)
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_library_never_imports_the_command_line_or_the_experiments():
+    graph = import_graph()
+    importers = sorted(m for m, edges in graph.items() if "aejax.cli" in edges)
+    assert importers == ["aejax.train.__main__"]
+    for path in PACKAGE.rglob("*.py"):
+        assert "experiments" not in {getattr(n, "module", None) or "" for n in ast.walk(ast.parse(path.read_text()))
+                                     if isinstance(n, ast.ImportFrom)}, path
+
+
+def test_building_every_study_and_paper_config_initialises_no_backend():
+    """Configs are plain data: importing the presets and resolving them against the registries leaves JAX's
+    backends untouched (on a GPU machine a backend takes most of its memory at start)."""
+    code = ("import jax._src.xla_bridge as xb\n"
+            "from aejax import models\n"
+            "from aejax.configs import paper_2006, study\n"
+            "configs = [a.config for a in study.ARMS.values()] + list(study.CONV_CANDIDATES.values())\n"
+            "configs += list(paper_2006.VARIANTS.values()) + [paper_2006.PAPER]\n"
+            "resolved = [models.resolve(c) for c in configs]\n"
+            "assert len(resolved) > 10\n"
+            "print(sorted(xb._backends))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
