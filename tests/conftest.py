@@ -42,6 +42,16 @@ def mnist_test_images() -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
+def synthetic_data_dir(tmp_path_factory) -> Path:
+    """A tfds data dir holding a prepared synthetic MNIST-shaped set (300 random training images, 100 test), for
+    command lines that read `--data-dir` and need no real digits: preparing it takes a fraction of a second."""
+    root = tmp_path_factory.mktemp("synthetic")
+    checksums = write_idx_set(root / "idx", n_train=300, n_test=100)
+    data.load_mnist("test", data_dir=root / "tfds", mnist_dir=root / "idx", checksums=checksums)
+    return root / "tfds"
+
+
+@pytest.fixture(scope="session")
 def prepared_data_dir(tmp_path_factory) -> Path:
     """Real vendored MNIST prepared once into a fresh tfds data dir."""
     root = tmp_path_factory.mktemp("tfds")

@@ -84,18 +84,18 @@ def test_every_config_field_has_a_described_flag_that_sets_it():
     assert cli.config_from_args(cli.parse_args(["--out", "x", "--model", "conv_original"])).latent_dim == 392
 
 
-def test_lr_1000_warns_that_nothing_was_learned(tmp_path, capsys, prepared_data_dir):
+def test_lr_1000_warns_that_nothing_was_learned(tmp_path, capsys, synthetic_data_dir):
     code, stdout, stderr = run_main(capsys, "--lr", "1000", "--epochs", "1", "--train-examples", "1000",
-                                 "--batch-size", "50", "--data-dir", str(prepared_data_dir), "--out",
+                                 "--batch-size", "50", "--data-dir", str(synthetic_data_dir), "--out",
                                  str(tmp_path / "run"))
     assert code == 0, stderr
     warnings = [line for line in stdout.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "learned nothing" in warnings[0] and "mean image" in warnings[0]
 
 
-def test_train_cli_writes_a_run_and_protects_it(tmp_path, capsys, prepared_data_dir):
+def test_train_cli_writes_a_run_and_protects_it(tmp_path, capsys, synthetic_data_dir):
     out = tmp_path / "run"
-    common = ["--data-dir", str(prepared_data_dir), "--out", str(out), "--batch-size", "50",
+    common = ["--data-dir", str(synthetic_data_dir), "--out", str(out), "--batch-size", "50",
               "--train-examples", "1000"]
     code, stdout, stderr = run_main(capsys, "--model", "linear", "--latent-dim", "16", "--epochs", "2", *common)
     assert code == 0, stderr

@@ -108,6 +108,7 @@ def test_unknown_split():
         data.load_mnist("validation")
 
 
+@pytest.mark.slow  # prepares all of real MNIST through tfds, ~10 s here; CI runs it (`pytest -m slow`)
 def test_real_vendored_mnist(prepared_data_dir):
     train = data.load_mnist("train", data_dir=prepared_data_dir)
     test = data.load_mnist("test", data_dir=prepared_data_dir)

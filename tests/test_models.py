@@ -67,7 +67,7 @@ def test_linear_autoencoder_equals_a_numpy_forward_pass(hidden, activation):
     np.testing.assert_allclose(_apply(model, variables, x), recon, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("config", [Config(model="conv_original", latent_dim=392),
+@pytest.mark.parametrize("config", [pytest.param(Config(model="conv_original", latent_dim=392), marks=pytest.mark.slow),
                                     Config(model="conv", latent_dim=20, conv_features=(16, 8))])
 def test_conv_autoencoder_equals_flax_reference_layers_values_and_gradients(config):
     """The fast layers give the model flax's reference layers would (nn.Conv, nn.max_pool, nn.Dense,
@@ -106,7 +106,8 @@ def test_bfloat16_compute_keeps_float32_params():
     assert jax.eval_shape(model.apply, variables, jnp.zeros((1, 28, 28, 1))).dtype == jnp.bfloat16
 
 
-@pytest.mark.parametrize("kwargs", [{"hidden": 0, "refine": False, "pool": True, "linear": False},
+@pytest.mark.parametrize("kwargs", [pytest.param({"hidden": 0, "refine": False, "pool": True, "linear": False},
+                                                 marks=pytest.mark.slow),  # the other's layers, fewer of them
                                     {"hidden": 24, "refine": True, "pool": False, "linear": True}])
 def test_strided_conv_autoencoder_equals_flax_reference_layers(kwargs):
     """conv_strided is nn.Conv 3x3 + max-pool, nn.Conv 2x2 stride 2, Dense layers, nn.ConvTranspose layers (and

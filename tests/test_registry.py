@@ -115,7 +115,9 @@ def test_registering_checks_names_and_builders():
         models.resolve(Config(model="not_a_module"))
 
 
-@pytest.mark.parametrize("name", ["linear", "conv", "conv_original", "conv_strided", "vae", "sparse"])
+@pytest.mark.parametrize("name", ["linear", pytest.param("conv", marks=pytest.mark.slow),
+                                  pytest.param("conv_original", marks=pytest.mark.slow), "conv_strided", "vae",
+                                  "sparse"])  # conv_strided checks the conv layers' input check
 def test_modules_reject_uint8_and_name_the_safe_entry_point(name):
     config = Config(model=name, latent_dim=392 if name == "conv_original" else 32)
     model = models.build(config)
@@ -127,7 +129,7 @@ def test_modules_reject_uint8_and_name_the_safe_entry_point(name):
 
 
 def test_vae_and_sparse_train_and_report_their_terms(tmp_path, mnist_test_images):
-    data = (mnist_test_images[:1000], mnist_test_images[1000:1500])
+    data = (mnist_test_images[:600], mnist_test_images[1000:1200])
     vae = loop.run(Config(model="vae", latent_dim=8, epochs=2, batch_size=50), tmp_path / "vae", data=data,
                     log=lambda *_: None).rows[0]
     # The ELBO's terms, each on the test set: the bound is minus their sum, and the KL is positive.

@@ -135,19 +135,20 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, trained)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write to any directory")
-def test_unwritable_output_directory(tmp_path, capsys):
+def test_unwritable_output_directory(tmp_path, capsys, synthetic_data_dir):
     out = tmp_path / "ro"
     out.mkdir()
     out.chmod(0o500)
-    code, _, stderr = run_in_process(capsys, cli.main, "--out", str(out))
+    code, _, stderr = run_in_process(capsys, cli.main, "--out", str(out), "--data-dir", str(synthetic_data_dir))
     assert code == 2 and "not writable" in stderr
 
 
-def test_output_directory_that_cannot_be_created(tmp_path, capsys):
+def test_output_directory_that_cannot_be_created(tmp_path, capsys, synthetic_data_dir):
     blocker = tmp_path / "a_file"
     blocker.write_text("keep me")
-    code, _, stderr = run_in_process(capsys, cli.main, "--out", str(blocker / "run"))
+    data = ("--data-dir", str(synthetic_data_dir))
+    code, _, stderr = run_in_process(capsys, cli.main, "--out", str(blocker / "run"), *data)
     assert code == 2 and "cannot create output directory" in stderr
     assert blocker.read_text() == "keep me"
-    code, _, stderr = run_in_process(capsys, cli.main, "--out", str(blocker))
+    code, _, stderr = run_in_process(capsys, cli.main, "--out", str(blocker), *data)
     assert code == 2 and "exists and is not a directory" in stderr

@@ -3,6 +3,8 @@
 import json
 import re
 
+import pytest
+
 from aejax import cli
 from aejax.configs.study import CONV, LINEAR
 from tests.helpers import run_cli, run_in_process
@@ -12,6 +14,7 @@ ROW_KEYS = {"model", "variant", "latent_dim", "compression_ratio", "epochs", "se
 SMALL = ["--depths", "32", "--epochs", "1", "--seeds", "0,1", "--arms", "linear,conv", "--train-examples", "500"]
 
 
+@pytest.mark.slow  # the real command line end to end on real MNIST, ~1 min here; CI runs it (`pytest -m slow`)
 def test_small_study_writes_table_and_figures(small_study, prepared_data_dir):
     out, result = small_study
     assert result.returncode == 0, result.stderr[-2000:]

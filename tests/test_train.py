@@ -19,7 +19,8 @@ def _state(config: Config, seed: int = 0):
     return trainer, train.init_state(trainer, train.seed_keys(seed)[0])
 
 
-@pytest.mark.parametrize("config", [Config(latent_dim=32, lr=3e-3), Config(model="conv", latent_dim=32, lr=3e-3),
+@pytest.mark.parametrize("config", [Config(latent_dim=32, lr=3e-3),
+                                    pytest.param(Config(model="conv", latent_dim=32, lr=3e-3), marks=pytest.mark.slow),
                                     Config(latent_dim=32, lr=3e-3, loss="bce")])
 def test_train_step_drives_loss_on_a_fixed_batch_down_10x(config, mnist_test_images):
     trainer, state = _state(config)
