@@ -4,8 +4,9 @@ tfds's official `mnist` builder imports TensorFlow to extract and encode images.
 standard IDX files with Python's gzip, verifies the sha256 of their *decompressed* bytes against pinned values,
 and writes `Tensor`/`ClassLabel` features to ArrayRecord, read back through `as_data_source` (no TensorFlow).
 
-Sources, first found wins: an explicit directory; the repository's vendored `data/mnist/`; otherwise tfds
-downloads the official files (checked against `checksums.tsv`, tfds's registered checksums).
+Sources: an explicit directory (`mnist_dir`, `--mnist-dir`), else the repository's vendored `data/mnist/`. An
+installed package (a wheel) does not carry the vendored files: it needs `mnist_dir`, or data already prepared
+in the tfds data directory; without either it stops at once with one line saying so (it never downloads).
 Prepared data goes to `data_dir`, else `$TFDS_DATA_DIR`, else `~/tensorflow_datasets` (tfds's rule); a second
 preparation reuses the first. tfds writes into an `incomplete.*` directory and renames it only on success, and
 every source file is read and checked before anything is written, so a failed preparation leaves nothing
@@ -40,7 +41,6 @@ PINNED_SHA256 = {
     "t10k-images-idx3-ubyte.gz": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
     "t10k-labels-idx1-ubyte.gz": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
-OFFICIAL_URL = "https://storage.googleapis.com/cvdf-datasets/mnist/"
 VENDORED_DIR = Path(__file__).resolve().parent.parent / "data" / "mnist"
 IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
 
@@ -93,11 +93,9 @@ def read_idx(path: Path, expected_sha256: str | None) -> np.ndarray:
     return np.frombuffer(body, dtype=np.uint8).reshape(shape)
 
 
-def find_source_dir(mnist_dir: str | os.PathLike | None) -> Path | None:
-    """The directory holding the four IDX files, or None when tfds should download them.
-
-    An explicit directory must hold all four files; the vendored `data/mnist/` is used when complete.
-    """
+def find_source_dir(mnist_dir: str | os.PathLike | None) -> Path:
+    """The directory holding the four IDX files: `mnist_dir`, which must hold all four, else the vendored
+    `data/mnist/` of a repository checkout; a one-line error when neither has them."""
     names = [name for pair in FILES.values() for name in pair]
     if mnist_dir is not None:
         root = Path(mnist_dir)
@@ -108,7 +106,11 @@ def find_source_dir(mnist_dir: str | os.PathLike | None) -> Path | None:
         return root
     if all((VENDORED_DIR / name).is_file() for name in names):
         return VENDORED_DIR
-    return None
+    where = (f"MNIST is not prepared in the tfds data directory and its IDX files are not at {VENDORED_DIR} (an "
+             f"installed package does not ship them)")
+    raise AejaxError(f"{where}; pass mnist_dir=DIR, a directory with the four .gz files "
+                     f"({', '.join(names)})", cli=f"{where}; pass --mnist-dir DIR, a directory with the four .gz "
+                                                 f"files ({', '.join(names)})")
 
 
 class MnistBuilder(tfds.core.GeneratorBasedBuilder):
@@ -140,10 +142,7 @@ class MnistBuilder(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         source = find_source_dir(self._mnist_dir)
         names = [name for pair in FILES.values() for name in pair]
-        if source is None:
-            paths = dl_manager.download({name: OFFICIAL_URL + name for name in names})
-        else:
-            paths = {name: source / name for name in names}
+        paths = {name: source / name for name in names}
         checksums = self._checksums or {}
         arrays = {name: read_idx(Path(paths[name]), checksums.get(name)) for name in names}
         splits = {}

@@ -117,3 +117,12 @@ def test_real_vendored_mnist(prepared_data_dir):
     assert np.bincount(train.labels, minlength=10).tolist() == MNIST_TRAIN_CLASS_COUNTS
     assert np.bincount(test.labels, minlength=10).tolist() == MNIST_TEST_CLASS_COUNTS
     assert test.labels[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]  # IDX order
+
+
+def test_without_vendored_files_or_mnist_dir_one_line_names_the_flag(tmp_path, monkeypatch, capsys):
+    """An installed package carries no data/mnist: it stops at once, naming --mnist-dir (no download)."""
+    monkeypatch.setattr(data, "VENDORED_DIR", tmp_path / "not_there")
+    with pytest.raises(AejaxError, match="pass mnist_dir=DIR") as info:
+        data.load_mnist("test", data_dir=tmp_path / "tfds")
+    assert "\n" not in str(info.value) and "--mnist-dir DIR" in info.value.cli_message
+    assert not (tmp_path / "tfds" / "aejax_mnist" / "1.0.0").exists()
