@@ -160,124 +160,127 @@ def run(config: Config, out_dir: str | Path, *, seeds: Sequence[int] | None = No
     trainer = make_trainer(config, n_train, swept=list(grid[0]))
     sweeps.check_model(trainer.model, grid)
     run_dir = RunDir.open(out_dir, config, seeds, resume=resume, overwrite=overwrite, sweep=grid if sweep else None)
-    program = train.compile_program(trainer)  # looked up here, so a benchmark can wrap it
-    keys = [seed_keys(s) for _, s in lanes]
-    init_keys = jnp.stack([k[0] for k in keys])
-    data_keys = jnp.stack([k[1] for k in keys])
-    hparams = sweeps.lane_hparams(grid, len(seeds))  # {} outside a sweep
-    state = program.init(init_keys, hparams)
-    if trainer.mesh is None:
-        train_images, test_images = jax.device_put(source.rows(range(n_train))), jax.device_put(source.test)  # uint8
-    else:
-        test_images, state, hparams = parallel.replicate((source.test, state, hparams), trainer.mesh)
-        train_images = (parallel.shard_rows(source.rows, n_train, trainer.mesh) if config.shard_data
-                        else parallel.replicate(source.rows(range(n_train)), trainer.mesh))
-    mngr = checkpoint.manager(run_dir.path / "checkpoints", config.keep_checkpoints)
-    start_epoch, history = 0, []
-    if resume:  # the newest checkpoint whose epoch has its metrics line (the line is written after the save)
-        history = run_dir.read_metrics()
-        usable = [s for s in mngr.all_steps() if s <= len(history)]
-        if usable:
-            state, meta = checkpoint.restore(mngr, state, log=log, max_step=len(history))
-            start_epoch, history = int(meta["epoch"]), history[: int(meta["epoch"])]
-            log(f"resumed from {run_dir.path / 'checkpoints'} at epoch {start_epoch}")
+    with contextlib.closing(run_dir):  # the directory stays locked until the run ends or fails
+        program = train.compile_program(trainer)  # looked up here, so a benchmark can wrap it
+        keys = [seed_keys(s) for _, s in lanes]
+        init_keys = jnp.stack([k[0] for k in keys])
+        data_keys = jnp.stack([k[1] for k in keys])
+        hparams = sweeps.lane_hparams(grid, len(seeds))  # {} outside a sweep
+        state = program.init(init_keys, hparams)
+        if trainer.mesh is None:
+            train_images = jax.device_put(source.rows(range(n_train)))  # uint8 [N, 28, 28, 1]
+            test_images = jax.device_put(source.test)
         else:
-            history = []
+            test_images, state, hparams = parallel.replicate((source.test, state, hparams), trainer.mesh)
+            train_images = (parallel.shard_rows(source.rows, n_train, trainer.mesh) if config.shard_data
+                            else parallel.replicate(source.rows(range(n_train)), trainer.mesh))
+        mngr = checkpoint.manager(run_dir.path / "checkpoints", config.keep_checkpoints)
+        start_epoch, history = 0, []
+        if resume:  # the newest checkpoint whose epoch has its metrics line (the line is written after the save)
+            history = run_dir.read_metrics()
+            usable = [s for s in mngr.all_steps() if s <= len(history)]
+            if usable:
+                state, meta = checkpoint.restore(mngr, state, log=log, max_step=len(history))
+                start_epoch, history = int(meta["epoch"]), history[: int(meta["epoch"])]
+                log(f"resumed from {run_dir.path / 'checkpoints'} at epoch {start_epoch}")
+            else:
+                history = []
 
-    n_steps = n_train // config.batch_size
-    train_seconds = sum(h["epoch_seconds"] for h in history)
-    final = None  # the last epoch's scores, SSIM included: they are the results
-    events_dirs = [(sweeps.label(m) + "_" if m else "") + f"seed_{s}" for m, s in lanes]
-    ckpt_meta = {"seeds": seeds, "config": config.to_dict(), **({"sweep": grid} if sweep else {})}
-    done_at = time.perf_counter()  # when the device finished the last epoch read back
+        n_steps = n_train // config.batch_size
+        train_seconds = sum(h["epoch_seconds"] for h in history)
+        final = None  # the last epoch's scores, SSIM included: they are the results
+        events_dirs = [(sweeps.label(m) + "_" if m else "") + f"seed_{s}" for m, s in lanes]
+        ckpt_meta = {"seeds": seeds, "config": config.to_dict(), **({"sweep": grid} if sweep else {})}
+        done_at = time.perf_counter()  # when the device finished the last epoch read back
 
-    def save_checkpoint(end: EpochEnd) -> None:
-        checkpoint.save(mngr, end.epoch, end.state, {"epoch": end.epoch, **ckpt_meta}, wait=False)
+        def save_checkpoint(end: EpochEnd) -> None:
+            checkpoint.save(mngr, end.epoch, end.state, {"epoch": end.epoch, **ckpt_meta}, wait=False)
 
-    def metrics_line(end: EpochEnd) -> None:
-        mngr.wait_until_finished()  # a metrics line always has its checkpoint on disk
-        run_dir.write_metrics(history)
+        def metrics_line(end: EpochEnd) -> None:
+            mngr.wait_until_finished()  # a metrics line always has its checkpoint on disk
+            run_dir.write_metrics(history)
 
-    def report(flight: InFlight) -> bool:
-        """Read back one epoch (while the next one runs) and run every per-epoch action; True: an action asked
-        to stop."""
-        nonlocal train_seconds, final, done_at
-        losses = np.asarray(flight.losses)  # [K, steps]; waits for that epoch only
-        now = time.perf_counter()
-        seconds, done_at = now - max(flight.dispatched_at, done_at), now
-        entry = {"epoch": flight.epoch, "train_loss": losses.mean(axis=1).tolist(),
-                 "test_mse": _test_mse(flight.totals), "epoch_seconds": seconds,
-                 "images_per_second": len(lanes) * n_steps * config.batch_size / seconds}
-        if flight.aux:
-            entry["train_aux"] = {k: np.asarray(v).mean(axis=1).tolist() for k, v in flight.aux.items()}
-        end = EpochEnd(flight.epoch, config.epochs, losses, entry, flight.state, names, flight.epoch == start_epoch + 1)
-        check_finite(end, mngr)
-        save_checkpoint(end)
-        train_seconds += seconds
-        if flight.epoch == config.epochs:  # nothing runs after the last epoch: its full scores are the results
-            final = _scores(flight.totals, len(lanes))
-        history.append(entry)
-        events.epoch(entry)
-        metrics_line(end)
-        log_line(end, log)
-        return any([bool(action(end)) for action in actions])
+        def report(flight: InFlight) -> bool:
+            """Read back one epoch (while the next one runs) and run every per-epoch action; True: an action asked
+            to stop."""
+            nonlocal train_seconds, final, done_at
+            losses = np.asarray(flight.losses)  # [K, steps]; waits for that epoch only
+            now = time.perf_counter()
+            seconds, done_at = now - max(flight.dispatched_at, done_at), now
+            entry = {"epoch": flight.epoch, "train_loss": losses.mean(axis=1).tolist(),
+                     "test_mse": _test_mse(flight.totals), "epoch_seconds": seconds,
+                     "images_per_second": len(lanes) * n_steps * config.batch_size / seconds}
+            if flight.aux:
+                entry["train_aux"] = {k: np.asarray(v).mean(axis=1).tolist() for k, v in flight.aux.items()}
+            end = EpochEnd(flight.epoch, config.epochs, losses, entry, flight.state, names,
+                           flight.epoch == start_epoch + 1)
+            check_finite(end, mngr)
+            save_checkpoint(end)
+            train_seconds += seconds
+            if flight.epoch == config.epochs:  # nothing runs after the last epoch: its full scores are the results
+                final = _scores(flight.totals, len(lanes))
+            history.append(entry)
+            events.epoch(entry)
+            metrics_line(end)
+            log_line(end, log)
+            return any([bool(action(end)) for action in actions])
 
-    def interrupted(epoch: int) -> Interrupted:
-        signum = received[0] if received else signal.SIGTERM  # another host was signalled
-        stopped = (f"stopped by {signal.Signals(signum).name} after epoch {epoch}/{config.epochs}; its "
-                   f"checkpoint is saved in {run_dir.path / 'checkpoints'}; continue with")
-        return Interrupted(f"{stopped} resume=True", cli=f"{stopped} --resume", exit_code=128 + signum)
+        def interrupted(epoch: int) -> Interrupted:
+            signum = received[0] if received else signal.SIGTERM  # another host was signalled
+            stopped = (f"stopped by {signal.Signals(signum).name} after epoch {epoch}/{config.epochs}; its "
+                       f"checkpoint is saved in {run_dir.path / 'checkpoints'}; continue with")
+            return Interrupted(f"{stopped} resume=True", cli=f"{stopped} --resume", exit_code=128 + signum)
 
-    with (stop_requests() as received, contextlib.closing(EventLog(run_dir.path, events_dirs)) as events,
-          contextlib.closing(mngr)):
-        pending, stop = None, False  # the epoch dispatched last, not yet read back
-        for epoch in range(start_epoch, config.epochs):
-            dispatched_at = time.perf_counter()
-            ekeys = jax.vmap(epoch_key, in_axes=(0, None))(data_keys, epoch)
-            state, (losses, aux) = program.epoch(state, train_images, ekeys, hparams)
-            totals = program.evaluate(epoch + 1 == config.epochs, state.params, test_images)
-            flight = InFlight(epoch + 1, _copy(state), losses, aux, totals, dispatched_at)  # state is donated next
-            if pending is not None:  # the device runs `flight` while the host finishes `pending`
-                stop = report(pending)
-                if parallel.any_process(bool(received)) or stop:  # every host stops after the same epoch
-                    report(flight)  # the epoch in flight is finished and checkpointed, not lost
-                    pending = None
-                    break
-            pending = flight
-        if pending is not None:
-            stop = report(pending) or stop
-        if parallel.any_process(bool(received)):
-            raise interrupted(history[-1]["epoch"])
-        if final is None:  # a finished run reloaded, or one an action stopped early
-            final = _scores(program.evaluate(True, state.params, test_images), len(lanes))
-        test_aux = {}
-        if "train_aux" in history[-1]:  # a loss with terms of its own: score them on the test set too
-            eval_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(data_keys, EVAL_TAG)
-            test_aux = {k: np.asarray(v).tolist()
-                        for k, v in program.eval_loss(state.params, test_images, eval_keys, hparams).items()}
+        with (stop_requests() as received, contextlib.closing(EventLog(run_dir.path, events_dirs)) as events,
+              contextlib.closing(mngr)):
+            pending, stop = None, False  # the epoch dispatched last, not yet read back
+            for epoch in range(start_epoch, config.epochs):
+                dispatched_at = time.perf_counter()
+                ekeys = jax.vmap(epoch_key, in_axes=(0, None))(data_keys, epoch)
+                state, (losses, aux) = program.epoch(state, train_images, ekeys, hparams)
+                totals = program.evaluate(epoch + 1 == config.epochs, state.params, test_images)
+                flight = InFlight(epoch + 1, _copy(state), losses, aux, totals, dispatched_at)  # state is donated next
+                if pending is not None:  # the device runs `flight` while the host finishes `pending`
+                    stop = report(pending)
+                    if parallel.any_process(bool(received)) or stop:  # every host stops after the same epoch
+                        report(flight)  # the epoch in flight is finished and checkpointed, not lost
+                        pending = None
+                        break
+                pending = flight
+            if pending is not None:
+                stop = report(pending) or stop
+            if parallel.any_process(bool(received)):
+                raise interrupted(history[-1]["epoch"])
+            if final is None:  # a finished run reloaded, or one an action stopped early
+                final = _scores(program.evaluate(True, state.params, test_images), len(lanes))
+            test_aux = {}
+            if "train_aux" in history[-1]:  # a loss with terms of its own: score them on the test set too
+                eval_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(data_keys, EVAL_TAG)
+                test_aux = {k: np.asarray(v).tolist()
+                            for k, v in program.eval_loss(state.params, test_images, eval_keys, hparams).items()}
 
-        params = [unstack(state.params, i) for i in range(len(lanes))]
-        baseline = metrics.mean_image_mse(train_images, test_images)
-        rows = []
-        for i, (member, seed) in enumerate(lanes):
-            warnings = []
-            if final[i]["mse"] > baseline:
-                warnings.append(f"{names[i]} learned nothing: its test MSE {final[i]['mse']:.5f} is worse than "
-                                f"predicting the training set's mean image ({baseline:.5f})")
-                log(f"warning: {warnings[-1]}")
-            rows.append(result_row(
-                model=config.model, variant=variant or config.model, latent_dim=config.latent_dim,
-                epochs=history[-1]["epoch"], seed=seed, scores=final[i], params=models.param_count(params[i]),
-                train_seconds=train_seconds / len(lanes), final_train_loss=history[-1]["train_loss"][i],
-                train_seconds_total=train_seconds, seeds_trained_together=len(lanes),
-                mean_image_test_mse=baseline, warnings=warnings,
-                **({"sweep": member} if sweep else {}),
-                **{f"test_{k}": v[i] for k, v in test_aux.items()}))
-        run_dir.write_results(rows)
-        run_dir.write_reconstructions(trainer.model, params[0], np.asarray(test_images[:10]),
-                                      f"{config.model}, code {config.latent_dim}, {names[0]}: "
-                                      f"test MSE {rows[0]['test_mse']:.5f}", events, history[-1]["epoch"])
-    return RunResult(rows, trainer.model, params, history[-1]["epoch"] - start_epoch)
+            params = [unstack(state.params, i) for i in range(len(lanes))]
+            baseline = metrics.mean_image_mse(train_images, test_images)
+            rows = []
+            for i, (member, seed) in enumerate(lanes):
+                warnings = []
+                if final[i]["mse"] > baseline:
+                    warnings.append(f"{names[i]} learned nothing: its test MSE {final[i]['mse']:.5f} is worse than "
+                                    f"predicting the training set's mean image ({baseline:.5f})")
+                    log(f"warning: {warnings[-1]}")
+                rows.append(result_row(
+                    model=config.model, variant=variant or config.model, latent_dim=config.latent_dim,
+                    epochs=history[-1]["epoch"], seed=seed, scores=final[i], params=models.param_count(params[i]),
+                    train_seconds=train_seconds / len(lanes), final_train_loss=history[-1]["train_loss"][i],
+                    train_seconds_total=train_seconds, seeds_trained_together=len(lanes),
+                    mean_image_test_mse=baseline, warnings=warnings,
+                    **({"sweep": member} if sweep else {}),
+                    **{f"test_{k}": v[i] for k, v in test_aux.items()}))
+            run_dir.write_results(rows)
+            run_dir.write_reconstructions(trainer.model, params[0], np.asarray(test_images[:10]),
+                                          f"{config.model}, code {config.latent_dim}, {names[0]}: "
+                                          f"test MSE {rows[0]['test_mse']:.5f}", events, history[-1]["epoch"])
+        return RunResult(rows, trainer.model, params, history[-1]["epoch"] - start_epoch)
 
 
 class Interrupted(AejaxError):

@@ -1,8 +1,10 @@
 """A run directory: the rules that claim it for one run, and the files of that run.
 
-`RunDir.open` refuses to mix runs: a directory holding a run of another config (or seeds) is left untouched
-unless `overwrite`; the same config continues only with `resume`. Every file is written atomically
-(`aejax.files`). A run directory holds:
+`RunDir.open` takes the directory's lock (`.lock`, an `flock` held until `close()` or the process ends, a
+crash included), so a second process on the same directory, or a resume while the first still runs, is refused
+in one line and the first run's files stay intact. It refuses to mix runs: a directory holding a run of another
+config (or seeds) is left untouched unless `overwrite`; the same config continues only with `resume`. Every file
+is written atomically (`aejax.files`). A run directory holds:
 
     config.json      the resolved config, the seeds (and sweep members), package versions, device and host
     metrics.jsonl    one line per epoch: train loss and test MSE per model, seconds, images/s
@@ -15,7 +17,9 @@ unless `overwrite`; the same config continues only with `resume`. Every file is 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -30,12 +34,20 @@ from aejax.events import EventLog
 from aejax.files import make_output_dir, write_atomic, write_json
 from aejax.parallel import is_writer
 
+LOCK_FILE = ".lock"
 RUN_FILES = ("config.json", "metrics.jsonl", "results.json", "recon.png", "tensorboard", "checkpoints")
 
 
 @dataclasses.dataclass(frozen=True)
 class RunDir:
     path: Path
+    lock: int | None = dataclasses.field(default=None, compare=False)  # the file descriptor holding .lock
+
+    def close(self) -> None:
+        """Release the directory's lock (the end of the process releases it too)."""
+        if self.lock is not None:
+            os.close(self.lock)
+            object.__setattr__(self, "lock", None)
 
     @classmethod
     def open(cls, out_dir: str | Path, config: Config, seeds: list[int], *, resume: bool,
@@ -47,6 +59,16 @@ class RunDir:
         if not is_writer():
             return cls(path)
         make_output_dir(path)
+        lock = _take_lock(path)
+        try:
+            return cls._claim(path, config, seeds, resume=resume, overwrite=overwrite, sweep=sweep, lock=lock)
+        except BaseException:
+            os.close(lock)
+            raise
+
+    @classmethod
+    def _claim(cls, path: Path, config: Config, seeds: list[int], *, resume: bool, overwrite: bool,
+               sweep: list[dict[str, float]] | None, lock: int) -> RunDir:
         wanted = {"config": config.to_dict(), "seeds": list(seeds), **({"sweep": sweep} if sweep else {})}
         config_file = path / "config.json"
         if config_file.exists():
@@ -58,7 +80,7 @@ class RunDir:
             except (ValueError, KeyError, TypeError, AejaxError):
                 saved = None
             if saved == wanted and resume:
-                return cls(path)
+                return cls(path, lock)
             if not overwrite:
                 if saved == wanted:
                     raise AejaxError(f"{path} already holds a run of this config; pass resume=True to continue "
@@ -75,13 +97,13 @@ class RunDir:
                     shutil.rmtree(target)
                 elif target.exists():
                     target.unlink()
-        elif any(path.iterdir()) and not overwrite:
+        elif any(p.name != LOCK_FILE for p in path.iterdir()) and not overwrite:
             raise AejaxError(f"{path} is not empty and holds no aejax run; choose another output directory "
                              f"(or pass overwrite=True to write beside its files)",
                              cli=f"{path} is not empty and holds no aejax run; choose another --out "
                                  f"(or pass --overwrite to write beside its files)")
         write_json(config_file, {**wanted, "environment": environment()})
-        return cls(path)
+        return cls(path, lock)
 
     def read_metrics(self) -> list[dict[str, Any]]:
         file = self.path / "metrics.jsonl"
@@ -104,3 +126,17 @@ class RunDir:
         path = self.path / "recon.png"
         plots.reconstructions(path, images, np.asarray(inference.reconstruct(model, params, images)), title=title)
         events.image("reconstructions", path, step)
+
+
+def _take_lock(path: Path) -> int:
+    """An exclusive `flock` on `path/.lock`, or a one-line error naming the directory if another process holds it."""
+    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise AejaxError(f"{path} is in use by another aejax run (it holds {path / LOCK_FILE}); wait for that run "
+                         f"to end, or choose another output directory",
+                         cli=f"{path} is in use by another aejax run (it holds {path / LOCK_FILE}); wait for that "
+                             f"run to end, or choose another --out") from None
+    return fd

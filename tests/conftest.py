@@ -28,6 +28,16 @@ from aejax import data
 from tests.helpers import run_cli, write_idx_set
 
 
+@pytest.fixture(autouse=True)
+def _matmul_precision_is_the_default():
+    """Each test starts at JAX's default matmul precision: a test that sets it globally would make every later
+    comparison run at another precision (on a GPU, TF32 against highest) without saying so."""
+    import jax
+
+    assert jax.config.jax_default_matmul_precision is None, "an earlier test set jax_default_matmul_precision"
+    yield
+
+
 @pytest.fixture
 def synthetic_idx(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     root = tmp_path / "idx"

@@ -63,3 +63,19 @@ def test_readme_and_library_blocks_run_as_written(tmp_path, prepared_data_dir):
     assert sum("{'lr':" in line for line in lines) == 3
     early = [line for line in lines if line.startswith("epoch ")]
     assert 1 <= len(early) < 4 and lines[-1] == str(len(early))  # stopped early: the rows say how many epochs
+
+
+def test_the_documented_checkpoint_layout_restores_with_plain_orbax(tmp_path, mnist_test_images):
+    # docs/training.md's orbax snippet, run as written in a process that never imports aejax, on a real run.
+    from aejax import loop
+    from aejax.config import Config
+
+    snippet = python_blocks(REPO / "docs" / "training.md")
+    assert "ocp.CheckpointManager" in snippet and "import aejax" not in snippet
+    loop.run(Config(latent_dim=32, epochs=1, batch_size=50, train_examples=500), tmp_path / "runs/linear_d32",
+             seeds=[0, 1], data=(mnist_test_images[:500], mnist_test_images[:200]), log=lambda *_: None)
+    check = "\nimport sys\nassert not [m for m in sys.modules if m.startswith('aejax')]\nprint(kernel.shape)\n"
+    result = subprocess.run([sys.executable, "-c", snippet + check], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "(2, 784, 32)"  # [K, 784, d]: both seeds

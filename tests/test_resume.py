@@ -19,7 +19,9 @@ import pytest
 
 from aejax import cli, loop
 from aejax.config import Config
+from aejax.errors import AejaxError
 from aejax.restore import load_model
+from aejax.rundir import RunDir
 from tests.helpers import REPO, run_cli, run_in_process
 
 ARGS = ["--model", "linear", "--latent-dim", "64", "--epochs", "4", "--train-examples", "3000"]
@@ -132,6 +134,44 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, trained)
     assert (out / "corrupt_checkpoints" / "3").is_dir()  # set aside, not deleted
     assert rows[0]["test_mse"] == reference[0]["test_mse"]
     _assert_same_params(out, trained[3])
+
+
+# Another process holding a run directory: it takes the lock as a run does, says so, and waits (or is killed).
+HOLDER = r"""
+import json, sys
+from aejax.config import Config
+from aejax.rundir import RunDir
+saved = json.loads(open(sys.argv[1] + "/config.json").read())
+run_dir = RunDir.open(sys.argv[1], Config.from_dict(saved["config"]), saved["seeds"], resume=True, overwrite=False)
+print("holding", flush=True)
+sys.stdin.read()
+"""
+
+
+def _files(path):
+    return {str(f.relative_to(path)): f.read_bytes() for f in sorted(path.rglob("*")) if f.is_file()}
+
+
+def test_a_second_writer_is_refused_until_the_first_ends_or_crashes(tmp_path, trained):
+    config, data, reference, out = _copy_of(trained, tmp_path)
+    (out / "results.json").unlink()  # an unfinished run, as a resume would find it
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], cwd=REPO,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        before = _files(out)
+        for resume, overwrite in ((True, False), (False, True)):
+            with pytest.raises(AejaxError, match="in use by another aejax run") as refused:
+                loop.run(config, out, data=data, resume=resume, overwrite=overwrite, log=lambda *_: None)
+            assert "\n" not in str(refused.value) and "--out" in refused.value.cli_message
+        assert _files(out) == before  # the first run's files untouched
+    finally:
+        holder.kill()  # a crash: the kernel releases the lock with the process
+        holder.wait()
+    rows = loop.run(config, out, data=data, resume=True, log=lambda *_: None).rows
+    assert rows[0]["test_mse"] == reference[0]["test_mse"]
+    saved = json.loads((out / "config.json").read_text())
+    RunDir.open(out, Config.from_dict(saved["config"]), saved["seeds"], resume=True, overwrite=False).close()
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write to any directory")

@@ -1,5 +1,6 @@
 import json
 import math
+import re
 import struct
 from pathlib import Path
 
@@ -66,6 +67,33 @@ def test_epoch_is_compiled_once(mnist_test_images):
         state, (losses, _) = program.epoch(state, images, train.epoch_key(keys[1], e)[None], {})
     assert program.epoch._cache_size() == 1  # three epochs, one compilation
     assert losses.shape == (1, 2000 // 50)
+
+
+# An instruction that calls back into Python or moves data between host and device: `%x = TYPE opcode(...)`.
+HOST_OP = re.compile(r"=\s*\S.*?\s(infeed|outfeed|send|recv|send-done|recv-done)\(|custom_call_target=\"[^\"]*callback")
+
+
+def _host_ops(hlo: str) -> list[str]:
+    """The instructions of compiled HLO that call back into Python or move data between host and device."""
+    return [line.strip() for line in hlo.splitlines() if HOST_OP.search(line)]
+
+
+def test_the_host_op_check_sees_a_callback():
+    hlo = jax.jit(lambda x: jax.debug.print("{}", x) or x + 1).lower(jnp.ones(3)).compile().as_text()
+    assert _host_ops(hlo)
+
+
+@pytest.mark.parametrize("model", ["linear", "conv", "vae"])
+def test_the_compiled_epoch_holds_no_host_callbacks_or_transfers(model, mnist_test_images):
+    # A callback or transfer inside the scan would stall an accelerator once per step; on CPU it only costs a
+    # little, so it is checked here, in the program XLA compiled.
+    program = train.compile_program(train.make_trainer(Config(model=model, latent_dim=16, batch_size=50,
+                                                              train_examples=500)))
+    keys = train.seed_keys(0)
+    state = program.init(keys[0][None], {})
+    hlo = program.epoch.lower(state, jnp.asarray(mnist_test_images[:500]), train.epoch_key(keys[1], 0)[None],
+                              {}).compile().as_text()
+    assert "while" in hlo and not _host_ops(hlo), _host_ops(hlo)
 
 
 def test_partial_last_batch_is_dropped():

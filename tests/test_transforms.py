@@ -21,7 +21,12 @@ import pytest
 from aejax import metrics, models, train
 from aejax.config import Config
 
-jax.config.update("jax_default_matmul_precision", "highest")  # compare derivatives, not matmul passes
+
+@pytest.fixture(autouse=True)
+def _highest_precision():
+    """Every test here compares derivatives, not matmul passes: highest precision inside the test only."""
+    with jax.default_matmul_precision("highest"):
+        yield
 
 MODELS = ("linear", "conv", "conv_original", "conv_strided", "vae", "sparse")
 SETTINGS = {"conv_original": {"latent_dim": 392},  # conv_strided with every optional layer (refine: a 3x3 conv)
