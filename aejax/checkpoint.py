@@ -5,12 +5,19 @@ seeds and the config. Orbax writes each step into a temporary directory and rena
 crash mid-save never leaves a step that `latest_step` would return. Saves are asynchronous: `save` copies the
 arrays to the host and returns while a background thread writes them; `mngr.wait_until_finished()` (or
 `mngr.close()`) waits for the write.
+
+A full disk during a run (`stop_when_full`) becomes one line naming the path, the space free there and the space
+the run's checkpoints need; the partial step is removed, every complete one kept, so `--resume` continues once
+there is room. A new manager removes partial steps a crash left (`cleanup_tmp_directories`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +25,14 @@ import jax
 import orbax.checkpoint as ocp
 
 from aejax.errors import AejaxError
+from aejax.files import NoSpace, describe_bytes, free_bytes, is_full
+
+PARTIAL = ".orbax-checkpoint-tmp"  # in the name of a step orbax is still writing
 
 
 def manager(directory: str | Path, max_to_keep: int) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                           enable_async_checkpointing=True)
+                                           enable_async_checkpointing=True, cleanup_tmp_directories=True)
     handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
     return ocp.CheckpointManager(Path(directory).absolute(), options=options, item_handlers=handlers)
 
@@ -31,10 +41,24 @@ def save(mngr: ocp.CheckpointManager, epoch: int, state: Any, meta: dict[str, An
     """Save `state` as step `epoch` (1-based: the number of completed epochs); with `wait=False` return once the
     arrays are copied to the host, the write going on in the background (orbax waits for it before the next
     save; `mngr.wait_until_finished()` waits for it explicitly)."""
+    _check_room(mngr, epoch, state)
     mngr.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                              meta=ocp.args.JsonSave(meta)))
     if wait:
         mngr.wait_until_finished()
+
+
+def _check_room(mngr: ocp.CheckpointManager, epoch: int, state: Any) -> None:
+    """`NoSpace` before a save that cannot fit: it needs what the newest complete step takes on disk (else the
+    state's raw bytes), plus a tenth; the previous save has finished (`metrics_line` waits for it), so the free
+    space is what is really free. (A save that still fills the disk fails inside orbax, then `stop_when_full`.)"""
+    directory = Path(mngr.directory)
+    steps = [s for s in mngr.all_steps() if (directory / str(s)).is_dir()]
+    size = (_tree_bytes(directory / str(max(steps))) if steps
+            else sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(state)))
+    needed = size + size // 10 + 65536  # and room for orbax's metadata files
+    if free_bytes(directory) < needed:
+        raise NoSpace(directory / str(epoch), needed)
 
 
 def _flat_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
@@ -114,3 +138,67 @@ def _set_aside(mngr: ocp.CheckpointManager, step: int, error: Exception, log: Ca
     mngr.reload()
     reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
     log(f"checkpoint step {step} in {directory} is corrupt ({reason}); moved it to {target}")
+
+
+@contextlib.contextmanager
+def stop_when_full(run_path: Path, keep: int) -> Iterator[None]:
+    """Turn a full disk in the block (an orbax save, a results file, a figure) into one `AejaxError`: the path,
+    the bytes free there, what a checkpoint of this run takes; partial steps removed, complete ones kept."""
+    absl = logging.getLogger("absl")  # orbax logs each failed background write, traceback and all
+    absl.addFilter(_not_a_full_disk)
+    try:
+        yield
+    except Exception as e:
+        if not is_full(e):
+            raise
+        raise _out_of_space(e, Path(run_path), keep) from None
+    finally:
+        absl.removeFilter(_not_a_full_disk)
+
+
+def _not_a_full_disk(record: logging.LogRecord) -> bool:
+    """Drop orbax's log records of a write that found the disk full: `stop_when_full` reports it in one line."""
+    return not (record.exc_info and record.exc_info[1] is not None and is_full(record.exc_info[1]))
+
+
+def _tree_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _failed_write(error: BaseException, fallback: Path) -> tuple[Path, int | None]:
+    """The path whose write filled the disk (and the bytes it needed, where known)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, NoSpace):
+            return seen.path, seen.needed
+        if isinstance(seen, OSError) and seen.filename:
+            return Path(os.fsdecode(seen.filename)), None
+        quoted = [part for part in str(seen).split('"')[1::2] if part.startswith("/")]  # tensorstore's message
+        if quoted:
+            return Path(quoted[0]), None
+        seen = seen.__cause__ or seen.__context__
+    return fallback, None
+
+
+def _out_of_space(error: BaseException, run_path: Path, keep: int) -> AejaxError:
+    directory = run_path / "checkpoints"
+    entries = list(directory.iterdir()) if directory.is_dir() else []
+    partial = [p for p in entries if PARTIAL in p.name]
+    partial_bytes = max((_tree_bytes(p) for p in partial), default=0)
+    for p in partial:
+        shutil.rmtree(p, ignore_errors=True)
+    steps = sorted(int(p.name) for p in entries if p.name.isdigit())
+    each = _tree_bytes(directory / str(steps[-1])) if steps else partial_bytes
+    writing = directory / partial[0].name.split(".")[0] if partial else directory  # the step being saved
+    path, needed = _failed_write(error, writing)
+    needs = f"it needs {describe_bytes(needed)}, " if needed else ""
+    message = f"no space left on the device for {path} ({needs}{describe_bytes(free_bytes(run_path))} free there)"
+    if each:
+        message += (f"; a checkpoint of this run takes {'' if steps else 'more than '}{describe_bytes(each)}, and "
+                    f"up to {keep + 1} are on disk at once (the {keep} kept and the next being written: "
+                    f"{describe_bytes(each * (keep + 1))})")
+    kept = (f"the checkpoint{'s' if len(steps) > 1 else ''} of epoch{'s' if len(steps) > 1 else ''} "
+            f"{', '.join(map(str, steps))} {'are' if len(steps) > 1 else 'is'} complete and kept") if steps else (
+        "no checkpoint is complete yet")
+    message += f"; {kept}; free space, then continue with"
+    return AejaxError(f"{message} resume=True", cli=f"{message} --resume")

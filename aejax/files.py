@@ -4,9 +4,11 @@ this process gets (0666 less the umask: 0644 under umask 022)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +39,64 @@ def refuse_overwrite(paths: list[str | Path], overwrite: bool) -> None:
                                                f"--overwrite to replace it")
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same directory, renamed over `path` when complete."""
+class NoSpace(AejaxError):
+    """A write that failed because its filesystem (or the user's quota) is full: names the path, the bytes the
+    write needed and the bytes free there."""
+
+    def __init__(self, path: str | Path, needed: int | None):
+        self.path, self.needed = Path(path), needed
+        needs = f"it needs {describe_bytes(needed)}, " if needed else ""
+        super().__init__(f"no space left on the device for {self.path}: {needs}{describe_bytes(free_bytes(path))} "
+                         f"free there")
+
+
+def is_full(error: BaseException) -> bool:
+    """Whether `error`, or an error it was raised from, says the filesystem or quota is full (ENOSPC, EDQUOT;
+    tensorstore, under orbax, reports them as text: `No space left on device [os_error_code='28']`)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, NoSpace) or (isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT)):
+            return True
+        if any(mark in str(seen) for mark in ("No space left on device", "Disk quota exceeded")):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def free_bytes(path: str | Path) -> int:
+    """Bytes free to this user on the filesystem of `path` (or of its nearest existing parent)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def describe_bytes(n: int) -> str:
+    """`n` bytes for a person: '812 bytes', '3.4 kB', '1.2 MB', '5.0 GB' (powers of 1000)."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def write_atomic(path: Path, content: str | bytes) -> None:
+    """Write `content` to `path` through a temporary file in the same directory, renamed over `path` when
+    complete; a full disk is `NoSpace` (the temporary file removed, `path` as it was)."""
     path = Path(path)
+    raw = content.encode() if isinstance(content, str) else content
     tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for any file
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for any file
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(raw)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    except OSError as e:
+        if is_full(e):
+            raise NoSpace(path, len(raw)) from None
         raise
 
 

@@ -159,8 +159,12 @@ def run(config: Config, out_dir: str | Path, *, seeds: Sequence[int] | None = No
         raise AejaxError(f"batch_size {config.batch_size} is larger than the {n_train} training images")
     trainer = make_trainer(config, n_train, swept=list(grid[0]))
     sweeps.check_model(trainer.model, grid)
-    run_dir = RunDir.open(out_dir, config, seeds, resume=resume, overwrite=overwrite, sweep=grid if sweep else None)
-    with contextlib.closing(run_dir):  # the directory stays locked until the run ends or fails
+    with checkpoint.stop_when_full(Path(out_dir), config.keep_checkpoints):  # config.json may not fit either
+        run_dir = RunDir.open(out_dir, config, seeds, resume=resume, overwrite=overwrite,
+                              sweep=grid if sweep else None)
+    # The directory stays locked until the run ends or fails; a full disk stops it in one line, keeping every
+    # complete checkpoint (`resume` continues once there is room).
+    with contextlib.closing(run_dir), checkpoint.stop_when_full(run_dir.path, config.keep_checkpoints):
         program = train.compile_program(trainer)  # looked up here, so a benchmark can wrap it
         keys = [seed_keys(s) for _, s in lanes]
         init_keys = jnp.stack([k[0] for k in keys])

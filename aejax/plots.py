@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from aejax.config import IMAGE_PIXELS, IMAGE_SIDE  # noqa: E402
+from aejax.files import write_atomic  # noqa: E402
 
 
 def _image(x: np.ndarray) -> np.ndarray:
@@ -23,8 +25,11 @@ def _image(x: np.ndarray) -> np.ndarray:
 
 
 def _save(fig, path: str | Path) -> None:
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    """The figure as a PNG, written atomically (a full disk leaves the previous file, never half of one)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
+    write_atomic(Path(path), buffer.getvalue())
 
 
 def reconstructions(path: str | Path, originals: np.ndarray, recon: np.ndarray, title: str) -> None:

@@ -27,7 +27,7 @@ from aejax.configs.study import DEPTHS, Arm
 from aejax.data import mnist_source
 from aejax.environment import environment
 from aejax.errors import AejaxError
-from aejax.files import make_output_dir, write_json
+from aejax.files import make_output_dir, write_atomic, write_json
 from aejax.results import result_row
 from aejax.rundir import RunDir
 
@@ -100,7 +100,7 @@ def run_study(arms: Sequence[Arm], out_dir: str | Path, *, depths: Sequence[int]
         **settings, "wall_seconds_this_invocation": wall,
         "train_seconds_sum": sum(r.get("train_seconds_total", 0.0) for r in rows if r["seed"] == seeds[0]),
         "environment": environment()})
-    (out_dir / "results.md").write_text(markdown_table(rows))
+    write_atomic(out_dir / "results.md", markdown_table(rows))
     plots.depth_vs_error(out_dir / "depth_vs_error.png", rows)
     plots.loss_curves(out_dir / "loss_curves.png", curves)
     _recon_grid(out_dir, recons, pcas, test_images)

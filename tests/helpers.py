@@ -3,6 +3,8 @@ in this process or in a new one."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gzip
 import hashlib
 import os
@@ -12,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from aejax import data
 
@@ -55,3 +58,28 @@ def run_cli(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None) -> 
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=600)
+
+
+@contextlib.contextmanager
+def tmpfs(path, size: str):
+    """A small tmpfs at `path` (skips the test where one cannot be mounted: not root, no CAP_SYS_ADMIN)."""
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip() or mounted.returncode}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def fill_disk(directory) -> None:
+    """Fill the filesystem of `directory` to the last byte (files of 1 MB, then 4 kB, then single bytes)."""
+    with open(directory / "filler", "wb", buffering=0) as f:  # unbuffered: nothing left to fail at close
+        for chunk in (1 << 20, 4096, 1):
+            try:
+                while True:
+                    f.write(b"\0" * chunk)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC, e

@@ -1,4 +1,8 @@
 import gzip
+import json
+import os
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -6,7 +10,7 @@ import pytest
 
 from aejax import data
 from aejax.errors import AejaxError
-from tests.helpers import idx_bytes
+from tests.helpers import idx_bytes, run_cli
 
 MNIST_TRAIN_CLASS_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_CLASS_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -126,3 +130,77 @@ def test_without_vendored_files_or_mnist_dir_one_line_names_the_flag(tmp_path, m
         data.load_mnist("test", data_dir=tmp_path / "tfds")
     assert "\n" not in str(info.value) and "--mnist-dir DIR" in info.value.cli_message
     assert not (tmp_path / "tfds" / "aejax_mnist" / "1.0.0").exists()
+
+
+def _truncate(path: Path) -> None:
+    os.truncate(path, path.stat().st_size // 2)
+
+
+def _flip_a_byte(path: Path) -> None:
+    """Flip a bit of byte 10,000: inside the records of the synthetic set (its 40 random images fill the first
+    ~32 KB of the 128 KB shard; a flip in the padding after them changes no record)."""
+    raw = bytearray(path.read_bytes())
+    raw[10_000] ^= 0x40
+    path.write_bytes(bytes(raw))
+
+
+TRAIN_SHARD = "aejax_mnist-train.array_record-00000-of-00001"
+
+
+@pytest.mark.parametrize("damage", [_truncate, _flip_a_byte, Path.unlink], ids=["truncated", "flipped", "deleted"])
+@pytest.mark.parametrize("manifest", [True, False], ids=["verified-before", "never-verified"])
+def test_damaged_prepared_data_is_one_line_naming_the_directory(synthetic_idx, tmp_path, damage, manifest):
+    """Damage to a prepared file is caught before any record is used: by its recorded sha256 once the directory
+    has been verified, else by decoding every record against the sources."""
+    root, checksums = synthetic_idx
+    before = _load(root, checksums, tmp_path, "test")
+    prepared = tmp_path / "tfds" / "aejax_mnist" / "1.0.0"
+    assert sorted(json.loads((prepared / data.MANIFEST).read_text())) == sorted(
+        p.name for p in prepared.iterdir() if p.name != data.MANIFEST)
+    if not manifest:
+        (prepared / data.MANIFEST).unlink()
+    damage(prepared / TRAIN_SHARD)
+    for split in data.SPLITS:
+        with pytest.raises(AejaxError, match=f"prepared MNIST in {re.escape(str(prepared))} is damaged") as info:
+            _load(root, checksums, tmp_path, split)
+        assert "\n" not in str(info.value) and f"delete {prepared} and run again" in str(info.value)
+    shutil.rmtree(prepared)
+    np.testing.assert_array_equal(_load(root, checksums, tmp_path, "test").images, before.images)
+
+
+def test_prepared_data_that_decodes_to_other_content_is_refused(synthetic_idx, tmp_path):
+    """Intact files of the wrong content (another preparation's, say) fail the content check."""
+    root, checksums = synthetic_idx
+    _load(root, checksums, tmp_path)
+    prepared = tmp_path / "tfds" / "aejax_mnist" / "1.0.0"
+    (prepared / data.MANIFEST).unlink()
+    other = {**checksums, "t10k-labels-idx1-ubyte.gz": "0" * 64}
+    with pytest.raises(AejaxError, match="its test split does not decode to the content of t10k-labels"):
+        _load(root, other, tmp_path)
+    assert not (prepared / data.MANIFEST).exists()
+
+
+def test_an_unreadable_manifest_or_an_added_file_is_damage(synthetic_idx, tmp_path):
+    root, checksums = synthetic_idx
+    _load(root, checksums, tmp_path)
+    prepared = tmp_path / "tfds" / "aejax_mnist" / "1.0.0"
+    (prepared / "stray.bin").write_bytes(b"x")
+    with pytest.raises(AejaxError, match="stray.bin was not part of it when it was verified"):
+        _load(root, checksums, tmp_path)
+    (prepared / "stray.bin").unlink()
+    (prepared / data.MANIFEST).write_text("{not json")
+    with pytest.raises(AejaxError, match=f"its {data.MANIFEST} cannot be read"):
+        _load(root, checksums, tmp_path)
+
+
+def test_training_on_damaged_prepared_data_stops_before_the_run_directory(synthetic_data_dir, tmp_path):
+    """The command line: one line on stderr, exit 2, no traceback, and no run directory made."""
+    damaged = tmp_path / "tfds"
+    shutil.copytree(synthetic_data_dir, damaged)
+    _flip_a_byte(damaged / "aejax_mnist" / "1.0.0" / TRAIN_SHARD)
+    out = tmp_path / "run"
+    proc = run_cli("aejax.train", "--epochs", "1", "--data-dir", str(damaged), "--out", str(out))
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is damaged" in lines[0] and TRAIN_SHARD in lines[0], proc.stderr
+    assert not out.exists()

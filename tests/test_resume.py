@@ -22,7 +22,7 @@ from aejax.config import Config
 from aejax.errors import AejaxError
 from aejax.restore import load_model
 from aejax.rundir import RunDir
-from tests.helpers import REPO, run_cli, run_in_process
+from tests.helpers import REPO, fill_disk, run_cli, run_in_process, tmpfs
 
 ARGS = ["--model", "linear", "--latent-dim", "64", "--epochs", "4", "--train-examples", "3000"]
 
@@ -192,3 +192,42 @@ def test_output_directory_that_cannot_be_created(tmp_path, capsys, synthetic_dat
     assert blocker.read_text() == "keep me"
     code, _, stderr = run_in_process(capsys, cli.main, "--out", str(blocker), *data)
     assert code == 2 and "exists and is not a directory" in stderr
+
+
+@pytest.mark.parametrize("full_after", [1, 3], ids=["mid-run", "before-results"])
+def test_a_full_disk_stops_in_one_line_keeps_the_checkpoints_and_resume_finishes(tmp_path, trained, full_after):
+    """The disk fills up after epoch `full_after` (an action fills it): after epoch 1 the next checkpoint cannot be
+    written; after the last epoch, results.json cannot. One line names the path and the space; every complete
+    checkpoint is kept; once there is room, --resume ends as the uninterrupted run did."""
+    config, data, reference, original = trained
+
+    def fill_after(end: loop.EpochEnd) -> None:
+        if end.epoch == full_after:
+            fill_disk(disk)
+
+    with tmpfs(tmp_path / "disk", "16m") as disk:
+        out = disk / "run"
+        with pytest.raises(AejaxError, match=f"no space left on the device for {out}") as stopped:
+            loop.run(config, out, data=data, log=lambda *_: None, actions=[fill_after])
+        message = stopped.value.cli_message
+        assert "\n" not in message and "free there" in message and message.endswith("continue with --resume")
+        steps = sorted(int(p.name) for p in (out / "checkpoints").iterdir())  # no partial step left behind
+        assert steps and steps[-1] >= full_after and f"epoch{'s' if len(steps) > 1 else ''} " in message
+        assert "a checkpoint of this run takes" in message
+        assert not (out / "results.json").exists()
+        lines = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+        assert lines == list(range(1, full_after + 1))  # each line has its checkpoint; none is half written
+        (disk / "filler").unlink()
+        rows = loop.run(config, out, data=data, resume=True, log=lambda *_: None).rows
+        assert rows[0]["test_mse"] == reference[0]["test_mse"]
+        _assert_same_params(out, original)
+
+
+def test_a_disk_full_before_the_run_starts_writes_nothing_half(tmp_path, trained):
+    config, data, _, _ = trained
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        fill_disk(disk)
+        with pytest.raises(AejaxError, match=r"no space left on the device for .*config\.json \(it needs") as stopped:
+            loop.run(config, disk / "run", data=data, log=lambda *_: None)
+        assert "no checkpoint is complete yet" in str(stopped.value)
+        assert sorted(p.name for p in (disk / "run").iterdir()) == [".lock"]  # no half-written config.json
