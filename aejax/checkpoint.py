@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -144,21 +145,27 @@ def _set_aside(mngr: ocp.CheckpointManager, step: int, error: Exception, log: Ca
 def stop_when_full(run_path: Path, keep: int) -> Iterator[None]:
     """Turn a full disk in the block (an orbax save, a results file, a figure) into one `AejaxError`: the path,
     the bytes free there, what a checkpoint of this run takes; partial steps removed, complete ones kept."""
-    absl = logging.getLogger("absl")  # orbax logs each failed background write, traceback and all
-    absl.addFilter(_not_a_full_disk)
+    # Orbax logs each failed background write, traceback and all, from its threads, some after the save has
+    # raised: the filter stays on the "absl" logger once a run has installed it (it drops only full-disk records).
+    absl = logging.getLogger("absl")
+    if _not_a_full_disk not in absl.filters:
+        absl.addFilter(_not_a_full_disk)
     try:
         yield
     except Exception as e:
         if not is_full(e):
             raise
         raise _out_of_space(e, Path(run_path), keep) from None
-    finally:
-        absl.removeFilter(_not_a_full_disk)
 
 
 def _not_a_full_disk(record: logging.LogRecord) -> bool:
-    """Drop orbax's log records of a write that found the disk full: `stop_when_full` reports it in one line."""
-    return not (record.exc_info and record.exc_info[1] is not None and is_full(record.exc_info[1]))
+    """Drop orbax's log records of a write that found the disk full (`stop_when_full` reports it in one line),
+    and of its threads' writes into the partial step that `stop_when_full` then removed."""
+    error = record.exc_info[1] if record.exc_info else None
+    if error is None:
+        return True
+    removed = isinstance(error, FileNotFoundError) and PARTIAL in os.fsdecode(error.filename or "")
+    return not (is_full(error) or removed)
 
 
 def _tree_bytes(path: Path) -> int:
@@ -180,13 +187,27 @@ def _failed_write(error: BaseException, fallback: Path) -> tuple[Path, int | Non
     return fallback, None
 
 
+def _remove_settled(directory: Path, partial: list[Path], settle: float = 0.2, limit: float = 3.0) -> None:
+    """Remove the partial steps, again until none has reappeared for `settle` seconds (at most `limit`): after a
+    failed save, tensorstore's writes still in flight can recreate files in them."""
+    quiet_since, deadline = time.monotonic(), time.monotonic() + limit
+    while partial or time.monotonic() - quiet_since < settle:
+        if partial:
+            for p in partial:
+                shutil.rmtree(p, ignore_errors=True)
+            quiet_since = time.monotonic()
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.02)
+        partial = [p for p in directory.iterdir() if PARTIAL in p.name] if directory.is_dir() else []
+
+
 def _out_of_space(error: BaseException, run_path: Path, keep: int) -> AejaxError:
     directory = run_path / "checkpoints"
     entries = list(directory.iterdir()) if directory.is_dir() else []
     partial = [p for p in entries if PARTIAL in p.name]
     partial_bytes = max((_tree_bytes(p) for p in partial), default=0)
-    for p in partial:
-        shutil.rmtree(p, ignore_errors=True)
+    _remove_settled(directory, partial)
     steps = sorted(int(p.name) for p in entries if p.name.isdigit())
     each = _tree_bytes(directory / str(steps[-1])) if steps else partial_bytes
     writing = directory / partial[0].name.split(".")[0] if partial else directory  # the step being saved

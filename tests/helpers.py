@@ -83,3 +83,19 @@ def fill_disk(directory) -> None:
                     f.write(b"\0" * chunk)
             except OSError as e:
                 assert e.errno == errno.ENOSPC, e
+
+
+# A prelude for `python -c`: importing any of these packages raises ImportError, as on a machine that lacks them.
+WITHOUT_PACKAGES = r"""
+import importlib.abc, sys
+class _Missing(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {BLOCKED!r}:
+            raise ImportError(f"No module named {{name!r}} (blocked by the test)")
+sys.meta_path.insert(0, _Missing())
+"""
+
+
+def without(*packages: str) -> str:
+    """`WITHOUT_PACKAGES` for `packages`."""
+    return WITHOUT_PACKAGES.format(BLOCKED=set(packages))

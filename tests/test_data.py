@@ -3,14 +3,16 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from aejax import data
+from aejax import data, mnist_idx, mnist_tfds
 from aejax.errors import AejaxError
-from tests.helpers import idx_bytes, run_cli
+from tests.helpers import REPO, idx_bytes, run_cli, without
 
 MNIST_TRAIN_CLASS_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_CLASS_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -125,7 +127,7 @@ def test_real_vendored_mnist(prepared_data_dir):
 
 def test_without_vendored_files_or_mnist_dir_one_line_names_the_flag(tmp_path, monkeypatch, capsys):
     """An installed package carries no data/mnist: it stops at once, naming --mnist-dir (no download)."""
-    monkeypatch.setattr(data, "VENDORED_DIR", tmp_path / "not_there")
+    monkeypatch.setattr(mnist_idx, "VENDORED_DIR", tmp_path / "not_there")
     with pytest.raises(AejaxError, match="pass mnist_dir=DIR") as info:
         data.load_mnist("test", data_dir=tmp_path / "tfds")
     assert "\n" not in str(info.value) and "--mnist-dir DIR" in info.value.cli_message
@@ -155,10 +157,10 @@ def test_damaged_prepared_data_is_one_line_naming_the_directory(synthetic_idx, t
     root, checksums = synthetic_idx
     before = _load(root, checksums, tmp_path, "test")
     prepared = tmp_path / "tfds" / "aejax_mnist" / "1.0.0"
-    assert sorted(json.loads((prepared / data.MANIFEST).read_text())) == sorted(
-        p.name for p in prepared.iterdir() if p.name != data.MANIFEST)
+    assert sorted(json.loads((prepared / mnist_tfds.MANIFEST).read_text())) == sorted(
+        p.name for p in prepared.iterdir() if p.name != mnist_tfds.MANIFEST)
     if not manifest:
-        (prepared / data.MANIFEST).unlink()
+        (prepared / mnist_tfds.MANIFEST).unlink()
     damage(prepared / TRAIN_SHARD)
     for split in data.SPLITS:
         with pytest.raises(AejaxError, match=f"prepared MNIST in {re.escape(str(prepared))} is damaged") as info:
@@ -173,11 +175,11 @@ def test_prepared_data_that_decodes_to_other_content_is_refused(synthetic_idx, t
     root, checksums = synthetic_idx
     _load(root, checksums, tmp_path)
     prepared = tmp_path / "tfds" / "aejax_mnist" / "1.0.0"
-    (prepared / data.MANIFEST).unlink()
+    (prepared / mnist_tfds.MANIFEST).unlink()
     other = {**checksums, "t10k-labels-idx1-ubyte.gz": "0" * 64}
     with pytest.raises(AejaxError, match="its test split does not decode to the content of t10k-labels"):
         _load(root, other, tmp_path)
-    assert not (prepared / data.MANIFEST).exists()
+    assert not (prepared / mnist_tfds.MANIFEST).exists()
 
 
 def test_an_unreadable_manifest_or_an_added_file_is_damage(synthetic_idx, tmp_path):
@@ -188,8 +190,8 @@ def test_an_unreadable_manifest_or_an_added_file_is_damage(synthetic_idx, tmp_pa
     with pytest.raises(AejaxError, match="stray.bin was not part of it when it was verified"):
         _load(root, checksums, tmp_path)
     (prepared / "stray.bin").unlink()
-    (prepared / data.MANIFEST).write_text("{not json")
-    with pytest.raises(AejaxError, match=f"its {data.MANIFEST} cannot be read"):
+    (prepared / mnist_tfds.MANIFEST).write_text("{not json")
+    with pytest.raises(AejaxError, match=f"its {mnist_tfds.MANIFEST} cannot be read"):
         _load(root, checksums, tmp_path)
 
 
@@ -204,3 +206,63 @@ def test_training_on_damaged_prepared_data_stops_before_the_run_directory(synthe
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "is damaged" in lines[0] and TRAIN_SHARD in lines[0], proc.stderr
     assert not out.exists()
+
+
+NO_TFDS = ("tensorflow_datasets", "array_record", "tensorboardX")
+
+
+def test_without_tfds_the_idx_files_give_the_same_arrays(synthetic_idx, tmp_path):
+    """Where tensorflow-datasets cannot be imported, MNIST comes from the IDX files directly: the same arrays
+    (and sizes, and first-examples rows) as through tfds, with one warning line."""
+    root, checksums = synthetic_idx
+    script = without(*NO_TFDS) + f"""
+import numpy as np
+from aejax import data
+assert data.tfds_available() is None
+kw = dict(data_dir={str(tmp_path / 'tfds')!r}, mnist_dir={str(root)!r}, checksums={checksums!r})
+np.savez({str(tmp_path / 'direct.npz')!r}, **{{f"{{s}}_{{k}}": getattr(data.load_mnist(s, **kw), k)
+                                            for s in data.SPLITS for k in ("images", "labels")}},
+         head=data.load_mnist("train", examples=7, **kw).images, n=data.split_size("train", **kw))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "tensorflow-datasets cannot be imported" in warnings[0], proc.stderr
+    assert not (tmp_path / "tfds").exists()  # nothing prepared
+    direct = np.load(tmp_path / "direct.npz")
+    for split in data.SPLITS:
+        through_tfds = _load(root, checksums, tmp_path, split)
+        np.testing.assert_array_equal(direct[f"{split}_images"], through_tfds.images)
+        np.testing.assert_array_equal(direct[f"{split}_labels"], through_tfds.labels)
+        assert direct[f"{split}_labels"].dtype == through_tfds.labels.dtype == np.int32
+    np.testing.assert_array_equal(direct["head"], _load_head(root, checksums, tmp_path))
+    assert int(direct["n"]) == len(_load(root, checksums, tmp_path).labels)
+
+
+def _load_head(root, checksums, tmp_path):
+    return data.load_mnist("train", data_dir=tmp_path / "tfds", mnist_dir=root, checksums=checksums,
+                           examples=7).images
+
+
+def test_a_run_trains_where_tfds_and_tensorboardx_cannot_be_imported(tmp_path, mnist_test_images):
+    """`python -m aejax.train` on the vendored IDX files with neither package: it trains, warns once for each,
+    and its result equals a run given the same arrays in memory."""
+    out = tmp_path / "run"
+    script = without(*NO_TFDS) + "import runpy; runpy.run_module('aejax.train', run_name='__main__')"
+    argv = ["--epochs", "1", "--train-examples", "500", "--batch-size", "50", "--latent-dim", "16", "--out", str(out)]
+    proc = subprocess.run([sys.executable, "-c", script, *argv], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    warned = [line for line in (proc.stdout + proc.stderr).splitlines()
+              if line.startswith("warning:") and "learned nothing" not in line]  # 10 steps learn little
+    assert len(warned) == 2, warned
+    assert "tensorflow-datasets cannot be imported" in warned[0] and "tensorboardX is not installed" in warned[1]
+    assert not (out / "tensorboard").exists() or not any((out / "tensorboard").rglob("events*"))
+    from aejax import loop
+    from aejax.config import Config
+
+    train = data.read_idx(data.VENDORED_DIR / data.FILES["train"][0], data.PINNED_SHA256[data.FILES["train"][0]])
+    reference = loop.run(Config(epochs=1, train_examples=500, batch_size=50, latent_dim=16), tmp_path / "reference",
+                         data=(train[:500], data.read_idx(data.VENDORED_DIR / data.FILES["test"][0], None)),
+                         log=lambda *_: None).rows
+    assert json.loads((out / "results.json").read_text())[0]["test_mse"] == reference[0]["test_mse"]

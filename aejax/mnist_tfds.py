@@ -1,0 +1,172 @@
+"""MNIST through tensorflow-datasets without TensorFlow, its prepared files verified before they are trusted.
+
+tfds's official `mnist` builder imports TensorFlow to extract and encode images. `MnistBuilder` reads the four
+IDX files (`aejax.mnist_idx`, each checked against its pinned sha256) and writes `Tensor`/`ClassLabel` features
+to ArrayRecord, read back through `as_data_source` (no TensorFlow). Prepared data goes to `data_dir`, else
+`$TFDS_DATA_DIR`, else `~/tensorflow_datasets` (tfds's rule); a second preparation reuses the first. tfds writes
+into an `incomplete.*` directory and renames it only on success, and every source file is read and checked
+before anything is written, so a failed preparation leaves nothing that a later run would trust.
+
+The first time a prepared directory is used, every record of both splits is decoded and checked against the
+sources: the IDX bytes rebuilt from the decoded arrays must have the pinned sha256 (or, without pinned
+checksums, the sources' own), so no source files are needed for the check. Then the sha256 of every prepared
+file is recorded in `aejax_sha256.json` beside them, and each later use hashes the files against it (tens of
+milliseconds for MNIST). A truncated, altered, missing or extra file is one line naming the directory and how
+to rebuild it; nothing is trained on it and nothing is deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import tensorflow_datasets as tfds
+from array_record.python import array_record_data_source  # noqa: F401 - tfds reads ArrayRecord lazily
+
+from aejax.config import IMAGE_SHAPE
+from aejax.errors import AejaxError
+from aejax.files import write_json
+from aejax.mnist_idx import (
+    FILES,
+    IMAGES_MAGIC,
+    LABELS_MAGIC,
+    PINNED_SHA256,
+    SPLITS,
+    check_pair,
+    decompress,
+    find_source_dir,
+    idx_sha256,
+    read_idx,
+)
+
+MANIFEST = "aejax_sha256.json"  # the sha256 of each prepared file, written once their content is verified
+
+
+class MnistBuilder(tfds.core.GeneratorBasedBuilder):
+    """MNIST as uint8 `Tensor` images `[28, 28, 1]` and `ClassLabel` labels, in IDX order (no shuffling)."""
+
+    name = "aejax_mnist"
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "TensorFlow-free MNIST from the standard IDX files."}
+
+    def __init__(self, *, mnist_dir: str | os.PathLike | None = None,
+                 checksums: Mapping[str, str] | None = PINNED_SHA256, **kwargs):
+        self._mnist_dir = mnist_dir
+        self._checksums = checksums
+        super().__init__(**kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="The MNIST database of handwritten digits (LeCun, Cortes, Burges), CC BY-SA 3.0.",
+            features=tfds.features.FeaturesDict({
+                "image": tfds.features.Tensor(shape=IMAGE_SHAPE, dtype=np.uint8),
+                "label": tfds.features.ClassLabel(num_classes=10),
+            }),
+            supervised_keys=("image", "label"),
+            homepage="http://yann.lecun.com/exdb/mnist/",
+            disable_shuffling=True,
+        )
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+        source = find_source_dir(self._mnist_dir)
+        names = [name for pair in FILES.values() for name in pair]
+        paths = {name: source / name for name in names}
+        checksums = self._checksums or {}
+        arrays = {name: read_idx(Path(paths[name]), checksums.get(name)) for name in names}
+        splits = {}
+        for split, (images_name, labels_name) in FILES.items():
+            images, labels = arrays[images_name], arrays[labels_name]
+            check_pair(split, images, labels, paths[labels_name])
+            splits[split] = self._generate_examples(images, labels)
+        return splits
+
+    def _generate_examples(self, images: np.ndarray, labels: np.ndarray):
+        for i in range(len(labels)):
+            yield i, {"image": images[i], "label": int(labels[i])}
+
+
+def prepared_source(split: str, data_dir: str | os.PathLike | None, mnist_dir: str | os.PathLike | None,
+            checksums: Mapping[str, str] | None):
+    """The prepared split as a random-access tfds data source (prepared first if needed, verified always)."""
+    builder = MnistBuilder(mnist_dir=mnist_dir, checksums=checksums,
+                           data_dir=None if data_dir is None else os.fspath(data_dir),
+                           file_format="array_record")
+    root = Path(builder.data_dir)
+    if (root / MANIFEST).exists():
+        _check_manifest(root)
+    try:
+        builder.download_and_prepare()
+        sources = {name: builder.as_data_source(split=name) for name in SPLITS}
+        if not (root / MANIFEST).exists():
+            _check_content(root, sources, mnist_dir, checksums)
+    except AejaxError:
+        raise
+    except Exception as e:  # tfds and ArrayRecord report damage as RuntimeError, ValueError, OSError, ...
+        raise _damaged(root, f"it cannot be read ({type(e).__name__}: {_first_line(e)})") from None
+    return sources[split]
+
+
+def _first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else "no message"
+
+
+def _damaged(root: Path, why: str) -> AejaxError:
+    return AejaxError(f"prepared MNIST in {root} is damaged: {why}; delete {root} and run again to prepare it "
+                      f"afresh from the IDX files")
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _prepared_files(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.name != MANIFEST and not p.name.startswith("."))
+
+
+def _check_manifest(root: Path) -> None:
+    """Every prepared file is there, none is added, and each has the sha256 recorded when it was verified."""
+    try:
+        recorded = json.loads((root / MANIFEST).read_text())
+        if not (isinstance(recorded, dict) and all(isinstance(v, str) for v in recorded.values())):
+            raise ValueError("not a mapping of file names to sha256")
+    except (OSError, ValueError) as e:
+        raise _damaged(root, f"its {MANIFEST} cannot be read ({e})") from None
+    present = _prepared_files(root)
+    missing, added = sorted(set(recorded) - set(present)), sorted(set(present) - set(recorded))
+    if missing:
+        raise _damaged(root, f"{', '.join(missing)} missing")
+    if added:
+        raise _damaged(root, f"{', '.join(added)} was not part of it when it was verified")
+    for name in present:
+        if _sha256(root / name) != recorded[name]:
+            raise _damaged(root, f"{name} fails its sha256 (recorded in {MANIFEST})")
+
+
+def _check_content(root: Path, sources: Mapping, mnist_dir: str | os.PathLike | None,
+                   checksums: Mapping[str, str] | None) -> None:
+    """Decode every prepared record and compare with the sources (their pinned sha256 where given, else the
+    source files themselves), then record the prepared files' sha256 in the manifest."""
+    checksums = dict(checksums or {})
+    for split, (images_name, labels_name) in FILES.items():
+        records = sources[split].__getitems__(range(len(sources[split])))
+        images = np.stack([r["image"] for r in records]) if records else np.zeros((0, *IMAGE_SHAPE), np.uint8)
+        labels = np.asarray([r["label"] for r in records], dtype=np.uint8)
+        for name, magic, array in ((images_name, IMAGES_MAGIC, images), (labels_name, LABELS_MAGIC, labels)):
+            expected = checksums.get(name)
+            if expected is None:
+                expected = hashlib.sha256(decompress(find_source_dir(mnist_dir) / name)).hexdigest()
+            if idx_sha256(magic, array) != expected:
+                raise _damaged(root, f"its {split} split does not decode to the content of {name}")
+    try:
+        write_json(root / MANIFEST, {name: _sha256(root / name) for name in _prepared_files(root)})
+    except OSError:
+        pass  # a read-only shared directory: its content was checked above, and is checked again next time
+
+
