@@ -47,10 +47,11 @@ def tfds_available() -> ModuleType | None:
     """`aejax.mnist_tfds` where tensorflow-datasets and ArrayRecord can be imported, else None (warning once)."""
     try:
         from aejax import mnist_tfds
-    except ImportError as e:
+    except Exception as e:  # ImportError where it is missing; anything from an installation that is broken
         if not _warned:
             _warned.append(True)
-            print(f"warning: tensorflow-datasets cannot be imported ({e}); MNIST is read from its IDX files "
+            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            print(f"warning: tensorflow-datasets cannot be imported ({why}); MNIST is read from its IDX files "
                   f"directly", file=sys.stderr)
         return None
     return mnist_tfds

@@ -2,13 +2,15 @@
 rate-distortion, latent space), and the helpers the benchmark scripts share."""
 
 import json
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.helpers import run_cli
+from tests.helpers import REPO, run_cli, without
 
 
 @pytest.mark.slow  # ~100 s here; CI runs it (`pytest -m slow`)
@@ -143,3 +145,39 @@ def test_hlo_fingerprint_ignores_source_locations_and_sees_the_program():
     assert "metadata" not in compiled(double) and "stack_frame_id" not in compiled(double)
     assert compiled(double) == compiled(double_elsewhere)
     assert compiled(double) != compiled(triple)
+
+
+# The GPU probe, tiny, on this CPU, where tensorflow-datasets, array_record and tensorboardX cannot be imported
+# (as on the device machine): every stage runs, in its share of the budget, and writes its part of the JSON.
+PROBE = without("tensorflow_datasets", "array_record", "tensorboardX") + """
+import runpy, sys
+sys.argv = ["gpu_probe", *sys.argv[1:]]
+runpy.run_module("experiments.gpu_probe", run_name="__main__")
+"""
+
+
+@pytest.mark.slow  # about 2 minutes here
+def test_gpu_probe_runs_tiny_without_tfds_or_tensorboardx(tmp_path):
+    out = tmp_path / "probe.json"
+    result = subprocess.run([sys.executable, "-c", PROBE, "--tiny", "--budget", "170", "--out", str(out)], cwd=REPO,
+                            capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    stages = report["stages"]
+    assert list(stages) == ["environment", "roofline", "correctness", "throughput", "study", "determinism", "bf16"]
+    assert not [name for name, stage in stages.items() if stage.get("errors") or isinstance(stage.get("skipped"), str)]
+    assert report["elapsed_seconds"] <= 170 + 30  # a measurement in flight when a share ends is finished
+    assert set(stages["roofline"]["matmul_tflops"]) == {"bfloat16", "float32_default", "float32_highest"}
+    correctness = stages["correctness"]
+    assert correctness["rows"] and not correctness["failed"]
+    assert all(r["max_param_difference"] <= correctness["tolerance"] for r in correctness["rows"]
+               if r["precision"] == "highest")
+    assert stages["throughput"]["rows"] and all(r["images_per_second"] > 0 for r in stages["throughput"]["rows"])
+    assert stages["study"]["rows"] >= 3 * 3 and len(stages["study"]["test_mse_deviation"]) >= 3 * 3  # + PCA
+    assert all(row["identical"] for row in stages["determinism"]["rows"])
+    assert {(r["model"], r["dtype"]) for r in stages["bf16"]["rows"]} >= {("linear", "float32"), ("linear", "bfloat16")}
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert lines[-1].startswith("probe") and "correctness failures: none" in lines[-1]
+    bad = subprocess.run([sys.executable, "-m", "experiments.gpu_probe", "--budget", "0", "--out", str(out)],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [bad.stderr.strip()]
