@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import importlib
 import json
+import os
 import sys
 import typing
 from collections.abc import Callable, Sequence
@@ -150,6 +151,27 @@ def cli(body: Callable[[], None]) -> None:
         sys.exit(getattr(e, "exit_code", 2))
 
 
+# XLA's GPU determinism: every op deterministic, and refuse (at compile time) the ones that cannot be, such as the
+# select-and-scatter that `nn.max_pool`'s gradient lowers to. Other backends accept and ignore them.
+DETERMINISTIC_XLA_FLAGS = ("--xla_gpu_deterministic_ops=true", "--xla_gpu_exclude_nondeterministic_ops=true")
+
+
+def make_deterministic(config: Config) -> Config:
+    """Add XLA's GPU determinism flags to `XLA_FLAGS` (before JAX's backend starts, which reads them once) and
+    choose the `ops` convolutions, whose max-pool gradient those flags accept, where `conv_impl` is `auto`."""
+    from jax._src import xla_bridge
+
+    reads = models.model_spec(config.model).reads(config)
+    if "conv_impl" in reads and config.conv_impl == "xla":
+        raise AejaxError("--deterministic with --conv-impl xla: the gradient of XLA's max-pool is a "
+                         "select-and-scatter, which XLA's deterministic mode refuses on a GPU; use --conv-impl ops")
+    if xla_bridge.backends_are_initialized():
+        raise AejaxError("--deterministic must take effect before JAX's backend starts, and it has started")
+    present = os.environ.get("XLA_FLAGS", "").split()
+    os.environ["XLA_FLAGS"] = " ".join([*present, *(f for f in DETERMINISTIC_XLA_FLAGS if f not in present)])
+    return config.replace(conv_impl="ops") if "conv_impl" in reads else config
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = ArgumentParser(prog="python -m aejax.train",
                        description="Train an MNIST autoencoder (one per seed, trained together) into a run "
@@ -169,17 +191,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                      help="directory with the four MNIST .gz IDX files (default: the repository's data/mnist)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     run.add_argument("--overwrite", action="store_true", help="replace a different run in --out")
+    run.add_argument("--deterministic", action="store_true",
+                     help="set XLA's GPU determinism flags (XLA_FLAGS) and use the ops convolutions, whose max-pool "
+                          "gradient they accept: bit-identical reruns on a GPU, at some speed")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m aejax.train` (and `aejax-train`)."""
     args = parse_args(argv)
-    parallel.maybe_initialize_distributed()
 
     def body() -> None:
         import_plugins(args.plugin)
         config = config_from_args(args)
+        if args.deterministic:
+            config = make_deterministic(config)
+        parallel.maybe_initialize_distributed()  # after XLA_FLAGS are final: it starts the backend
         seeds = None if args.seeds is None else parse_ints(args.seeds, "--seeds")
         result = loop.run(config, args.out, seeds=seeds, sweep=parse_sweep(args.sweep), data_dir=args.data_dir,
                            mnist_dir=args.mnist_dir, resume=args.resume, overwrite=args.overwrite)

@@ -27,7 +27,7 @@ def environment() -> dict[str, Any]:
     return {"versions": versions, "python": platform.python_version(), "platform": platform.platform(),
             "host": socket.gethostname(), "backend": jax.default_backend(),
             "device_kind": devices[0].device_kind, "device_count": len(devices),
-            "cpu_count": os.cpu_count(), **_cpu()}
+            "cpu_count": os.cpu_count(), "xla_flags": os.environ.get("XLA_FLAGS"), **_cpu()}
 
 
 CPU_FEATURES = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")  # what XLA's CPU code generation uses

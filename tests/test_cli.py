@@ -115,3 +115,30 @@ def test_train_cli_writes_a_run_and_protects_it(tmp_path, capsys, synthetic_data
     assert code == 0, stderr
     assert "resumed" in stdout and "epoch 1/2" not in stdout
     assert json.loads((out / "results.json").read_text())[0]["test_mse"] == results[0]["test_mse"]
+
+
+def test_deterministic_sets_xla_flags_before_the_backend_and_picks_the_ops_convolutions(tmp_path, synthetic_data_dir):
+    """--deterministic in a fresh process: XLA_FLAGS carry the GPU determinism flags (recorded in config.json),
+    conv_impl auto becomes ops, and two runs give the same parameters bit for bit."""
+    common = ["--model", "conv", "--latent-dim", "8", "--epochs", "1", "--train-examples", "100", "--batch-size",
+              "50", "--data-dir", str(synthetic_data_dir), "--deterministic"]
+    for name in ("a", "b"):
+        result = run_cli("aejax.train", *common, "--out", str(tmp_path / name))
+        assert result.returncode == 0, result.stderr
+    saved = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert saved["config"]["conv_impl"] == "ops"
+    assert all(flag in saved["environment"]["xla_flags"].split() for flag in cli.DETERMINISTIC_XLA_FLAGS)
+    rows = [json.loads((tmp_path / name / "results.json").read_text())[0] for name in ("a", "b")]
+    assert rows[0]["test_mse"] == rows[1]["test_mse"]
+
+
+def test_deterministic_refuses_xla_convolutions_and_a_started_backend(tmp_path, capsys, synthetic_data_dir):
+    import jax
+
+    jax.devices()  # this process's backend has started
+    data = ["--data-dir", str(synthetic_data_dir), "--out", str(tmp_path / "run"), "--deterministic"]
+    code, _, stderr = run_main(capsys, "--model", "conv", "--conv-impl", "xla", *data)
+    assert code == 2 and "select-and-scatter" in stderr and len(stderr.strip().splitlines()) == 1
+    code, _, stderr = run_main(capsys, "--model", "linear", *data)
+    assert code == 2 and "before JAX's backend starts" in stderr
+    assert not (tmp_path / "run").exists()
