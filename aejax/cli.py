@@ -23,7 +23,7 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from aejax import loop, models, parallel, study
+from aejax import loop, models, parallel, study, train
 from aejax.config import IMAGE_PIXELS, Config
 from aejax.configs.study import ARMS, DEPTHS, Arm, parse_arms
 from aejax.errors import AejaxError
@@ -191,6 +191,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                      help="directory with the four MNIST .gz IDX files (default: the repository's data/mnist)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     run.add_argument("--overwrite", action="store_true", help="replace a different run in --out")
+    run.add_argument("--compile-cache", default=None, metavar="DIR",
+                     help="keep compiled programs in DIR (JAX's persistent cache): a rerun loads them, compiling "
+                          "nothing")
     run.add_argument("--deterministic", action="store_true",
                      help="set XLA's GPU determinism flags (XLA_FLAGS) and use the ops convolutions, whose max-pool "
                           "gradient they accept: bit-identical reruns on a GPU, at some speed")
@@ -206,6 +209,8 @@ def main(argv: list[str] | None = None) -> None:
         config = config_from_args(args)
         if args.deterministic:
             config = make_deterministic(config)
+        if args.compile_cache:
+            train.use_compile_cache(args.compile_cache)
         parallel.maybe_initialize_distributed()  # after XLA_FLAGS are final: it starts the backend
         seeds = None if args.seeds is None else parse_ints(args.seeds, "--seeds")
         result = loop.run(config, args.out, seeds=seeds, sweep=parse_sweep(args.sweep), data_dir=args.data_dir,
@@ -231,9 +236,13 @@ def study_main(default_arms: Sequence[Arm], argv: list[str] | None = None,
     p.add_argument("--train-examples", type=int, default=None, help="train on the first N images only")
     p.add_argument("--data-dir", default=None, help="where tfds keeps prepared data")
     p.add_argument("--mnist-dir", default=None, help="directory with the four MNIST .gz IDX files")
+    p.add_argument("--compile-cache", default=None, metavar="DIR",
+                   help="keep compiled programs in DIR (JAX's persistent cache): a rerun loads them")
     args = p.parse_args(argv)
 
     def body() -> None:
+        if args.compile_cache:
+            train.use_compile_cache(args.compile_cache)
         depths = DEPTHS if args.depths is None else parse_ints(args.depths, "--depths")
         seeds = parse_ints(args.seeds, "--seeds")
         if not depths or any(not 0 < d <= IMAGE_PIXELS for d in depths):

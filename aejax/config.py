@@ -76,6 +76,7 @@ class Config:
     seed: int = _field(0, "the one integer that fixes initialisation, data order and noise")
     train_examples: int | None = _field(None, "train on the first N training images only")
     keep_checkpoints: int = _field(3, "how many of the latest per-epoch checkpoints to keep")
+    checkpoint_every: int = _field(1, "save a checkpoint every N epochs (and after the last, or where a run stops)")
     data_parallel: bool = _field(False, "shard each batch over all devices (jax.sharding mesh)")
     shard_data: bool = _field(False, "with data_parallel: split the training images over the devices")
     noise: str = _field("none", f"denoising: corrupt the inputs with {', '.join(NOISES)}; targets stay clean")
@@ -155,7 +156,7 @@ def validate(config: Config) -> None:
            f"unknown matmul_precision {config.matmul_precision!r}; choose one of {', '.join(PRECISIONS)}")
     _check(config.conv_impl in CONV_IMPLS,
            f"unknown conv_impl {config.conv_impl!r}; choose one of {', '.join(CONV_IMPLS)}")
-    for name in ("latent_dim", "epochs", "batch_size", "seed", "keep_checkpoints"):
+    for name in ("latent_dim", "epochs", "batch_size", "seed", "keep_checkpoints", "checkpoint_every"):
         _check(_is_int(getattr(config, name)), f"{name} must be an integer, got {getattr(config, name)!r}")
     _check(0 < config.latent_dim <= IMAGE_PIXELS,
            f"latent_dim must be in 1..{IMAGE_PIXELS}, got {config.latent_dim}")
@@ -165,6 +166,7 @@ def validate(config: Config) -> None:
     _check(isinstance(config.shard_data, bool), f"shard_data must be true or false, got {config.shard_data!r}")
     _check(config.data_parallel or not config.shard_data, "shard_data needs data_parallel")
     _check(config.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {config.keep_checkpoints}")
+    _check(config.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {config.checkpoint_every}")
     train_size = MNIST_TRAIN_SIZE
     if config.train_examples is not None:
         _check(_is_int(config.train_examples) and 1 <= config.train_examples <= MNIST_TRAIN_SIZE,

@@ -6,10 +6,11 @@ epoch e is read back. Reading an epoch back is a list of explicit per-epoch acti
 `EpochEnd`:
 
     check_finite     a non-finite loss stops the run, keeping the last good checkpoint
-    checkpoint       an asynchronous orbax save of a copy of the state
+    checkpoint       an asynchronous orbax save of a copy of the state (every `checkpoint_every` epochs, and
+                     after the last epoch of the call)
     tensorboard      the epoch's scalars (`aejax.events`)
-    metrics_line     waits for the checkpoint, then writes the `metrics.jsonl` line (a line means its checkpoint
-                     exists)
+    metrics_line     waits for the checkpoint, then writes the `metrics.jsonl` line (a resume starts from the
+                     newest checkpoint that has its line, and drops the lines after it)
     log_line         one line through `log`
 
 `run(..., actions=[...])` appends actions of your own (another logger, early stopping, a probe of the state): an
@@ -197,16 +198,18 @@ def run(config: Config, out_dir: str | Path, *, seeds: Sequence[int] | None = No
         ckpt_meta = {"seeds": seeds, "config": config.to_dict(), **({"sweep": grid} if sweep else {})}
         done_at = time.perf_counter()  # when the device finished the last epoch read back
 
-        def save_checkpoint(end: EpochEnd) -> None:
-            checkpoint.save(mngr, end.epoch, end.state, {"epoch": end.epoch, **ckpt_meta}, wait=False)
+        def save_checkpoint(end: EpochEnd, last: bool) -> None:
+            if last or end.epoch % config.checkpoint_every == 0:
+                checkpoint.save(mngr, end.epoch, end.state, {"epoch": end.epoch, **ckpt_meta}, wait=False)
 
         def metrics_line(end: EpochEnd) -> None:
-            mngr.wait_until_finished()  # a metrics line always has its checkpoint on disk
+            mngr.wait_until_finished()  # a metrics line never precedes the checkpoint saved for its epoch
             run_dir.write_metrics(history)
 
-        def report(flight: InFlight) -> bool:
-            """Read back one epoch (while the next one runs) and run every per-epoch action; True: an action asked
-            to stop."""
+        def report(flight: InFlight, last: bool = False) -> bool:
+            """Read back one epoch (while the next one runs) and run every per-epoch action; `last`: no epoch of
+            this call follows (it is checkpointed whatever `checkpoint_every` says). True: an action asked to
+            stop."""
             nonlocal train_seconds, final, done_at
             losses = np.asarray(flight.losses)  # [K, steps]; waits for that epoch only
             now = time.perf_counter()
@@ -219,7 +222,7 @@ def run(config: Config, out_dir: str | Path, *, seeds: Sequence[int] | None = No
             end = EpochEnd(flight.epoch, config.epochs, losses, entry, flight.state, names,
                            flight.epoch == start_epoch + 1)
             check_finite(end, mngr)
-            save_checkpoint(end)
+            save_checkpoint(end, last or flight.epoch == config.epochs)
             train_seconds += seconds
             if flight.epoch == config.epochs:  # nothing runs after the last epoch: its full scores are the results
                 final = _scores(flight.totals, len(lanes))
@@ -247,12 +250,12 @@ def run(config: Config, out_dir: str | Path, *, seeds: Sequence[int] | None = No
                 if pending is not None:  # the device runs `flight` while the host finishes `pending`
                     stop = report(pending)
                     if parallel.any_process(bool(received)) or stop:  # every host stops after the same epoch
-                        report(flight)  # the epoch in flight is finished and checkpointed, not lost
+                        report(flight, last=True)  # the epoch in flight is finished and checkpointed, not lost
                         pending = None
                         break
                 pending = flight
             if pending is not None:
-                stop = report(pending) or stop
+                stop = report(pending, last=True) or stop
             if parallel.any_process(bool(received)):
                 raise interrupted(history[-1]["epoch"])
             if final is None:  # a finished run reloaded, or one an action stopped early

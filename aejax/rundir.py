@@ -11,7 +11,7 @@ is written atomically (`aejax.files`). A run directory holds:
     results.json     one row per model (`aejax.results.result_row`): test MSE, PSNR, SSIM, parameters, seconds
     recon.png        the first ten test digits and their reconstructions (first model)
     tensorboard/     event files, one folder per model (`aejax.events`)
-    checkpoints/     orbax, one step per epoch, the last `keep_checkpoints` kept (`aejax.checkpoint`)
+    checkpoints/     orbax, a step every `checkpoint_every` epochs and the last, the latest `keep_checkpoints` kept
 """
 
 from __future__ import annotations

@@ -71,8 +71,9 @@ def test_every_config_field_has_a_described_flag_that_sets_it():
                            "--epochs", "3", "--batch-size", "50", "--lr", "0.002", "--schedule", "warmup_cosine",
                            "--warmup-epochs", "0.5", "--optimizer", "adamw", "--weight-decay", "0.01",
                            "--loss", "bce", "--dtype", "bfloat16", "--seed", "7", "--train-examples", "1000",
-                           "--keep-checkpoints", "2", "--data-parallel", "--shard-data", "--noise", "mask",
-                           "--noise-level", "0.2", "--conv-impl", "xla", "--matmul-precision", "highest"])
+                           "--keep-checkpoints", "2", "--checkpoint-every", "2", "--data-parallel", "--shard-data",
+                           "--noise", "mask", "--noise-level", "0.2", "--conv-impl", "xla", "--matmul-precision",
+                           "highest"])
     config, default = cli.config_from_args(args), Config()
     changed = {f.name for f in dataclasses.fields(Config) if getattr(config, f.name) != getattr(default, f.name)}
     # hidden is read by linear models only, and model_kwargs hold each model's own defaults: both checked below
@@ -142,3 +143,17 @@ def test_deterministic_refuses_xla_convolutions_and_a_started_backend(tmp_path, 
     code, _, stderr = run_main(capsys, "--model", "linear", *data)
     assert code == 2 and "before JAX's backend starts" in stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_compile_cache_is_filled_then_used_and_changes_no_result(tmp_path, synthetic_data_dir):
+    common = ["--epochs", "2", "--train-examples", "100", "--batch-size", "50", "--data-dir", str(synthetic_data_dir),
+              "--compile-cache", str(tmp_path / "cache")]
+    for name in ("first", "second"):
+        result = run_cli("aejax.train", *common, "--out", str(tmp_path / name))
+        assert result.returncode == 0, result.stderr
+        if name == "first":
+            filled = sorted(p.name for p in (tmp_path / "cache").iterdir())
+            assert filled
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == filled  # the second run added no program
+    rows = [json.loads((tmp_path / name / "results.json").read_text())[0] for name in ("first", "second")]
+    assert rows[0]["test_mse"] == rows[1]["test_mse"]

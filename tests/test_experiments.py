@@ -181,3 +181,14 @@ def test_gpu_probe_runs_tiny_without_tfds_or_tensorboardx(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "experiments.gpu_probe", "--budget", "0", "--out", str(out)],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [bad.stderr.strip()]
+
+
+@pytest.mark.slow  # three fresh processes per repeat, ~25 s here
+def test_fixed_cost_measures_a_warm_cache_compiling_less(tmp_path):
+    out = tmp_path / "fixed.json"
+    result = run_cli("experiments.fixed_cost", "--out", str(out), "--repeats", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    cases = json.loads(out.read_text())["cases"]
+    cold, warm = cases["cold"]["median_seconds"], cases["warm_cache"]["median_seconds"]
+    assert warm["compile"] < cold["compile"] / 3 and warm["cache_retrieval"] > 0
+    assert cases["warm_cache_checkpoint_every_5"]["median_seconds"]["checkpoint"] < warm["checkpoint"]

@@ -231,3 +231,23 @@ def test_a_disk_full_before_the_run_starts_writes_nothing_half(tmp_path, trained
             loop.run(config, disk / "run", data=data, log=lambda *_: None)
         assert "no checkpoint is complete yet" in str(stopped.value)
         assert sorted(p.name for p in (disk / "run").iterdir()) == [".lock"]  # no half-written config.json
+
+
+def test_checkpoint_every_saves_fewer_and_a_resume_still_ends_as_an_uninterrupted_run(tmp_path, trained):
+    """checkpoint_every=2 over 3 epochs saves epochs 2 and 3 (the last always); with epoch 3's checkpoint gone
+    (a crash before it was written) a resume redoes epoch 3 from epoch 2, dropping the metrics line past its
+    checkpoint, and ends as the uninterrupted run did."""
+    config, data, reference, original = trained
+    every = config.replace(checkpoint_every=2)
+    out = tmp_path / "run"
+    rows = loop.run(every, out, data=data, log=lambda *_: None).rows
+    assert sorted(int(p.name) for p in (out / "checkpoints").iterdir()) == [2, 3]
+    assert rows[0]["test_mse"] == reference[0]["test_mse"]
+    shutil.rmtree(out / "checkpoints" / "3")
+    (out / "results.json").unlink()
+    messages = []
+    rows = loop.run(every, out, data=data, resume=True, log=messages.append).rows
+    assert any("resumed" in m and "at epoch 2" in m for m in messages), messages
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert rows[0]["test_mse"] == reference[0]["test_mse"]
+    _assert_same_params(out, original)

@@ -12,7 +12,9 @@ a finished run is `aejax.restore.load_model`.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -222,6 +224,15 @@ def at_precision(fn: Callable, precision: str) -> Callable:
             return fn(*args, **kwargs)
 
     return wrapped
+
+
+def use_compile_cache(directory: str | os.PathLike) -> None:
+    """Keep every compiled program of this process in `directory` (JAX's persistent compilation cache, any size
+    and compile time), so a later process that runs the same programs loads them instead of compiling. The same
+    compiled code runs either way, so results are unchanged. Call it before the first compilation."""
+    jax.config.update("jax_compilation_cache_dir", os.fspath(Path(directory).absolute()))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def compile_program(trainer: Trainer) -> Program:
