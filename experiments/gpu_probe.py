@@ -362,9 +362,13 @@ def stage_determinism(sizes: dict, images: np.ndarray, deadline: Deadline, conte
                 continue
             path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
             env = {**os.environ, **extra, "PYTHONPATH": path}
-            result = subprocess.run([sys.executable, "-c", HASH_SCRIPT, model, str(n), data_dir or ""], cwd=REPO,
-                                    env=env,
-                                    capture_output=True, text=True, timeout=max(5, deadline.left()))
+            try:
+                result = subprocess.run([sys.executable, "-c", HASH_SCRIPT, model, str(n), data_dir or ""],
+                                        cwd=REPO, env=env, capture_output=True, text=True,
+                                        timeout=max(5, deadline.left()))
+            except subprocess.TimeoutExpired:  # the stage's share ran out while it ran
+                skipped.append(f"{model} {name} (stopped at the end of the stage's share)")
+                continue
             value = (result.stdout.strip().splitlines() or ["?"])[-1] if result.returncode == 0 else (
                 "error: " + (result.stderr.strip().splitlines() or ["?"])[-1][:200])
             row.setdefault(name, []).append(value)
