@@ -20,7 +20,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from aejax.config import IMAGE_SHAPE
 from aejax.errors import AejaxError
 from aejax.mnist_idx import (
     FILES,
@@ -101,10 +100,7 @@ def load_mnist(split: str, *, data_dir: str | os.PathLike | None = None,
         raise AejaxError(f"rows {rows} are not a contiguous range within the {size} {split} examples")
     if tfds is None:
         return Mnist(whole.images[rows.start:rows.stop], whole.labels[rows.start:rows.stop])
-    records = source.__getitems__(rows)
-    images = np.stack([r["image"] for r in records]) if records else np.zeros((0, *IMAGE_SHAPE), np.uint8)
-    labels = np.asarray([r["label"] for r in records], dtype=np.int32)
-    return Mnist(images, labels)
+    return tfds.read_records(source, rows)
 
 
 class Source(NamedTuple):

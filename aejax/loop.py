@@ -222,7 +222,7 @@ def run(config: Config, out_dir: str | Path, *, seeds: Sequence[int] | None = No
             end = EpochEnd(flight.epoch, config.epochs, losses, entry, flight.state, names,
                            flight.epoch == start_epoch + 1)
             check_finite(end, mngr)
-            save_checkpoint(end, last or flight.epoch == config.epochs)
+            save_checkpoint(end, last)
             train_seconds += seconds
             if flight.epoch == config.epochs:  # nothing runs after the last epoch: its full scores are the results
                 final = _scores(flight.totals, len(lanes))

@@ -36,6 +36,7 @@ from aejax.mnist_idx import (
     LABELS_MAGIC,
     PINNED_SHA256,
     SPLITS,
+    Mnist,
     check_pair,
     decompress,
     find_source_dir,
@@ -111,6 +112,13 @@ def prepared_source(split: str, data_dir: str | os.PathLike | None, mnist_dir: s
     return sources[split]
 
 
+def read_records(source, rows: range) -> Mnist:
+    """Rows of a prepared split as arrays: images `[n, 28, 28, 1]` uint8, labels `[n]` int32."""
+    records = source.__getitems__(rows)
+    images = np.stack([r["image"] for r in records]) if records else np.zeros((0, *IMAGE_SHAPE), np.uint8)
+    return Mnist(images, np.asarray([r["label"] for r in records], dtype=np.int32))
+
+
 def _first_line(error: Exception) -> str:
     lines = str(error).strip().splitlines()
     return lines[0] if lines else "no message"
@@ -155,9 +163,7 @@ def _check_content(root: Path, sources: Mapping, mnist_dir: str | os.PathLike | 
     source files themselves), then record the prepared files' sha256 in the manifest."""
     checksums = dict(checksums or {})
     for split, (images_name, labels_name) in FILES.items():
-        records = sources[split].__getitems__(range(len(sources[split])))
-        images = np.stack([r["image"] for r in records]) if records else np.zeros((0, *IMAGE_SHAPE), np.uint8)
-        labels = np.asarray([r["label"] for r in records], dtype=np.uint8)
+        images, labels = read_records(sources[split], range(len(sources[split])))
         for name, magic, array in ((images_name, IMAGES_MAGIC, images), (labels_name, LABELS_MAGIC, labels)):
             expected = checksums.get(name)
             if expected is None:
