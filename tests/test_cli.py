@@ -52,6 +52,7 @@ def test_invalid_values_exit_2_with_one_line(tmp_path, capsys, args, message):
     assert not out.exists()
 
 
+@pytest.mark.slow  # fresh processes; CI runs it (`pytest -m slow`)
 def test_an_invalid_value_ends_the_process_with_status_2_and_one_line(tmp_path):
     for args, message in ((["--latent-dim", "0"], "latent_dim must be in 1..784"),
                           (["--latent-dim", "x"], "argument --latent-dim")):
@@ -60,11 +61,11 @@ def test_an_invalid_value_ends_the_process_with_status_2_and_one_line(tmp_path):
         assert message in result.stderr and not (tmp_path / "out").exists()
 
 
-def test_every_config_field_has_a_described_flag_that_sets_it():
-    result = run_cli("aejax.train", "--help")
-    assert result.returncode == 0
+def test_every_config_field_has_a_described_flag_that_sets_it(capsys):
+    code, stdout, _ = run_main(capsys, "--help")
+    assert code == 0
     for field in dataclasses.fields(Config):
-        assert f"{cli.flag(field.name)} " in result.stdout, field.name
+        assert f"{cli.flag(field.name)} " in stdout, field.name
         assert field.metadata["help"] and "\n" not in field.metadata["help"], field.name
     # Every flag reaches its field: set each to a valid non-default value at once.
     args = cli.parse_args(["--out", "x", "--model", "conv", "--latent-dim", "48", "--conv-features", "16,8",
@@ -118,6 +119,7 @@ def test_train_cli_writes_a_run_and_protects_it(tmp_path, capsys, synthetic_data
     assert json.loads((out / "results.json").read_text())[0]["test_mse"] == results[0]["test_mse"]
 
 
+@pytest.mark.slow  # fresh processes; CI runs it (`pytest -m slow`)
 def test_deterministic_sets_xla_flags_before_the_backend_and_picks_the_ops_convolutions(tmp_path, synthetic_data_dir):
     """--deterministic in a fresh process: XLA_FLAGS carry the GPU determinism flags (recorded in config.json),
     conv_impl auto becomes ops, and two runs give the same parameters bit for bit."""
@@ -145,6 +147,7 @@ def test_deterministic_refuses_xla_convolutions_and_a_started_backend(tmp_path, 
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # fresh processes; CI runs it (`pytest -m slow`)
 def test_a_compile_cache_is_filled_then_used_and_changes_no_result(tmp_path, synthetic_data_dir):
     common = ["--epochs", "2", "--train-examples", "100", "--batch-size", "50", "--data-dir", str(synthetic_data_dir),
               "--compile-cache", str(tmp_path / "cache")]

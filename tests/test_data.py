@@ -195,6 +195,7 @@ def test_an_unreadable_manifest_or_an_added_file_is_damage(synthetic_idx, tmp_pa
         _load(root, checksums, tmp_path)
 
 
+@pytest.mark.slow  # fresh processes; CI runs it (`pytest -m slow`)
 def test_training_on_damaged_prepared_data_stops_before_the_run_directory(synthetic_data_dir, tmp_path):
     """The command line: one line on stderr, exit 2, no traceback, and no run directory made."""
     damaged = tmp_path / "tfds"
@@ -211,6 +212,7 @@ def test_training_on_damaged_prepared_data_stops_before_the_run_directory(synthe
 NO_TFDS = ("tensorflow_datasets", "array_record", "tensorboardX")
 
 
+@pytest.mark.slow  # fresh processes; CI runs it (`pytest -m slow`)
 def test_without_tfds_the_idx_files_give_the_same_arrays(synthetic_idx, tmp_path):
     """Where tensorflow-datasets cannot be imported, MNIST comes from the IDX files directly: the same arrays
     (and sizes, and first-examples rows) as through tfds, with one warning line."""
@@ -244,6 +246,7 @@ def _load_head(root, checksums, tmp_path):
                            examples=7).images
 
 
+@pytest.mark.slow  # fresh processes; CI runs it (`pytest -m slow`)
 def test_a_run_trains_where_tfds_and_tensorboardx_cannot_be_imported(tmp_path, mnist_test_images):
     """`python -m aejax.train` on the vendored IDX files with neither package: it trains, warns once for each,
     and its result equals a run given the same arrays in memory."""

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import REPO
 
 PACKAGE = REPO / "aejax"
@@ -76,6 +78,7 @@ def test_the_library_never_imports_the_command_line_or_the_experiments():
                                      if isinstance(n, ast.ImportFrom)}, path
 
 
+@pytest.mark.slow  # fresh processes; CI runs it (`pytest -m slow`)
 def test_building_every_study_and_paper_config_initialises_no_backend():
     """Configs are plain data: importing the presets and resolving them against the registries leaves JAX's
     backends untouched (on a GPU machine a backend takes most of its memory at start)."""
