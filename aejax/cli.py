@@ -23,8 +23,8 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from aejax import loop, models, parallel, study, train
-from aejax.config import IMAGE_PIXELS, Config
+from aejax import datasets, loop, models, parallel, study, train
+from aejax.config import MNIST_PIXELS, Config
 from aejax.configs.study import ARMS, DEPTHS, Arm, parse_arms
 from aejax.errors import AejaxError
 
@@ -123,8 +123,9 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    """The `Config` the flags describe, resolved (so a bad setting stops before any work); a model with a fixed
-    code size (conv_original) implies it unless given."""
+    """The `Config` the flags describe, resolved (so a bad setting stops before any work) unless its image shape
+    is known only from data not yet read; a model with a fixed code size (conv_original) implies it unless
+    given."""
     hints = typing.get_type_hints(Config)
     values = {}
     for field in dataclasses.fields(Config):
@@ -139,7 +140,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
             fixed = models.model_spec(values["model"]).latent_dim
             if fixed is not None:
                 values["latent_dim"] = fixed
-    return models.resolve(Config(**values))
+    config = Config(**values)
+    if not config.image_shape and datasets.known_shape(config.dataset) is None:
+        return config  # a tfds dataset's shape is known once the run reads it; the run resolves the config
+    return models.resolve(config)
 
 
 def cli(body: Callable[[], None]) -> None:
@@ -245,8 +249,8 @@ def study_main(default_arms: Sequence[Arm], argv: list[str] | None = None,
             train.use_compile_cache(args.compile_cache)
         depths = DEPTHS if args.depths is None else parse_ints(args.depths, "--depths")
         seeds = parse_ints(args.seeds, "--seeds")
-        if not depths or any(not 0 < d <= IMAGE_PIXELS for d in depths):
-            raise AejaxError(f"--depths must be integers in 1..{IMAGE_PIXELS}, got {args.depths!r}")
+        if not depths or any(not 0 < d <= MNIST_PIXELS for d in depths):
+            raise AejaxError(f"--depths must be integers in 1..{MNIST_PIXELS}, got {args.depths!r}")
         arms = parse_arms(args.arms)
         unlisted = [f"{a.label} ({','.join(map(str, a.depths))})" for a in arms
                     if args.depths is not None and a.depths is not None and not set(a.depths) & set(depths)]

@@ -13,7 +13,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from aejax.config import IMAGE_SHAPE
+from aejax.config import MNIST_SHAPE
 
 
 def quantize(z: np.ndarray, step: float) -> np.ndarray:
@@ -36,38 +36,44 @@ def entropy_bits(symbols: np.ndarray) -> float:
     return total
 
 
+def _pil(image: np.ndarray) -> Image.Image:
+    """A uint8 `[H, W, 1]` (grey) or `[H, W, 3]` (RGB) image for Pillow."""
+    return Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+
+
 def png_files(images: np.ndarray) -> list[bytes]:
-    """Each uint8 image `[N, 28, 28, 1]` as a lossless PNG file, Pillow at its best compression."""
+    """Each uint8 image `[N, H, W, C]` (C = 1 or 3) as a lossless PNG file, Pillow at its best compression."""
     files = []
     for image in images:
         buffer = io.BytesIO()
-        Image.fromarray(image[..., 0]).save(buffer, format="PNG", optimize=True)
+        _pil(image).save(buffer, format="PNG", optimize=True)
         files.append(buffer.getvalue())
     return files
 
 
 def png_bits(images: np.ndarray) -> np.ndarray:
-    """Lossless PNG size (bits) of each uint8 image `[N, 28, 28, 1]`."""
+    """Lossless PNG size (bits) of each uint8 image `[N, H, W, C]`."""
     return np.asarray([8 * len(f) for f in png_files(images)])
 
 
 def jpeg(images: np.ndarray, quality: int) -> tuple[np.ndarray, np.ndarray]:
-    """JPEG at `quality` (grayscale, optimised Huffman tables, Pillow): (bits per image `[N]`, decoded uint8
-    images `[N, 28, 28, 1]`)."""
+    """JPEG at `quality` (grayscale or RGB as the images are, optimised Huffman tables, Pillow): (bits per image
+    `[N]`, decoded uint8 images `[N, H, W, C]`)."""
     sizes, decoded = [], []
     for image in images:
         buffer = io.BytesIO()
-        Image.fromarray(image[..., 0]).save(buffer, format="JPEG", quality=quality, optimize=True)
+        _pil(image).save(buffer, format="JPEG", quality=quality, optimize=True)
         sizes.append(8 * buffer.tell())
         buffer.seek(0)
-        decoded.append(np.asarray(Image.open(buffer), dtype=np.uint8)[..., None])
+        decoded.append(np.asarray(Image.open(buffer), dtype=np.uint8).reshape(image.shape))
     return np.asarray(sizes), np.stack(decoded)
 
 
-def blank_bits(fmt: str, quality: int | None = None) -> int:
-    """Bits of an all-black 28x28 image as PNG or JPEG (at `quality`): the file format's fixed cost (headers,
-    tables), which a code's entropy estimate does not pay; file size minus it approximates the payload."""
-    blank = np.zeros((1, *IMAGE_SHAPE), np.uint8)
+def blank_bits(fmt: str, quality: int | None = None, shape: tuple[int, int, int] = MNIST_SHAPE) -> int:
+    """Bits of an all-black image of `shape` (default 28x28x1) as PNG or JPEG (at `quality`): the file format's
+    fixed cost (headers, tables), which a code's entropy estimate does not pay; file size minus it approximates
+    the payload."""
+    blank = np.zeros((1, *shape), np.uint8)
     return int(png_bits(blank)[0] if fmt == "png" else jpeg(blank, quality)[0][0])
 
 

@@ -19,15 +19,12 @@ from typing import Any
 
 from aejax.errors import AejaxError
 
-IMAGE_SIDE = 28
-IMAGE_SHAPE = (IMAGE_SIDE, IMAGE_SIDE, 1)  # one MNIST image, channels last
-IMAGE_PIXELS = IMAGE_SIDE * IMAGE_SIDE
-POOLED_SIDE = IMAGE_SIDE // 4  # side of the conv models' feature map after two 2x2 pools: 7
+MNIST_SHAPE = (28, 28, 1)  # one MNIST image, channels last: the default dataset's
+MNIST_PIXELS = 28 * 28
 MNIST_TRAIN_SIZE = 60_000
 CONV_ORIGINAL_FEATURES = (64, 8)
-CONV_ORIGINAL_CODE = POOLED_SIDE * POOLED_SIDE * CONV_ORIGINAL_FEATURES[1]
+CONV_ORIGINAL_CODE = 7 * 7 * CONV_ORIGINAL_FEATURES[1]  # the original conv model's 7x7x8 code on 28x28 images
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 DTYPES = ("float32", "bfloat16")
 NOISES = ("none", "gaussian", "salt_pepper", "mask")
@@ -44,17 +41,27 @@ def _field(default: Any, help: str) -> Any:  # noqa: A002 - argparse's name for 
 class Config:
     """Every setting of one training run (each field's `help` metadata says what it does).
 
-    `latent_dim` is the code size (the study's "encoding depth"); `conv_original` is the original study's conv
-    model, fixed at widths (64, 8) and a 7x7x8 = 392 code. `data_parallel` shards each batch over all devices
-    (see `aejax.parallel`); `shard_data` also splits the training images' rows over the devices instead of
-    copying them to each. The last partial batch of each epoch is dropped: 60,000 is divisible by the original
-    batch size 25. A setting that only one model, schedule or optimizer reads is an error elsewhere rather than
+    `dataset` names the images (`aejax.datasets`) and `image_shape` is their (H, W, C): empty until a run or
+    `models.resolve` sets it from the data or the dataset, so `config.json` records it and every model builds
+    from it. `latent_dim` is the code size (the study's "encoding depth"); `conv_original` is the original
+    study's conv model, fixed at widths (64, 8) and a 7x7x8 = 392 code on 28x28x1 images. `optimizer` is any
+    optax optimizer by name (or one registered with `aejax.register_optimizer`), with `optimizer_kwargs` its own
+    arguments; `aejax.optimizers` builds it. `data_parallel` shards each batch over all devices (see
+    `aejax.parallel`); `shard_data` also splits the training images' rows over the devices instead of copying
+    them to each. The last partial batch of each epoch is dropped: 60,000 is divisible by the original batch
+    size 25. A setting that only one model, schedule or optimizer reads is an error elsewhere rather than
     silently ignored.
     """
 
+    dataset: str = _field("mnist", "the images: mnist, lfw_faces, photo_patches, or a tfds dataset prepared in "
+                                   "--data-dir (aejax.datasets)")
+    image_shape: tuple[int, ...] = _field((), "the images' H,W,C; unset: the dataset's, set by a run from its data "
+                                              "(config.json records it)")
+
     model: str = _field("linear", "architecture: linear, conv, conv_original, vae, sparse, or one added with "
                                   "aejax.register_model")
-    latent_dim: int = _field(32, f"code size (encoding depth); conv_original fixes it at {CONV_ORIGINAL_CODE}")
+    latent_dim: int = _field(32, f"code size (encoding depth), at most the pixels H*W*C; conv_original fixes it at "
+                                 f"{CONV_ORIGINAL_CODE}")
     hidden: tuple[int, ...] = _field((), "hidden widths of the linear model, mirrored in the decoder (e.g. 512)")
     conv_features: tuple[int, ...] = _field((32, 32), "the two conv widths of the depth-matched conv model")
     epochs: int = _field(5, "passes over the training set")
@@ -62,8 +69,13 @@ class Config:
     lr: float = _field(1e-3, "learning rate (the peak rate of a schedule)")
     schedule: str = _field("constant", f"learning-rate schedule: {', '.join(SCHEDULES)}")
     warmup_epochs: float = _field(0.0, "linear warmup from 0 to lr, in epochs (warmup_cosine only)")
-    optimizer: str = _field("adam", f"optimizer: {', '.join(OPTIMIZERS)} (sgd with momentum 0.9)")
-    weight_decay: float = _field(0.0, "decoupled weight decay (adamw only)")
+    optimizer: str = _field("adam", "any optax optimizer by name (adam, adamw, sgd, lion, adafactor, ...) or one "
+                                    "added with aejax.register_optimizer; lr and schedule give its learning rate")
+    optimizer_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict, metadata={
+        "help": "the optimizer's own arguments as a JSON object, e.g. '{\"momentum\": 0.9}' for sgd; unset ones "
+                "take optax's defaults"})
+    weight_decay: float = _field(0.0, "weight decay, for an optimizer that takes one (adamw, lion, ...): "
+                                      "this value, not optax's default")
     loss: str | None = _field(None, "training loss: mse, bce, mse_l1, elbo, or one added with aejax.register_loss "
                                     "(unset: the model's own, mse for the autoencoders)")
     dtype: str = _field("float32", f"compute dtype, {', '.join(DTYPES)}; parameters stay float32")
@@ -86,22 +98,33 @@ class Config:
                 "the model's defaults"})
 
     def __post_init__(self) -> None:
-        for name in ("hidden", "conv_features"):
+        for name in ("hidden", "conv_features", "image_shape"):
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
         validate(self)
 
     @property
+    def pixels(self) -> int:
+        """Values per image, H * W * C: of `image_shape`, or MNIST's 784 for an unresolved MNIST config (another
+        dataset's shape is known once `models.resolve` or a run sets it)."""
+        shape = self.image_shape or (MNIST_SHAPE if self.dataset == "mnist" else ())
+        if not shape:
+            raise AejaxError(f"the image shape of dataset {self.dataset!r} is not set yet (models.resolve sets it)")
+        return math.prod(shape)
+
+    @property
     def compression_ratio(self) -> float:
-        """Input pixels per code value (784 / code size)."""
-        return IMAGE_PIXELS / self.latent_dim
+        """Input values per code value (H * W * C / code size; 784 / code size on MNIST)."""
+        return self.pixels / self.latent_dim
 
     def replace(self, **changes: Any) -> Config:
-        """A copy with `changes`. A new `model` starts from its own `model_kwargs` defaults unless `model_kwargs`
-        is given too: the old model's settings are not the new one's."""
+        """A copy with `changes`. A new `model` (`optimizer`) starts from its own `model_kwargs`
+        (`optimizer_kwargs`) defaults unless they are given too: the old one's settings are not the new one's."""
         if changes.get("model", self.model) != self.model and "model_kwargs" not in changes:
             changes["model_kwargs"] = {}
+        if changes.get("optimizer", self.optimizer) != self.optimizer and "optimizer_kwargs" not in changes:
+            changes["optimizer_kwargs"] = {}
         return dataclasses.replace(self, **changes)
 
     def with_epochs(self, epochs: int) -> Config:
@@ -146,8 +169,10 @@ def validate(config: Config) -> None:
            f"model must be a registered model's name, got {config.model!r}")
     _check(config.loss is None or (isinstance(config.loss, str) and config.loss.isidentifier()),
            f"loss must be a registered loss's name or unset, got {config.loss!r}")
-    _check(config.optimizer in OPTIMIZERS,
-           f"unknown optimizer {config.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    _check(isinstance(config.optimizer, str) and config.optimizer.isidentifier(),
+           f"optimizer must be an optax optimizer's or a registered optimizer's name, got {config.optimizer!r}")
+    _check(isinstance(config.dataset, str) and bool(config.dataset) and not any(c.isspace() for c in config.dataset),
+           f"dataset must be a dataset's name, got {config.dataset!r}")
     _check(config.schedule in SCHEDULES,
            f"unknown schedule {config.schedule!r}; choose one of {', '.join(SCHEDULES)}")
     _check(config.noise in NOISES, f"unknown noise {config.noise!r}; choose one of {', '.join(NOISES)}")
@@ -158,8 +183,14 @@ def validate(config: Config) -> None:
            f"unknown conv_impl {config.conv_impl!r}; choose one of {', '.join(CONV_IMPLS)}")
     for name in ("latent_dim", "epochs", "batch_size", "seed", "keep_checkpoints", "checkpoint_every"):
         _check(_is_int(getattr(config, name)), f"{name} must be an integer, got {getattr(config, name)!r}")
-    _check(0 < config.latent_dim <= IMAGE_PIXELS,
-           f"latent_dim must be in 1..{IMAGE_PIXELS}, got {config.latent_dim}")
+    _check(isinstance(config.image_shape, tuple) and (
+        config.image_shape == () or (len(config.image_shape) == 3 and all(_is_int(v) and v > 0
+                                                                          for v in config.image_shape))),
+        f"image_shape must be three positive integers H,W,C or unset, got {_jsonable(config.image_shape)!r}")
+    shape = config.image_shape or (MNIST_SHAPE if config.dataset == "mnist" else ())
+    pixels = math.prod(shape) if shape else None
+    _check(config.latent_dim >= 1 and (pixels is None or config.latent_dim <= pixels),
+           f"latent_dim must be in 1..{pixels or 'H*W*C'} (the values of one image), got {config.latent_dim}")
     _check(config.epochs >= 1, f"epochs must be >= 1, got {config.epochs}")
     _check(config.seed >= 0, f"seed must be >= 0, got {config.seed}")
     _check(isinstance(config.data_parallel, bool), f"data_parallel must be true or false, got {config.data_parallel!r}")
@@ -167,13 +198,15 @@ def validate(config: Config) -> None:
     _check(config.data_parallel or not config.shard_data, "shard_data needs data_parallel")
     _check(config.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {config.keep_checkpoints}")
     _check(config.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {config.checkpoint_every}")
-    train_size = MNIST_TRAIN_SIZE
+    train_size = MNIST_TRAIN_SIZE if config.dataset == "mnist" else None  # others: checked against their data
     if config.train_examples is not None:
-        _check(_is_int(config.train_examples) and 1 <= config.train_examples <= MNIST_TRAIN_SIZE,
-               f"train_examples must be an integer in 1..{MNIST_TRAIN_SIZE}, got {config.train_examples!r}")
+        _check(_is_int(config.train_examples) and 1 <= config.train_examples <= (train_size or math.inf),
+               f"train_examples must be an integer in 1..{train_size or 'the training set size'}, "
+               f"got {config.train_examples!r}")
         train_size = config.train_examples
-    _check(1 <= config.batch_size <= train_size,
-           f"batch_size must be in 1..{train_size} (the training set size), got {config.batch_size}")
+    _check(1 <= config.batch_size <= (train_size or math.inf),
+           f"batch_size must be in 1..{train_size or 'the training set size'} (the training set size), "
+           f"got {config.batch_size}")
     for name in ("lr", "weight_decay", "warmup_epochs", "noise_level"):
         value = getattr(config, name)
         _check(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
@@ -192,8 +225,10 @@ def validate(config: Config) -> None:
                f"{name} must be a list of positive integers, got {values!r}")
     _check(len(config.conv_features) == 2,
            f"conv_features must have 2 entries (the two conv layers' channels), got {config.conv_features!r}")
-    _check(isinstance(config.model_kwargs, dict) and all(isinstance(k, str) for k in config.model_kwargs),
-           f"model_kwargs must be a mapping of names to values, got {config.model_kwargs!r}")
+    for name in ("model_kwargs", "optimizer_kwargs"):
+        value = getattr(config, name)
+        _check(isinstance(value, dict) and all(isinstance(k, str) for k in value),
+               f"{name} must be a mapping of names to values, got {value!r}")
     check_read(config, MODEL_FIELDS)  # the schedule's, optimizer's and noise's settings; the model's at resolve
 
 
@@ -223,15 +258,14 @@ def _default(name: str) -> Any:
 
 
 def check_read(config: Config, model_reads: Collection[str]) -> None:
-    """A setting that the chosen model (reading `model_reads` of `MODEL_FIELDS`), schedule, optimizer or noise
-    would not read is an error, not ignored."""
+    """A setting that the chosen model (reading `model_reads` of `MODEL_FIELDS`), schedule or noise would not
+    read is an error, not ignored (the optimizer's are checked by `aejax.optimizers`)."""
     this_model = (config.model,)
     readers = {  # setting -> (the field that decides whether it is read, the values that read it)
         "hidden": ("model", this_model if "hidden" in model_reads else ()),
         "conv_features": ("model", this_model if "conv_features" in model_reads else ()),
         "conv_impl": ("model", this_model if "conv_impl" in model_reads else ()),
         "warmup_epochs": ("schedule", ("warmup_cosine",)),
-        "weight_decay": ("optimizer", ("adamw",)),
         "noise_level": ("noise", tuple(n for n in NOISES if n != "none")),
     }
     for name, (owner, values) in readers.items():

@@ -51,7 +51,7 @@ def tfds_available() -> ModuleType | None:
             _warned.append(True)
             why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             print(f"warning: tensorflow-datasets cannot be imported ({why}); MNIST is read from its IDX files "
-                  f"directly", file=sys.stderr)
+                  f"directly (and lfw_faces, photo_patches from their sources)", file=sys.stderr)
         return None
     return mnist_tfds
 
@@ -108,8 +108,13 @@ class Source(NamedTuple):
     contiguous range of its rows (one host's shard, or the first `train_examples`), and the test images."""
 
     n_train: int
-    rows: Callable[[range], np.ndarray]  # uint8 [len(range), 28, 28, 1]
-    test: np.ndarray  # uint8 [N_test, 28, 28, 1]
+    rows: Callable[[range], np.ndarray]  # uint8 (or float in [0, 1]) [len(range), H, W, C]
+    test: np.ndarray  # [N_test, H, W, C], the training images' dtype
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of one image."""
+        return tuple(int(n) for n in self.test.shape[1:])
 
 
 def mnist_source(data_dir: str | os.PathLike | None = None, mnist_dir: str | os.PathLike | None = None) -> Source:
@@ -121,6 +126,29 @@ def mnist_source(data_dir: str | os.PathLike | None = None, mnist_dir: str | os.
                   load_mnist("test", data_dir=data_dir, mnist_dir=mnist_dir).images)
 
 
+def check_images(images, what: str) -> None:
+    """One-line errors for images a run cannot train on: they must be uint8 `[N, H, W, C]` (0..255) or float
+    `[N, H, W, C]` in [0, 1] (float 0..255, a missing channel axis, NaN, an empty set are refused)."""
+    shape, dtype = tuple(getattr(images, "shape", ())), np.dtype(getattr(images, "dtype", object))
+    if len(shape) != 4 or min(shape, default=0) < 1:
+        hint = "; add a channel axis: images[..., None]" if len(shape) == 3 else ""
+        raise AejaxError(f"{what} must be shaped [N, H, W, C] with N, H, W, C >= 1, got {list(shape)}{hint}")
+    if dtype == np.uint8:
+        return
+    if not np.issubdtype(dtype, np.floating):
+        raise AejaxError(f"{what} must be uint8 (0..255) or float in [0, 1], got dtype {dtype}")
+    low, high = float(np.min(images)), float(np.max(images))
+    if not (0.0 <= low and high <= 1.0):  # NaN fails both
+        raise AejaxError(f"float {what} must lie in [0, 1], got values in [{low:g}, {high:g}]; pass uint8 images as "
+                         f"they are, or divide by 255")
+
+
 def array_source(train_images: np.ndarray, test_images: np.ndarray) -> Source:
-    """Arrays already in memory (host or device) as a `Source`."""
+    """Arrays already in memory (host or device) as a `Source`, checked first (`check_images`; the two sets
+    must share their image shape and dtype)."""
+    check_images(train_images, "training images")
+    check_images(test_images, "test images")
+    if tuple(train_images.shape[1:]) != tuple(test_images.shape[1:]) or train_images.dtype != test_images.dtype:
+        raise AejaxError(f"training and test images differ: {train_images.dtype} {list(train_images.shape[1:])} "
+                         f"against {test_images.dtype} {list(test_images.shape[1:])}; give both one shape and dtype")
     return Source(len(train_images), lambda r: train_images[r.start:r.stop], test_images)

@@ -35,9 +35,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aejax import checkpoint, metrics, models, parallel, sweeps, train
-from aejax.config import IMAGE_PIXELS, Config
-from aejax.data import array_source, mnist_source
+from aejax import checkpoint, datasets, metrics, models, parallel, sweeps, train
+from aejax.config import Config
+from aejax.data import Source, array_source
 from aejax.errors import AejaxError
 from aejax.events import EventLog
 from aejax.results import result_row
@@ -56,6 +56,7 @@ class RunResult(NamedTuple):
     model: nn.Module
     params: list[PyTree]  # one per row, in the order of the rows
     epochs_trained: int  # epochs trained by this call (0: the run was already finished and only reloaded)
+    variables: list[PyTree] = []  # each model's `{"params": ..., **model_state}`, in the order of the rows
 
 
 class EpochEnd(NamedTuple):
@@ -95,7 +96,7 @@ def _test_mse(totals: metrics.Totals) -> list[float]:
     """Each model's test MSE from `[K]` totals copied to the host, by the float32 division `metrics.finalize`
     makes: while the next epoch runs, device operations (indexing, dividing) would queue behind it."""
     totals = jax.device_get(totals)
-    mse = totals.squared_error.astype(np.float32) / (totals.count * IMAGE_PIXELS).astype(np.float32)
+    mse = totals.squared_error.astype(np.float32) / totals.values.astype(np.float32)
     return [float(m) for m in mse]
 
 
@@ -143,18 +144,23 @@ def run(config: Config, out_dir: str | Path, *, seeds: Sequence[int] | None = No
 
     `seeds` defaults to `[config.seed]`. `sweep` (setting -> values, e.g. `{"lr": [1e-3, 3e-3]}`; see
     `aejax.sweeps`) trains every member of its grid times every seed in the same one program, one row each.
-    `data`, if given, is `(train_images, test_images)` uint8 arrays (host or device) and skips loading MNIST
-    (tests, studies that load once). `variant` labels the rows (default: the model name). With `resume`, a run of
+    The images are `config.dataset`'s (`aejax.datasets`), or `data`, `(train_images, test_images)` arrays (host
+    or device) of any shape `[N, H, W, C]`, uint8 or float in [0, 1] (checked first, `aejax.data.check_images`).
+    Either way `config.image_shape` is set from the images (a config that names another shape is an error) and
+    every model builds for it. `variant` labels the rows (default: the model name). With `resume`, a run of
     the same config continues from its latest checkpoint (a finished one is reloaded, not retrained). `actions`
     run after the built-in per-epoch actions (module docstring). Returns the rows (also in results.json) and the
     trained parameters.
     """
-    config = models.resolve(config)
+    if data is None and (config.image_shape or datasets.known_shape(config.dataset)):
+        sweeps.members(models.resolve(config), sweep)  # the config's own errors before any data is read
+    check_seeds(config, seeds)
+    source = datasets.source(config.dataset, data_dir, mnist_dir) if data is None else array_source(*data)
+    config = models.resolve(with_data_shape(config, source))
     seeds = check_seeds(config, seeds)
     grid = sweeps.members(config, sweep)
     lanes = [(member, seed) for member in grid for seed in seeds]  # one trained model each, member-major
     names = [f"{sweeps.label(m) + ' ' if m else ''}seed {s}" for m, s in lanes]
-    source = mnist_source(data_dir, mnist_dir) if data is None else array_source(*data)
     n_train = source.n_train if config.train_examples is None else min(source.n_train, config.train_examples)
     if n_train < config.batch_size:
         raise AejaxError(f"batch_size {config.batch_size} is larger than the {n_train} training images")
@@ -173,7 +179,7 @@ def run(config: Config, out_dir: str | Path, *, seeds: Sequence[int] | None = No
         hparams = sweeps.lane_hparams(grid, len(seeds))  # {} outside a sweep
         state = program.init(init_keys, hparams)
         if trainer.mesh is None:
-            train_images = jax.device_put(source.rows(range(n_train)))  # uint8 [N, 28, 28, 1]
+            train_images = jax.device_put(source.rows(range(n_train)))  # uint8 [N, H, W, C]
             test_images = jax.device_put(source.test)
         else:
             test_images, state, hparams = parallel.replicate((source.test, state, hparams), trainer.mesh)
@@ -245,7 +251,7 @@ def run(config: Config, out_dir: str | Path, *, seeds: Sequence[int] | None = No
                 dispatched_at = time.perf_counter()
                 ekeys = jax.vmap(epoch_key, in_axes=(0, None))(data_keys, epoch)
                 state, (losses, aux) = program.epoch(state, train_images, ekeys, hparams)
-                totals = program.evaluate(epoch + 1 == config.epochs, state.params, test_images)
+                totals = program.evaluate(epoch + 1 == config.epochs, train.variables(state), test_images)
                 flight = InFlight(epoch + 1, _copy(state), losses, aux, totals, dispatched_at)  # state is donated next
                 if pending is not None:  # the device runs `flight` while the host finishes `pending`
                     stop = report(pending)
@@ -259,14 +265,16 @@ def run(config: Config, out_dir: str | Path, *, seeds: Sequence[int] | None = No
             if parallel.any_process(bool(received)):
                 raise interrupted(history[-1]["epoch"])
             if final is None:  # a finished run reloaded, or one an action stopped early
-                final = _scores(program.evaluate(True, state.params, test_images), len(lanes))
+                final = _scores(program.evaluate(True, train.variables(state), test_images), len(lanes))
             test_aux = {}
             if "train_aux" in history[-1]:  # a loss with terms of its own: score them on the test set too
                 eval_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(data_keys, EVAL_TAG)
                 test_aux = {k: np.asarray(v).tolist()
-                            for k, v in program.eval_loss(state.params, test_images, eval_keys, hparams).items()}
+                            for k, v in program.eval_loss(train.variables(state), test_images, eval_keys,
+                                                          hparams).items()}
 
             params = [unstack(state.params, i) for i in range(len(lanes))]
+            model_variables = [unstack(train.variables(state), i) for i in range(len(lanes))]
             baseline = metrics.mean_image_mse(train_images, test_images)
             rows = []
             for i, (member, seed) in enumerate(lanes):
@@ -277,6 +285,7 @@ def run(config: Config, out_dir: str | Path, *, seeds: Sequence[int] | None = No
                     log(f"warning: {warnings[-1]}")
                 rows.append(result_row(
                     model=config.model, variant=variant or config.model, latent_dim=config.latent_dim,
+                    pixels=config.pixels,
                     epochs=history[-1]["epoch"], seed=seed, scores=final[i], params=models.param_count(params[i]),
                     train_seconds=train_seconds / len(lanes), final_train_loss=history[-1]["train_loss"][i],
                     train_seconds_total=train_seconds, seeds_trained_together=len(lanes),
@@ -284,10 +293,18 @@ def run(config: Config, out_dir: str | Path, *, seeds: Sequence[int] | None = No
                     **({"sweep": member} if sweep else {}),
                     **{f"test_{k}": v[i] for k, v in test_aux.items()}))
             run_dir.write_results(rows)
-            run_dir.write_reconstructions(trainer.model, params[0], np.asarray(test_images[:10]),
+            run_dir.write_reconstructions(trainer.model, model_variables[0], np.asarray(test_images[:10]),
                                           f"{config.model}, code {config.latent_dim}, {names[0]}: "
                                           f"test MSE {rows[0]['test_mse']:.5f}", events, history[-1]["epoch"])
-        return RunResult(rows, trainer.model, params, history[-1]["epoch"] - start_epoch)
+        return RunResult(rows, trainer.model, params, history[-1]["epoch"] - start_epoch, model_variables)
+
+
+def with_data_shape(config: Config, source: Source) -> Config:
+    """`config` with `image_shape` set from the images; a config that names another shape is an error."""
+    if config.image_shape and tuple(config.image_shape) != source.shape:
+        raise AejaxError(f"config image_shape {list(config.image_shape)} differs from the images' "
+                         f"{list(source.shape)}; leave it unset to take the data's")
+    return config.replace(image_shape=source.shape)
 
 
 class Interrupted(AejaxError):

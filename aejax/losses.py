@@ -1,11 +1,15 @@
 """Training losses as functions, chosen by name from one registry (`register_loss`).
 
 A loss is `loss(model, params, inputs, targets, key) -> (scalar, aux)`: `inputs` are what the model sees (a
-corrupted copy of the batch when denoising), `targets` the clean float batch `[B, 28, 28, 1]` in [0, 1], `key`
+corrupted copy of the batch when denoising), `targets` the clean float batch `[B, H, W, C]` in [0, 1], `key`
 a PRNG key of this step (None where a caller has none; a loss that samples must then say so), and `aux` a dict
 of scalars that `train.run` averages per epoch into `metrics.jsonl` and evaluates on the test set into
 `results.json`. Weights a loss reads from the model (`model.l1_weight`, `model.kl_weight`) are module
 attributes, so a sweep can vary them inside one compiled program.
+
+A loss calls `model.apply({"params": params}, x, method=...)`. For a model with other collections (BatchNorm's
+`batch_stats`) or dropout, `model` is a `StatefulModel`: the same call adds those collections and a dropout key,
+and in training collects the collections' updates, so every registered loss trains such models unchanged.
 """
 
 from __future__ import annotations
@@ -55,6 +59,36 @@ def get_loss(name: str, model: nn.Module | None = None) -> Loss:
     return spec.fn
 
 
+class StatefulModel:
+    """A module as a loss sees it when the model has non-parameter collections or a `train` attribute.
+
+    `apply(variables, *args, method=...)` runs `module.apply` with `variables` plus the current `state` (every
+    collection but `params`); in training (`mutable`) with those collections mutable and a `dropout` key per
+    call (`key` folded with the call's number), and the updated collections become the state the next call (and
+    the train step, through `state`) sees. Every other attribute is the module's (`l1_weight`, `encode_stats`),
+    so a loss cannot tell it from the module.
+    """
+
+    def __init__(self, module: nn.Module, state: dict[str, Any], key: Array | None, mutable: bool):
+        self.module, self.state, self._key, self._mutable, self._calls = module, dict(state), key, mutable, 0
+
+    def apply(self, variables: dict[str, Any], *args, method: str | Callable = "__call__", **kwargs) -> Any:
+        rngs = None
+        if self._key is not None:
+            rngs = {"dropout": jax.random.fold_in(self._key, self._calls)}
+            self._calls += 1
+        merged = {**self.state, **variables}
+        if not (self._mutable and self.state):
+            return self.module.apply(merged, *args, method=method, rngs=rngs, **kwargs)
+        out, updates = self.module.apply(merged, *args, method=method, rngs=rngs, mutable=list(self.state),
+                                         **kwargs)
+        self.state = {**self.state, **updates}
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.module, name)
+
+
 def _apply(model: nn.Module, params: Any, x: Array, method: str | Callable = "__call__") -> Array:
     return model.apply({"params": params}, x, method=method)
 
@@ -93,8 +127,9 @@ def gaussian_kl(mean: Array, log_var: Array) -> Array:
 
 
 def elbo(model: nn.Module, params: Any, inputs: Array, targets: Array, key: Array | None):
-    """Negative ELBO per image in nats: Bernoulli reconstruction term (cross-entropy summed over the 784 pixels,
-    from logits) plus `model.kl_weight` times the Gaussian KL, with one code sampled by reparameterisation.
+    """Negative ELBO per image in nats: Bernoulli reconstruction term (cross-entropy summed over the pixels,
+    784 on MNIST, from logits) plus `model.kl_weight` times the Gaussian KL, with one code sampled by
+    reparameterisation.
 
     The model needs `encode_stats`. aux: `recon_nats`, `kl_nats` and `elbo_nats` (= -(recon + KL), the bound on
     log p(x) at kl_weight 1; higher is better).
@@ -102,14 +137,13 @@ def elbo(model: nn.Module, params: Any, inputs: Array, targets: Array, key: Arra
     if key is None:
         raise AejaxError("the elbo loss samples a code and needs a PRNG key")
 
-    def sample_logits(module: nn.Module, x: Array, eps: Array):
+    def sample_logits(module: nn.Module, x: Array):
         mean, log_var = module.encode_stats(x)
+        eps = jax.random.normal(key, mean.shape, jnp.float32)
         z = mean + jnp.exp(0.5 * log_var) * eps.astype(mean.dtype)
         return module.decode_logits(z), mean, log_var
 
-    stats = jax.eval_shape(lambda p, x: model.apply({"params": p}, x, method="encode_stats"), params, inputs)
-    eps = jax.random.normal(key, stats[0].shape, jnp.float32)
-    logits, mean, log_var = model.apply({"params": params}, inputs, eps, method=sample_logits)
+    logits, mean, log_var = model.apply({"params": params}, inputs, method=sample_logits)
     rec = jnp.sum(optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), targets),
                   axis=tuple(range(1, targets.ndim)))  # [B]
     kl = gaussian_kl(mean.astype(jnp.float32), log_var.astype(jnp.float32))  # [B]

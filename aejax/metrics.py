@@ -20,16 +20,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from aejax.chunks import sum_over_chunks
-from aejax.config import IMAGE_PIXELS
 
 Array = jax.Array
 HIGHEST = jax.lax.Precision.HIGHEST  # metrics and baselines never depend on a backend's fast matmul passes
-ApplyFn = Callable[[object, Array], Array]  # (variables, float images [B, 28, 28, 1]) -> same shape
+ApplyFn = Callable[[object, Array], Array]  # (variables, float images [B, H, W, C]) -> same shape
 
 
 def to_float(images: Array) -> Array:
-    """uint8 `[..., 28, 28, 1]` -> float32 in [0, 1]."""
-    return images.astype(jnp.float32) / 255.0
+    """uint8 images (0..255) -> float32 in [0, 1]; float images (already in [0, 1]) -> float32."""
+    if images.dtype == jnp.uint8:
+        return images.astype(jnp.float32) / 255.0
+    return images.astype(jnp.float32)
 
 
 def psnr_db(mse: Array) -> Array:
@@ -50,7 +51,8 @@ def _band(n: int, window: Array) -> Array:
 
 
 def separable_blur(x: Array, window: Array) -> Array:
-    """Filter `[B, H, W, 1]` with `window` `[k]` along W, then H ('valid'): `[B, H-k+1, W-k+1, 1]`.
+    """Filter `[B, H, W, C]` with `window` `[k]` along W, then H, each channel alone ('valid'):
+    `[B, H-k+1, W-k+1, C]`.
 
     Computed as two matmuls with banded matrices, at highest precision: XLA's CPU convolution of one channel
     with an 11-tap filter is ~30x slower, and on GPUs and TPUs a default-precision matmul would round to
@@ -62,7 +64,9 @@ def separable_blur(x: Array, window: Array) -> Array:
 
 
 def ssim(x: Array, y: Array) -> Array:
-    """Per-image SSIM of `[B, 28, 28, 1]` images in [0, 1] -> `[B]`."""
+    """Per-image SSIM of `[B, H, W, C]` images in [0, 1] -> `[B]`: the mean over pixels and channels of the
+    SSIM map, each channel filtered alone (scikit-image's `structural_similarity(..., channel_axis=-1)`).
+    H and W must be at least 11, the window's size."""
     window = jnp.asarray(gaussian_window(11, 1.5))
     c1, c2 = 0.01 ** 2, 0.03 ** 2
     mu_x, mu_y = separable_blur(x, window), separable_blur(y, window)
@@ -79,19 +83,20 @@ class Totals(NamedTuple):
     squared_error: Array  # sum over pixels
     ssim: Array | None  # sum over images; None when not computed
     count: Array  # images
+    values: Array  # pixel values (images x H x W x C): the MSE's denominator
 
 
 def chunk_totals(images: Array, recon: Array, with_ssim: bool = True) -> Totals:
-    """`images` uint8 or float `[B, 28, 28, 1]`, `recon` float in [0, 1] of the same shape."""
-    x = to_float(images) if images.dtype == jnp.uint8 else images
+    """`images` uint8 or float `[B, H, W, C]`, `recon` float in [0, 1] of the same shape."""
+    x = to_float(images)
     recon = recon.astype(jnp.float32)
     return Totals(jnp.sum((recon - x) ** 2), jnp.sum(ssim(x, recon)) if with_ssim else None,
-                  jnp.asarray(x.shape[0], jnp.float32))
+                  jnp.asarray(x.shape[0], jnp.float32), jnp.asarray(x.size, jnp.float32))
 
 
 def finalize(totals: Totals) -> dict[str, float]:
     """`mse`, `psnr_db` and (when summed) `ssim` of one model's totals."""
-    mse = totals.squared_error / (totals.count * IMAGE_PIXELS)
+    mse = totals.squared_error / totals.values
     out = {"mse": float(mse), "psnr_db": float(psnr_db(mse))}
     if totals.ssim is not None:
         out["ssim"] = float(totals.ssim / totals.count)
@@ -109,7 +114,7 @@ def totals(apply_fn: ApplyFn | None, variables, images: Array, *, recon: Array |
     compiled scan is reused. Pure and traceable: `jax.vmap` it over stacked `variables` to score many models.
     """
     def part_totals(part: tuple[Array, Array | None], i: Array) -> Totals:
-        batch, given = part  # [chunk, 28, 28, 1] each
+        batch, given = part  # [chunk, H, W, C] each
         r = apply_fn(variables, to_float(batch)) if given is None else given
         return chunk_totals(batch, r, with_ssim)
 
@@ -152,7 +157,7 @@ class Pca(NamedTuple):
 
 @jax.jit
 def _pca_basis(x: Array) -> tuple[Array, Array, Array]:
-    x = (to_float(x) if x.dtype == jnp.uint8 else x.astype(jnp.float32)).reshape(x.shape[0], -1)  # [N, D]
+    x = to_float(x).reshape(x.shape[0], -1)  # [N, D]
     mean = x.mean(axis=0)
     xc = x - mean
     cov = jnp.matmul(xc.T, xc, precision=HIGHEST) / x.shape[0]  # [D, D]
@@ -161,7 +166,7 @@ def _pca_basis(x: Array) -> tuple[Array, Array, Array]:
 
 
 def fit_pca(x: Array, ks: Sequence[int]) -> dict[int, Pca]:
-    """PCA fitted once on `x` (uint8 images `[N, 28, 28, 1]`, scaled to [0, 1], or float rows `[N, D]`),
+    """PCA fitted once on `x` (uint8 images `[N, H, W, C]`, scaled to [0, 1], or float rows `[N, D]`),
     truncated to each k in `ks`."""
     mean, basis, variance = _pca_basis(jnp.asarray(x))
     return {k: Pca(mean, basis[:k], variance[:k]) for k in ks}

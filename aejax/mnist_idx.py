@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from aejax.config import IMAGE_SHAPE, IMAGE_SIDE
+from aejax.config import MNIST_SHAPE
 from aejax.errors import AejaxError
 
 SPLITS = ("train", "test")
@@ -73,11 +73,11 @@ def read_idx(path: Path, expected_sha256: str | None) -> np.ndarray:
     header = np.frombuffer(raw[:header_len], dtype=">u4")
     if header[0] != magic:
         raise AejaxError(f"MNIST file {path} has IDX magic {header[0]}, expected {magic}")
-    if is_images and tuple(header[2:]) != IMAGE_SHAPE[:2]:
+    if is_images and tuple(header[2:]) != MNIST_SHAPE[:2]:
         raise AejaxError(f"MNIST file {path} holds {header[2]}x{header[3]} images, "
-                         f"expected {IMAGE_SIDE}x{IMAGE_SIDE}")
+                         f"expected {MNIST_SHAPE[0]}x{MNIST_SHAPE[1]}")
     count = int(header[1])
-    shape = (count, *IMAGE_SHAPE) if is_images else (count,)
+    shape = (count, *MNIST_SHAPE) if is_images else (count,)
     body = raw[header_len:]
     if len(body) != int(np.prod(shape)):
         raise AejaxError(f"MNIST file {path} header says {count} items but holds {len(body)} data bytes, "

@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from array_record.python import array_record_data_source  # noqa: F401 - tfds reads ArrayRecord lazily
 
-from aejax.config import IMAGE_SHAPE
+from aejax.config import MNIST_SHAPE
 from aejax.errors import AejaxError
 from aejax.files import write_json
 from aejax.mnist_idx import (
@@ -65,7 +65,7 @@ class MnistBuilder(tfds.core.GeneratorBasedBuilder):
             builder=self,
             description="The MNIST database of handwritten digits (LeCun, Cortes, Burges), CC BY-SA 3.0.",
             features=tfds.features.FeaturesDict({
-                "image": tfds.features.Tensor(shape=IMAGE_SHAPE, dtype=np.uint8),
+                "image": tfds.features.Tensor(shape=MNIST_SHAPE, dtype=np.uint8),
                 "label": tfds.features.ClassLabel(num_classes=10),
             }),
             supervised_keys=("image", "label"),
@@ -115,7 +115,7 @@ def prepared_source(split: str, data_dir: str | os.PathLike | None, mnist_dir: s
 def read_records(source, rows: range) -> Mnist:
     """Rows of a prepared split as arrays: images `[n, 28, 28, 1]` uint8, labels `[n]` int32."""
     records = source.__getitems__(rows)
-    images = np.stack([r["image"] for r in records]) if records else np.zeros((0, *IMAGE_SHAPE), np.uint8)
+    images = np.stack([r["image"] for r in records]) if records else np.zeros((0, *MNIST_SHAPE), np.uint8)
     return Mnist(images, np.asarray([r["label"] for r in records], dtype=np.int32))
 
 

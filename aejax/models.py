@@ -2,16 +2,23 @@
 
 The model contract (what `aejax.train`, `aejax.losses`, `aejax.metrics` and `aejax.inference` rely on):
 
-- `encode(x)`: float images `[B, 28, 28, 1]` in [0, 1] -> codes `[B, *code]` (deterministic: a VAE's mean).
-- `decode_logits(z)`: codes -> pre-sigmoid images `[B, 28, 28, 1]` (what `bce` and `elbo` score, from logits).
+- `encode(x)`: float images `[B, H, W, C]` in [0, 1] -> codes `[B, *code]` (deterministic: a VAE's mean).
+- `decode_logits(z)`: codes -> pre-sigmoid images `[B, H, W, C]` (what `bce` and `elbo` score, from logits).
 - `decode(z)`: codes -> images in [0, 1], `sigmoid(decode_logits(z))`.
 - `__call__(x)`: `decode(encode(x))`, the reconstruction the metrics score. None of these takes a PRNG key.
   Subclassing `Autoencoder` gives `decode` and `__call__` from the other two.
 - Optional: `encode_stats(x) -> (mean, log_var)`, each `[B, d]`, for a Gaussian encoder (read by the `elbo`
   loss, which samples the code with the train step's key); loss weights as module attributes (`l1_weight`,
   `kl_weight`), read by the losses and sweepable (`train.run(sweep=...)` clones the module with a traced value).
+- Optional, for models with dropout or BatchNorm: a boolean attribute `train` (default False, inference), which
+  the train step sets to True (with a `dropout` PRNG stream and every non-`params` collection, such as
+  `batch_stats`, mutable); evaluation and the inference functions use the model as built.
 
-Call them with `model.apply({"params": params}, x, method="encode")`. The modules take float input only and
+The image shape (H, W, C) comes from the data: a builder reads `config.image_shape` (set by `resolve` from the
+dataset, or by a run from its arrays), and the built-in models take it as their `image_shape` attribute.
+
+Call them with `model.apply(variables, x, method="encode")` (`variables` is `{"params": params}` plus any
+other collections). The modules take float input only and
 reject uint8 with an error naming `aejax.encode` / `aejax.reconstruct`, which take uint8 or float, with or
 without a batch axis, and apply the model chunk by chunk. A model is registered with a builder
 `Config -> nn.Module`; its own settings come from `Config.model_kwargs` (merged over the registered defaults, so
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -30,14 +38,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from aejax import losses, ops
+from aejax import datasets, losses, ops, optimizers
 from aejax.config import (
     CONV_ORIGINAL_CODE,
     CONV_ORIGINAL_FEATURES,
-    IMAGE_PIXELS,
-    IMAGE_SHAPE,
+    MNIST_SHAPE,
     MODEL_FIELDS,
-    POOLED_SIDE,
     Config,
     check_model_kwargs,
     check_read,
@@ -69,10 +75,16 @@ class Autoencoder(nn.Module):
         return self.decode(self.encode(x))
 
 
-class LinearAutoencoder(Autoencoder):
-    """Fully connected autoencoder; with `hidden=()` the original: Dense(784->d), Dense(d->784), sigmoid.
+def pixels(image_shape: Sequence[int]) -> int:
+    """Values per image: H * W * C."""
+    return math.prod(image_shape)
 
-    `hidden` adds mirrored layers: 784 -> h1 -> ... -> d (linear code) -> ... -> h1 -> 784, with `activation`
+
+class LinearAutoencoder(Autoencoder):
+    """Fully connected autoencoder; with `hidden=()` the original: Dense(P->d), Dense(d->P), sigmoid, for
+    P = H * W * C input values (784 on MNIST).
+
+    `hidden` adds mirrored layers: P -> h1 -> ... -> d (linear code) -> ... -> h1 -> P, with `activation`
     (a name in `ACTIVATIONS`; ReLU by default, `sigmoid` the logistic units of Hinton & Salakhutdinov 2006).
     """
 
@@ -80,25 +92,43 @@ class LinearAutoencoder(Autoencoder):
     hidden: Sequence[int] = ()
     dtype: jnp.dtype = jnp.float32
     activation: str = "relu"
+    image_shape: tuple[int, int, int] = MNIST_SHAPE
 
     def setup(self) -> None:
         self.encoder_layers = [nn.Dense(h, dtype=self.dtype) for h in self.hidden] + [
             nn.Dense(self.latent_dim, dtype=self.dtype)]
         self.decoder_layers = [nn.Dense(h, dtype=self.dtype) for h in reversed(self.hidden)] + [
-            nn.Dense(IMAGE_PIXELS, dtype=self.dtype)]
+            nn.Dense(pixels(self.image_shape), dtype=self.dtype)]
 
-    def encode(self, x: Array) -> Array:  # [B, 28, 28, 1] -> [B, d]
+    def encode(self, x: Array) -> Array:  # [B, H, W, C] -> [B, d]
         check_float_input(x)
-        h = x.reshape(x.shape[0], IMAGE_PIXELS)
+        h = x.reshape(x.shape[0], pixels(self.image_shape))
         for layer in self.encoder_layers[:-1]:
             h = ACTIVATIONS[self.activation](layer(h))
         return self.encoder_layers[-1](h)
 
-    def decode_logits(self, z: Array) -> Array:  # [B, d] -> [B, 28, 28, 1]
+    def decode_logits(self, z: Array) -> Array:  # [B, d] -> [B, H, W, C]
         h = z
         for layer in self.decoder_layers[:-1]:
             h = ACTIVATIONS[self.activation](layer(h))
-        return self.decoder_layers[-1](h).reshape(z.shape[0], *IMAGE_SHAPE)
+        return self.decoder_layers[-1](h).reshape(z.shape[0], *self.image_shape)
+
+
+def pooled_shape(image_shape: Sequence[int]) -> tuple[int, int]:
+    """The conv models' feature-map side after two halvings: (ceil(H / 4), ceil(W / 4)); 7x7 on MNIST."""
+    return -(-image_shape[0] // 4), -(-image_shape[1] // 4)
+
+
+def pad_to_4(x: Array) -> Array:
+    """`[B, H, W, C]` zero-padded at the bottom and right to multiples of 4 (unchanged when 4 divides both)."""
+    ph, pw = -x.shape[1] % 4, -x.shape[2] % 4
+    return jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0))) if ph or pw else x
+
+
+def crop_to(y: Array, image_shape: Sequence[int]) -> Array:
+    """`[B, H', W', C]` cut back to the top-left `[B, H, W, C]` of `image_shape` (the inverse of `pad_to_4`)."""
+    h, w = image_shape[:2]
+    return y if y.shape[1:3] == (h, w) else y[:, :h, :w]
 
 
 _DIMS = ("NHWC", "HWIO", "NHWC")  # lax's names for channels-last images and [h, w, in, out] kernels
@@ -187,10 +217,13 @@ class Conv(nn.Module):
 class ConvAutoencoder(Autoencoder):
     """Conv + max-pool encoder, transpose-conv decoder.
 
-    With `latent_dim=None` it is the original: Conv(1->64, 3x3, same), ReLU, pool 2; Conv(64->8, 3x3, same),
-    ReLU, pool 2 -> code [B, 7, 7, 8] (392 values); ConvT(8->64, 2x2, stride 2), ReLU; ConvT(64->1, 2x2,
-    stride 2), sigmoid. With an integer `latent_dim` a linear Dense bottleneck maps the 7x7xC feature map to
-    exactly `latent_dim` values and a Dense + ReLU maps it back, so the code matches a linear model's depth.
+    With `latent_dim=None` it is the original (on 28x28x1 images): Conv(1->64, 3x3, same), ReLU, pool 2;
+    Conv(64->8, 3x3, same), ReLU, pool 2 -> code [B, 7, 7, 8] (392 values); ConvT(8->64, 2x2, stride 2), ReLU;
+    ConvT(64->1, 2x2, stride 2), sigmoid. With an integer `latent_dim` a linear Dense bottleneck maps the
+    7x7xF feature map to exactly `latent_dim` values and a Dense + ReLU maps it back, so the code matches a
+    linear model's depth. Any `image_shape` (H, W, C): the first conv reads C channels and the last transpose
+    conv writes C; an image whose sides 4 does not divide is zero-padded at the bottom and right to the next
+    multiples of 4 (25x25 -> 28x28, feature map 7x7) and the output cropped back to H x W.
     `features` sets the two conv widths; the decoder mirrors them. (ReLU and max-pool commute; pooling first
     is cheaper.) `impl` chooses how the layers compute, not what: `ops` (`aejax.ops`, whose derivative rules
     make this model fast on CPU) or `xla` (lax convolutions, for GPUs and TPUs); the parameters are the same.
@@ -200,6 +233,7 @@ class ConvAutoencoder(Autoencoder):
     features: Sequence[int] = (64, 8)
     dtype: jnp.dtype = jnp.float32
     impl: str = "ops"
+    image_shape: tuple[int, int, int] = MNIST_SHAPE
 
     def setup(self) -> None:
         f1, f2 = self.features
@@ -207,39 +241,41 @@ class ConvAutoencoder(Autoencoder):
         self.conv2 = ConvPool3x3(f2, dtype=self.dtype, impl=self.impl)
         if self.latent_dim is not None:
             self.to_code = nn.Dense(self.latent_dim, dtype=self.dtype)
-            self.from_code = nn.Dense(POOLED_SIDE * POOLED_SIDE * f2, dtype=self.dtype)
+            self.from_code = nn.Dense(pixels(pooled_shape(self.image_shape)) * f2, dtype=self.dtype)
         self.deconv1 = Upsample2x2(f1, dtype=self.dtype, impl=self.impl)
-        self.deconv2 = Upsample2x2(1, dtype=self.dtype, impl=self.impl)
+        self.deconv2 = Upsample2x2(self.image_shape[2], dtype=self.dtype, impl=self.impl)
 
-    def encode(self, x: Array) -> Array:  # [B, 28, 28, 1] -> [B, d] or [B, 7, 7, f2]
+    def encode(self, x: Array) -> Array:  # [B, H, W, C] -> [B, d] or [B, H/4, W/4, f2] (MNIST: 28 -> 7)
         check_float_input(x)
-        h = nn.relu(self.conv1(x))  # [B, 14, 14, f1]
-        h = nn.relu(self.conv2(h))  # [B, 7, 7, f2]
+        h = nn.relu(self.conv1(pad_to_4(x)))  # [B, H/2, W/2, f1]
+        h = nn.relu(self.conv2(h))  # [B, H/4, W/4, f2]
         if self.latent_dim is None:
             return h
         return self.to_code(h.reshape(h.shape[0], -1))
 
-    def decode_logits(self, z: Array) -> Array:  # code -> [B, 28, 28, 1]
+    def decode_logits(self, z: Array) -> Array:  # code -> [B, H, W, C]
         if self.latent_dim is None:
             h = z
         else:
-            h = nn.relu(self.from_code(z)).reshape(z.shape[0], POOLED_SIDE, POOLED_SIDE, self.features[1])
+            h = nn.relu(self.from_code(z)).reshape(z.shape[0], *pooled_shape(self.image_shape), self.features[1])
         h = nn.relu(self.deconv1(h))  # [B, 7, 7, 2, 2, f1]: a 14x14 map in block layout (xla: [B, 14, 14, f1])
-        out = self.deconv2(h)  # ops: [B, 7, 7, 2, 2, 2, 2, 1] in block layout; xla: [B, 28, 28, 1]
-        return ops.unblock(out) if self.impl == "ops" else out
+        out = self.deconv2(h)  # ops: [B, 7, 7, 2, 2, 2, 2, C] in block layout; xla: [B, 28, 28, C]
+        return crop_to(ops.unblock(out) if self.impl == "ops" else out, self.image_shape)
 
 
 class StridedConvAutoencoder(Autoencoder):
     """Conv + max-pool, then learned (strided) down-sampling, a Dense code, and a transpose-conv decoder.
 
-    Encoder: Conv 3x3 (1 -> f1), ReLU, max-pool 2 -> [B, 14, 14, f1] (with `pool=False` instead a Conv 2x2
-    stride 2, ReLU: learned down-sampling throughout); Conv 2x2 stride 2 (f1 -> f2), ReLU ->
+    Encoder (shapes for MNIST): Conv 3x3 (C -> f1), ReLU, max-pool 2 -> [B, 14, 14, f1] (with `pool=False`
+    instead a Conv 2x2 stride 2, ReLU: learned down-sampling throughout); Conv 2x2 stride 2 (f1 -> f2), ReLU ->
     [B, 7, 7, f2]; flatten; optionally Dense `hidden`, ReLU; Dense -> d (linear: the code). Decoder, mirrored:
     optionally Dense `hidden`, ReLU; Dense -> 7x7xf2, ReLU; transpose conv 2x2 stride 2 (f2 -> f1), ReLU;
-    optionally (`refine`) Conv 3x3 (f1 -> f1), ReLU; transpose conv 2x2 stride 2 (f1 -> 1), sigmoid.
-    With `linear=True` the code also reads the pixels (the last Dense sees the conv features and the 784 pixels,
-    i.e. a linear encoder is added to the code) and a Dense d -> 784 is added to the output logits: a linear
-    autoencoder inside the conv one, through the same d-value code (no path from encoder to decoder bypasses it).
+    optionally (`refine`) Conv 3x3 (f1 -> f1), ReLU; transpose conv 2x2 stride 2 (f1 -> C), sigmoid.
+    With `linear=True` the code also reads the pixels (the last Dense sees the conv features and the H*W*C
+    input values, i.e. a linear encoder is added to the code) and a Dense d -> H*W*C is added to the output
+    logits: a linear autoencoder inside the conv one, through the same d-value code (no path from encoder to
+    decoder bypasses it). Any `image_shape`: padded and cropped as in `ConvAutoencoder` (sides not divisible by
+    4 are zero-padded at the bottom and right to the next multiple of 4, the output cut back).
     The strided convolution replaces the second max-pool, which keeps one value of four and so loses the detail
     a code of 128 or 256 values could hold.
     """
@@ -252,43 +288,45 @@ class StridedConvAutoencoder(Autoencoder):
     linear: bool = False
     dtype: jnp.dtype = jnp.float32
     impl: str = "ops"
+    image_shape: tuple[int, int, int] = MNIST_SHAPE
 
     def setup(self) -> None:
         f1, f2 = self.features
         if self.linear:
-            self.to_pixels = nn.Dense(IMAGE_PIXELS, dtype=self.dtype)
+            self.to_pixels = nn.Dense(pixels(self.image_shape), dtype=self.dtype)
         self.conv1 = (ConvPool3x3(f1, dtype=self.dtype, impl=self.impl) if self.pool
                       else Conv(f1, 2, dtype=self.dtype, impl=self.impl))
         self.down = Conv(f2, 2, dtype=self.dtype, impl=self.impl)
         dense = functools.partial(nn.Dense, dtype=self.dtype)
         self.encoder_dense = ([dense(self.hidden)] if self.hidden else []) + [dense(self.latent_dim)]
-        self.decoder_dense = ([dense(self.hidden)] if self.hidden else []) + [dense(POOLED_SIDE * POOLED_SIDE * f2)]
+        self.decoder_dense = ([dense(self.hidden)] if self.hidden else []) + [
+            dense(pixels(pooled_shape(self.image_shape)) * f2)]
         self.deconv1 = Upsample2x2(f1, dtype=self.dtype, impl=self.impl)
         if self.refine:
             self.conv_refine = Conv(f1, 3, dtype=self.dtype, impl=self.impl)
-        self.deconv2 = Upsample2x2(1, dtype=self.dtype, impl=self.impl)
+        self.deconv2 = Upsample2x2(self.image_shape[2], dtype=self.dtype, impl=self.impl)
 
-    def encode(self, x: Array) -> Array:  # [B, 28, 28, 1] -> [B, d]
+    def encode(self, x: Array) -> Array:  # [B, H, W, C] -> [B, d]
         check_float_input(x)
-        h = nn.relu(self.conv1(x))  # [B, 14, 14, f1]
+        h = nn.relu(self.conv1(pad_to_4(x)))  # [B, 14, 14, f1]
         h = nn.relu(self.down(h))  # [B, 7, 7, f2]
         h = h.reshape(h.shape[0], -1)
         for layer in self.encoder_dense[:-1]:
             h = nn.relu(layer(h))
         if self.linear:
-            h = jnp.concatenate([h, x.reshape(x.shape[0], IMAGE_PIXELS).astype(h.dtype)], axis=-1)
+            h = jnp.concatenate([h, x.reshape(x.shape[0], -1).astype(h.dtype)], axis=-1)
         return self.encoder_dense[-1](h)
 
-    def decode_logits(self, z: Array) -> Array:  # [B, d] -> [B, 28, 28, 1]
+    def decode_logits(self, z: Array) -> Array:  # [B, d] -> [B, H, W, C]
         h = z
         for layer in self.decoder_dense:
             h = nn.relu(layer(h))
-        h = h.reshape(z.shape[0], POOLED_SIDE, POOLED_SIDE, self.features[1])
+        h = h.reshape(z.shape[0], *pooled_shape(self.image_shape), self.features[1])
         h = nn.relu(self.deconv1(h))  # ops: [B, 7, 7, 2, 2, f1] (block layout); xla: [B, 14, 14, f1]
         if self.refine:
             h = nn.relu(self.conv_refine(ops.unblock(h) if self.impl == "ops" else h))  # [B, 14, 14, f1]
         out = self.deconv2(h)
-        out = ops.unblock(out) if self.impl == "ops" else out
+        out = crop_to(ops.unblock(out) if self.impl == "ops" else out, self.image_shape)
         if self.linear:
             out = out + self.to_pixels(z).reshape(out.shape)
         return out
@@ -349,15 +387,24 @@ def model_spec(name: str) -> ModelSpec:
 
 def resolve(config: Config) -> Config:
     """`config` completed and checked against the registries: the model's default loss when none is named, its
-    `model_kwargs` defaults under the given ones, a fixed code size, settings the model would not read, the
-    loss's needs. Raises `AejaxError` (one line) for the first problem. Builds the module to check it, which
-    touches no JAX backend. Idempotent: what `config.json` holds is a resolved config."""
+    `model_kwargs` defaults under the given ones, the image shape (the dataset's, unless set), a code no larger
+    than an image, a fixed code size, settings the model would not read, the optimizer and the loss's needs.
+    Raises `AejaxError` (one line) for the first problem. Builds the module to check it, which touches no JAX
+    backend. Idempotent: what `config.json` holds is a resolved config."""
     spec = model_spec(config.model)
     if not isinstance(config.model_kwargs, dict):
         raise AejaxError(f"model_kwargs must be a mapping of names to values, got {config.model_kwargs!r}")
     check_model_kwargs(config, spec.kwargs)
+    shape = config.image_shape or datasets.known_shape(config.dataset)
+    if shape is None:
+        raise AejaxError(f"the image shape of dataset {config.dataset!r} is known only from its data: train it with "
+                         f"aejax.run (which sets image_shape from the data) or set image_shape H,W,C")
     resolved = dataclasses.replace(config, loss=config.loss if config.loss is not None else spec.loss,
-                                   model_kwargs={**spec.kwargs, **config.model_kwargs})
+                                   model_kwargs={**spec.kwargs, **config.model_kwargs}, image_shape=tuple(shape))
+    if resolved.latent_dim > resolved.pixels:
+        raise AejaxError(f"latent_dim must be in 1..{resolved.pixels} (the values of one "
+                         f"{'x'.join(map(str, shape))} image), got {config.latent_dim}")
+    optimizers.check(resolved)
     if spec.latent_dim is not None and resolved.latent_dim != spec.latent_dim:
         raise AejaxError(f"{config.model} has a fixed code of {spec.latent_dim} values; "
                          f"latent_dim must be {spec.latent_dim}, got {config.latent_dim}")
@@ -384,6 +431,18 @@ def param_count(params) -> int:
     return int(sum(x.size for x in jax.tree_util.tree_leaves(params)))
 
 
+def image_shape(config: Config) -> tuple[int, int, int]:
+    """The (H, W, C) a built-in model is built for: `config.image_shape` (a resolved config has it)."""
+    return tuple(config.image_shape) if config.image_shape else MNIST_SHAPE
+
+
+def _conv_original(config: Config) -> ConvAutoencoder:
+    if image_shape(config) != MNIST_SHAPE:
+        raise AejaxError(f"conv_original is the original study's model for 28x28x1 images (a 7x7x8 code of 392); "
+                         f"these images are {'x'.join(map(str, config.image_shape))}: use model conv")
+    return ConvAutoencoder(None, CONV_ORIGINAL_FEATURES, dtype=compute_dtype(config), impl=conv_impl(config))
+
+
 def _linear(config: Config) -> LinearAutoencoder:
     activation = config.model_kwargs["activation"]
     if activation not in ACTIVATIONS:
@@ -392,17 +451,16 @@ def _linear(config: Config) -> LinearAutoencoder:
         raise AejaxError(f"model_kwargs activation {activation!r} needs hidden layers (hidden=...)",
                          cli=f"model_kwargs activation {activation!r} needs hidden layers (--hidden)")
     return LinearAutoencoder(config.latent_dim, tuple(config.hidden), dtype=compute_dtype(config),
-                             activation=activation)
+                             activation=activation, image_shape=image_shape(config))
 
 
 register_model("linear", _linear, kwargs={"activation": "relu"}, reads=("hidden",))
 register_model("conv", lambda c: ConvAutoencoder(c.latent_dim, tuple(c.conv_features), dtype=compute_dtype(c),
-                                                 impl=conv_impl(c)), reads=("conv_features", "conv_impl"))
-register_model("conv_original", lambda c: ConvAutoencoder(None, CONV_ORIGINAL_FEATURES, dtype=compute_dtype(c),
-                                                          impl=conv_impl(c)),
-               reads=("conv_impl",), latent_dim=CONV_ORIGINAL_CODE)
+                                                 impl=conv_impl(c), image_shape=image_shape(c)),
+               reads=("conv_features", "conv_impl"))
+register_model("conv_original", _conv_original, reads=("conv_impl",), latent_dim=CONV_ORIGINAL_CODE)
 register_model("conv_strided", lambda c: StridedConvAutoencoder(
     c.latent_dim, tuple(c.conv_features), c.model_kwargs["hidden"], c.model_kwargs["refine"], c.model_kwargs["pool"],
-    c.model_kwargs["linear"], dtype=compute_dtype(c), impl=conv_impl(c)),
+    c.model_kwargs["linear"], dtype=compute_dtype(c), impl=conv_impl(c), image_shape=image_shape(c)),
     kwargs={"hidden": 0, "refine": False, "pool": True, "linear": False},
     reads=("conv_features", "conv_impl"))

@@ -13,15 +13,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from aejax.config import IMAGE_PIXELS, IMAGE_SIDE  # noqa: E402
+from aejax.config import MNIST_PIXELS  # noqa: E402
 from aejax.files import write_atomic  # noqa: E402
 
 
 def _image(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    if x.max() > 1.0:
-        x = x / 255.0
-    return x.reshape(IMAGE_SIDE, IMAGE_SIDE)
+    """One image `[H, W, C]` (uint8, or float in [0, 1]) as imshow takes it: `[H, W]` grey or `[H, W, 3]` RGB,
+    float in [0, 1]."""
+    x = np.asarray(x)
+    x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else np.clip(x.astype(np.float32), 0.0, 1.0)
+    return x[..., 0] if x.ndim == 3 and x.shape[-1] == 1 else x
 
 
 def _save(fig, path: str | Path) -> None:
@@ -33,13 +34,13 @@ def _save(fig, path: str | Path) -> None:
 
 
 def reconstructions(path: str | Path, originals: np.ndarray, recon: np.ndarray, title: str) -> None:
-    """Originals (uint8 or float `[n, 28, 28, 1]`) above, reconstructions below."""
+    """Originals (uint8 or float `[n, H, W, C]`) above, reconstructions below."""
     rows = {"original": originals, "reconstruction": recon}
     grid(path, rows, title)
 
 
 def grid(path: str | Path, rows: Mapping[str, np.ndarray], title: str) -> None:
-    """One row per entry of `rows` (label -> images `[n, 28, 28, 1]`), one column per digit."""
+    """One row per entry of `rows` (label -> images `[n, H, W, C]`, grey or RGB), one column per image."""
     n = len(next(iter(rows.values())))
     height = len(rows) * 0.95 + 0.5  # inches; the title keeps a fixed 0.4 inch whatever the row count
     fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.9 + 1.6, height), squeeze=False)
@@ -75,7 +76,7 @@ def depth_vs_error(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8)
     top = ax.secondary_xaxis("top")
-    top.set_xticks(all_depths, [f"{IMAGE_PIXELS / d:.1f}x" for d in all_depths])
+    top.set_xticks(all_depths, [f"{MNIST_PIXELS / d:.1f}x" for d in all_depths])
     top.minorticks_off()
     top.set_xlabel("compression ratio (784 / code size)")
     ax.set_title("Reconstruction error against code size (mean ± std over seeds)", fontsize=10)

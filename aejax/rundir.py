@@ -119,12 +119,12 @@ class RunDir:
         if is_writer():
             write_json(self.path / "results.json", rows)
 
-    def write_reconstructions(self, model, params, images: Any, title: str, events: EventLog, step: int) -> None:
-        """`recon.png`: `images` (uint8 `[n, 28, 28, 1]`) above their reconstructions; also into TensorBoard."""
+    def write_reconstructions(self, model, variables, images: Any, title: str, events: EventLog, step: int) -> None:
+        """`recon.png`: `images` (`[n, H, W, C]`) above their reconstructions; also into TensorBoard."""
         if not is_writer():
             return
         path = self.path / "recon.png"
-        plots.reconstructions(path, images, np.asarray(inference.reconstruct(model, params, images)), title=title)
+        plots.reconstructions(path, images, np.asarray(inference.reconstruct(model, variables, images)), title=title)
         events.image("reconstructions", path, step)
 
 

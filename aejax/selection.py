@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from aejax import loop, metrics, models
-from aejax.config import IMAGE_PIXELS, Config
+from aejax.config import MNIST_PIXELS, Config
 from aejax.environment import environment
 from aejax.errors import AejaxError
 from aejax.files import write_atomic, write_json
@@ -38,7 +38,7 @@ def held_out_split(train_images: Array | np.ndarray, held_out: int) -> tuple[Arr
 def se_per_image(mse: float) -> float:
     """Squared error summed over an image's 784 pixels, from the per-pixel MSE (Hinton & Salakhutdinov's
     measure: pixels in [0, 1], summed per image, averaged over the images)."""
-    return float(mse) * IMAGE_PIXELS
+    return float(mse) * MNIST_PIXELS
 
 
 def score_variants(variants: Mapping[str, Config], train_images: Array, test_images: Array, out_dir: str | Path,

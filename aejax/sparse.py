@@ -13,7 +13,15 @@ import jax
 
 from aejax.config import Config
 from aejax.errors import AejaxError
-from aejax.models import Autoencoder, ConvAutoencoder, LinearAutoencoder, compute_dtype, conv_impl, register_model
+from aejax.models import (
+    Autoencoder,
+    ConvAutoencoder,
+    LinearAutoencoder,
+    compute_dtype,
+    conv_impl,
+    image_shape,
+    register_model,
+)
 
 Array = jax.Array
 ENCODERS = ("linear", "conv")
@@ -25,7 +33,11 @@ class SparseAutoencoder(Autoencoder):
     base: nn.Module
     l1_weight: float = 1e-4
 
-    def encode(self, x: Array) -> Array:  # [B, 28, 28, 1] -> [B, d], non-negative
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.base.image_shape
+
+    def encode(self, x: Array) -> Array:  # [B, H, W, C] -> [B, d], non-negative
         return nn.relu(self.base.encode(x))
 
     def decode_logits(self, z: Array) -> Array:
@@ -42,9 +54,10 @@ def _encoder(config: Config) -> str:
 def build(config: Config) -> SparseAutoencoder:
     dtype = compute_dtype(config)
     if _encoder(config) == "linear":
-        base = LinearAutoencoder(config.latent_dim, tuple(config.hidden), dtype=dtype)
+        base = LinearAutoencoder(config.latent_dim, tuple(config.hidden), dtype=dtype, image_shape=image_shape(config))
     else:
-        base = ConvAutoencoder(config.latent_dim, tuple(config.conv_features), dtype=dtype, impl=conv_impl(config))
+        base = ConvAutoencoder(config.latent_dim, tuple(config.conv_features), dtype=dtype, impl=conv_impl(config),
+                               image_shape=image_shape(config))
     return SparseAutoencoder(base, config.model_kwargs["l1_weight"])
 
 

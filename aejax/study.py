@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from aejax import inference, loop, metrics, models, plots, train
-from aejax.config import IMAGE_PIXELS, IMAGE_SHAPE, Config
+from aejax.config import MNIST_PIXELS, MNIST_SHAPE, Config
 from aejax.configs.study import DEPTHS, Arm
 from aejax.data import mnist_source
 from aejax.environment import environment
@@ -46,7 +46,7 @@ def pca_rows(train_images: jax.Array, test_images: jax.Array, depths: Sequence[i
     fit_seconds = time.perf_counter() - t0
     rows = [result_row(model="pca", variant="pca", latent_dim=k, epochs=0, seed=None,
                        scores=metrics.reconstruction_metrics(metrics.Pca.reconstruct, pca, test_images),
-                       params=k * IMAGE_PIXELS + IMAGE_PIXELS, train_seconds=fit_seconds)
+                       params=k * MNIST_PIXELS + MNIST_PIXELS, train_seconds=fit_seconds)
             for k, pca in pcas.items()]
     return rows, pcas
 
@@ -88,7 +88,7 @@ def run_study(arms: Sequence[Arm], out_dir: str | Path, *, depths: Sequence[int]
         recons[label, depth] = np.asarray(inference.reconstruct(result.model, result.params[0],
                                                                 test_images[:GRID_DIGITS]), np.float32)
         plots.reconstructions(out_dir / f"recon_{label}_d{depth}.png", test_np[:GRID_DIGITS], recons[label, depth],
-                              title=f"{label}, code {depth} (compression {IMAGE_PIXELS / depth:.1f}x), "
+                              title=f"{label}, code {depth} (compression {MNIST_PIXELS / depth:.1f}x), "
                                     f"seed {seeds[0]}")
 
     all_depths = sorted({d for arm in arms for d in arm_depths(arm, depths)})
@@ -149,7 +149,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
              "train s / seed |", "|" + "---|" * 10]
     for (variant, depth), group in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         get = lambda key, group=group: [float(g[key]) for g in group]
-        lines.append(f"| {variant} | {depth} | {IMAGE_PIXELS / depth:.1f}x | {group[0]['epochs']} | {len(group)} | "
+        lines.append(f"| {variant} | {depth} | {MNIST_PIXELS / depth:.1f}x | {group[0]['epochs']} | {len(group)} | "
                      f"{stat(get('test_mse'), '.5f')} | {stat(get('test_psnr_db'), '.2f')} | "
                      f"{stat(get('test_ssim'), '.4f')} | {group[0]['params']:,} | "
                      f"{np.mean(get('train_seconds')):.1f} |")
@@ -160,7 +160,7 @@ def _train_flops(config: Config) -> float:
     """XLA's FLOP count of training one seed of `config` (per-step cost x steps), from the lowered step alone."""
     trainer = train.make_trainer(config)
     state = jax.eval_shape(functools.partial(train.init_state, trainer), jax.random.key(0))
-    batch = jax.ShapeDtypeStruct((config.batch_size, *IMAGE_SHAPE), jnp.float32)
+    batch = jax.ShapeDtypeStruct((config.batch_size, *MNIST_SHAPE), jnp.float32)
     step = jax.jit(functools.partial(train.train_step, trainer)).lower(state, batch).cost_analysis()
     steps = config.epochs * train.steps_per_epoch(train.default_train_size(config), config.batch_size)
     return float(step.get("flops", 0.0)) * steps

@@ -4,7 +4,7 @@
 program: the swept values are arrays with a leading member axis, not constants compiled in. What can vary so:
 
 - `lr`, `weight_decay`: optimizer hyper-parameters, held in `optax.inject_hyperparams` state (a schedule keeps
-  its shape and scales its peak);
+  its shape and scales its peak); `weight_decay` only for an optimizer that takes one;
 - `noise_level`: the denoising corruption's strength;
 - a model's numeric `model_kwargs` that are module attributes of the same name (`l1_weight`, `kl_weight`): the
   train step clones the module with the member's value.
@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aejax import models
+from aejax import models, optimizers
 from aejax.config import Config
 from aejax.errors import AejaxError
 
@@ -50,6 +50,8 @@ def members(config: Config, sweep: Mapping[str, Sequence[float]] | None) -> list
     if not isinstance(sweep, Mapping):
         raise AejaxError(f"sweep must map setting names to lists of values, got {sweep!r}")
     allowed = sweepable(config)
+    if "weight_decay" in sweep:
+        optimizers.check(models.resolve(config), swept=("weight_decay",))
     for name, values in sweep.items():
         if name not in allowed:
             raise AejaxError(f"cannot sweep {name!r} in one program; sweepable for this config: {', '.join(allowed)}")

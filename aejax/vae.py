@@ -13,29 +13,30 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from aejax.config import IMAGE_PIXELS, IMAGE_SHAPE, Config
-from aejax.models import Autoencoder, check_float_input, compute_dtype, register_model
+from aejax.config import MNIST_SHAPE, Config
+from aejax.models import Autoencoder, check_float_input, compute_dtype, image_shape, pixels, register_model
 
 Array = jax.Array
 
 
 class VAE(Autoencoder):
-    """784 -> hidden (ReLU) -> (mean, log variance) of a `latent_dim` Gaussian code -> mirrored decoder."""
+    """H*W*C -> hidden (ReLU) -> (mean, log variance) of a `latent_dim` Gaussian code -> mirrored decoder."""
 
     latent_dim: int
     hidden: Sequence[int] = ()
     kl_weight: float = 1.0
     dtype: jnp.dtype = jnp.float32
+    image_shape: tuple[int, int, int] = MNIST_SHAPE
 
     def setup(self) -> None:
         self.encoder_layers = [nn.Dense(h, dtype=self.dtype) for h in self.hidden]
         self.to_stats = nn.Dense(2 * self.latent_dim, dtype=self.dtype)
         self.decoder_layers = [nn.Dense(h, dtype=self.dtype) for h in reversed(self.hidden)] + [
-            nn.Dense(IMAGE_PIXELS, dtype=self.dtype)]
+            nn.Dense(pixels(self.image_shape), dtype=self.dtype)]
 
-    def encode_stats(self, x: Array) -> tuple[Array, Array]:  # [B, 28, 28, 1] -> ([B, d], [B, d])
+    def encode_stats(self, x: Array) -> tuple[Array, Array]:  # [B, H, W, C] -> ([B, d], [B, d])
         check_float_input(x)
-        h = x.reshape(x.shape[0], IMAGE_PIXELS)
+        h = x.reshape(x.shape[0], pixels(self.image_shape))
         for layer in self.encoder_layers:
             h = nn.relu(layer(h))
         mean, log_var = jnp.split(self.to_stats(h), 2, axis=-1)
@@ -44,16 +45,16 @@ class VAE(Autoencoder):
     def encode(self, x: Array) -> Array:  # the mean code [B, d]
         return self.encode_stats(x)[0]
 
-    def decode_logits(self, z: Array) -> Array:  # [B, d] -> [B, 28, 28, 1]
+    def decode_logits(self, z: Array) -> Array:  # [B, d] -> [B, H, W, C]
         h = z
         for layer in self.decoder_layers[:-1]:
             h = nn.relu(layer(h))
-        return self.decoder_layers[-1](h).reshape(z.shape[0], *IMAGE_SHAPE)
+        return self.decoder_layers[-1](h).reshape(z.shape[0], *self.image_shape)
 
 
 def build(config: Config) -> VAE:
     return VAE(config.latent_dim, tuple(config.hidden), config.model_kwargs["kl_weight"],
-               dtype=compute_dtype(config))
+               dtype=compute_dtype(config), image_shape=image_shape(config))
 
 
 register_model("vae", build, kwargs={"kl_weight": 1.0}, reads=("hidden",), loss="elbo")

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from aejax import cli, train
-from aejax.config import IMAGE_SHAPE, Config
+from aejax.config import MNIST_SHAPE, Config
 from aejax.data import load_mnist
 from aejax.environment import environment
 from aejax.files import refuse_overwrite, write_json
@@ -75,7 +75,7 @@ def aejax_host_loop(config: Config, images: np.ndarray, steps: int) -> Callable[
 def flops_per_image(config: Config) -> float:
     trainer = train.make_trainer(config)
     state = train.init_state(trainer, jax.random.key(0))
-    batch = jnp.zeros((config.batch_size, *IMAGE_SHAPE))
+    batch = jnp.zeros((config.batch_size, *MNIST_SHAPE))
     compiled = jax.jit(train.train_step, static_argnums=0).lower(trainer, state, batch).compile()
     analysis = compiled.cost_analysis()
     analysis = analysis[0] if isinstance(analysis, list) else analysis

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from aejax import cli, train
-from aejax.config import IMAGE_SHAPE
+from aejax.config import MNIST_SHAPE
 from aejax.environment import environment
 from aejax.files import refuse_overwrite, write_json
 from experiments.benchmark import WORKLOADS
@@ -52,9 +52,9 @@ def fingerprints(images_per_call: int = 10_000) -> dict[str, dict[str, str]]:
         trainer = train.make_trainer(config)
         state = train.init_state(trainer, jax.random.key(0))
         steps = max(10, images_per_call // config.batch_size)
-        programs = {"scan": (train.train_epoch, jnp.zeros((steps * config.batch_size, *IMAGE_SHAPE), jnp.uint8),
+        programs = {"scan": (train.train_epoch, jnp.zeros((steps * config.batch_size, *MNIST_SHAPE), jnp.uint8),
                              jax.random.key(1)),
-                    "step": (train.train_step, jnp.zeros((config.batch_size, *IMAGE_SHAPE)))}
+                    "step": (train.train_step, jnp.zeros((config.batch_size, *MNIST_SHAPE)))}
         out[name] = {}
         for kind, (fn, *args) in programs.items():
             hlo = jax.jit(fn, static_argnums=0, donate_argnums=1).lower(trainer, state, *args).compile().as_text()

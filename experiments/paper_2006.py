@@ -13,7 +13,7 @@ test error). Runs are resumed, not redone, when the command is repeated.
 import jax
 
 from aejax import cli, loop, metrics, selection
-from aejax.config import IMAGE_PIXELS
+from aejax.config import MNIST_PIXELS
 from aejax.configs.paper_2006 import BEST, CODE, HELD_OUT, PAPER, PAPER_TABLE, VARIANTS
 from aejax.data import load_mnist
 from aejax.environment import environment
@@ -64,7 +64,7 @@ def main() -> None:
         pca = metrics.fit_pca(train_images, [CODE])[CODE]
         pca_row = result_row(model="pca", variant="pca", latent_dim=CODE, epochs=0, seed=None,
                              scores=metrics.reconstruction_metrics(metrics.Pca.reconstruct, pca, test_images),
-                             params=CODE * IMAGE_PIXELS + IMAGE_PIXELS, train_seconds=0.0)
+                             params=CODE * MNIST_PIXELS + MNIST_PIXELS, train_seconds=0.0)
         pca_row["test_se_per_image"] = selection.se_per_image(pca_row["test_mse"])
         print(f"PCA, {CODE} components fitted on the {len(train_np):,} training images: "
               f"{pca_row['test_se_per_image']:.2f} per test image (paper: {PAPER_TABLE['PCA']:.2f})")

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from aejax import cli, compression, inference, metrics, plots
-from aejax.config import IMAGE_SHAPE
+from aejax.config import MNIST_SHAPE
 from aejax.configs.study import parse_arms
 from aejax.data import load_mnist
 from aejax.environment import environment
@@ -69,7 +69,7 @@ def main() -> None:
         for k, pca in pcas.items():
             codes = np.asarray(pca.encode(metrics.to_float(jax.device_put(test))))
             curves[f"pca d{k}"] = compression.code_curve(
-                codes, lambda z, pca=pca: np.asarray(pca.decode(z)).reshape(-1, *IMAGE_SHAPE), test, RELATIVE_STEPS)
+                codes, lambda z, pca=pca: np.asarray(pca.decode(z)).reshape(-1, *MNIST_SHAPE), test, RELATIVE_STEPS)
         png = float(compression.png_bits(test).mean())
         png_header = compression.blank_bits("png")
         curves["png (lossless)"] = [{"bits_per_image": png, "mse": 0.0, "psnr_db": None, "ssim": 1.0}]

@@ -20,7 +20,18 @@ from aejax.errors import AejaxError
     ({"lr": float("inf")}, "lr must be a finite number"),
     ({"model": "mlp"}, "unknown model 'mlp'"),
     ({"loss": "l1"}, "unknown loss 'l1'"),
-    ({"optimizer": "lion"}, "unknown optimizer 'lion'"),
+    ({"optimizer": "nosuch"}, "unknown optimizer 'nosuch'"),
+    ({"optimizer": "chain"}, "unknown optimizer 'chain'"),
+    ({"optimizer": "sgd", "optimizer_kwargs": {"momentun": 0.9}}, "optimizer sgd takes no argument 'momentun'; "
+                                                                   "it takes momentum, nesterov"),
+    ({"optimizer": "lion", "optimizer_kwargs": {"weight_decay": 0.1}}, "set it with weight_decay"),
+    ({"optimizer": "sgd", "optimizer_kwargs": {"momentum": {"a": 1}}}, "optimizer_kwargs momentum must be a JSON"),
+    ({"optimizer_kwargs": [1]}, "optimizer_kwargs must be a mapping"),
+    ({"dataset": "two words"}, "dataset must be a dataset's name"),
+    ({"image_shape": (28, 28)}, "image_shape must be three positive integers"),
+    ({"image_shape": (5, 5, 1), "latent_dim": 26}, "latent_dim must be in 1..25"),
+    ({"dataset": "lfw_faces", "latent_dim": 626}, "latent_dim must be in 1..625"),
+    ({"dataset": "lfw_faces", "model": "conv_original", "latent_dim": 392}, "conv_original is the original study's"),
     ({"schedule": "step"}, "unknown schedule 'step'"),
     ({"hidden": (128, -1)}, "hidden must be a list of positive integers"),
     ({"model": "conv_original", "latent_dim": 32}, "conv_original has a fixed code of 392 values"),
@@ -46,7 +57,7 @@ from aejax.errors import AejaxError
     ({"loss": "elbo"}, "loss 'elbo' needs a model with encode_stats, kl_weight"),
     ({"model": "conv_original", "latent_dim": 392, "conv_features": (8, 8)}, "not read by model conv_original"),
     ({"schedule": "cosine", "warmup_epochs": 0.5}, "warmup_epochs=0.5 is read only with schedule warmup_cosine"),
-    ({"weight_decay": 1e-4}, "weight_decay=0.0001 is read only with optimizer adamw, not optimizer adam"),
+    ({"weight_decay": 1e-4}, "optimizer adam takes no weight_decay"),
     ({"noise_level": 0.3}, "noise_level=0.3 is read only with noise gaussian or salt_pepper or mask, not noise none"),
 ])
 def test_invalid_values_raise_one_line(changes, message):

@@ -51,5 +51,6 @@ def test_grid_and_bad_sweeps():
                            ({"lr": [1e-3, -1.0]}, "lr must be > 0")]:
         with pytest.raises(AejaxError, match=message):
             sweeps.members(config, sweep)
-    with pytest.raises(AejaxError, match="weight_decay=0.1 is read only with optimizer adamw"):
-        sweeps.members(Config(), {"weight_decay": [0.1]})
+    for values in ([0.1], [0.0]):
+        with pytest.raises(AejaxError, match="optimizer adam takes no weight_decay"):
+            sweeps.members(Config(), {"weight_decay": values})

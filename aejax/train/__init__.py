@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from aejax import chunks, corruption, losses, metrics, models, parallel, sweeps
-from aejax.config import IMAGE_SHAPE, MNIST_TRAIN_SIZE, Config
+from aejax import chunks, corruption, datasets, losses, metrics, models, optimizers, parallel, sweeps
+from aejax.config import MNIST_SHAPE, Config
 
 Array = jax.Array
 PyTree = Any
@@ -36,6 +36,12 @@ class TrainState(NamedTuple):
     step: Array  # [] int32, optimizer steps taken
     params: PyTree
     opt_state: PyTree
+    model_state: PyTree = {}  # the model's other collections (e.g. BatchNorm's batch_stats); {} for most
+
+
+def variables(state: TrainState) -> dict[str, PyTree]:
+    """What `model.apply` takes: `{"params": ..., **model_state}`."""
+    return {"params": state.params, **state.model_state}
 
 
 class Trainer(NamedTuple):
@@ -49,6 +55,7 @@ class Trainer(NamedTuple):
     noise: str = "none"  # input corruption for denoising (aejax.corruption); targets stay clean
     noise_level: float = 0.0
     precision: str = "default"  # float32 matmul precision of training (Config.matmul_precision)
+    image_shape: tuple[int, ...] = MNIST_SHAPE  # (H, W, C) of one image
 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
@@ -58,8 +65,9 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
 
 
 def default_train_size(config: Config) -> int:
-    """The number of MNIST training images `config` trains on."""
-    return config.train_examples or MNIST_TRAIN_SIZE
+    """The number of training images `config` trains on, where it says or its dataset knows; otherwise one
+    batch (the schedule's length then is a placeholder: the state's layout, all a reload needs, is the same)."""
+    return config.train_examples or datasets.train_size(config.dataset) or config.batch_size
 
 
 def make_schedule(config: Config, n_train: int, peak: float | Array | None = None) -> optax.Schedule:
@@ -81,17 +89,14 @@ def make_schedule(config: Config, n_train: int, peak: float | Array | None = Non
 
 def _optimizer(config: Config, n_train: int, learning_rate: float | Array,
                weight_decay: float | Array) -> optax.GradientTransformation:
-    schedule = make_schedule(config, n_train, learning_rate)
-    if config.optimizer == "adam":
-        return optax.adam(schedule)
-    if config.optimizer == "adamw":
-        return optax.adamw(schedule, weight_decay=weight_decay)
-    return optax.sgd(schedule, momentum=0.9)
+    return optimizers.build(config, make_schedule(config, n_train, learning_rate), weight_decay)
 
 
 def make_optimizer(config: Config, n_train: int, swept: Sequence[str] = ()) -> optax.GradientTransformation:
-    """The optimizer of `config`. When `swept` names `lr` or `weight_decay`, they are `inject_hyperparams` state
+    """The optimizer of `config` (`aejax.optimizers`: any optax optimizer by name, or a registered one), its
+    learning rate the schedule. When `swept` names `lr` or `weight_decay`, they are `inject_hyperparams` state
     (`opt_state.hyperparams`), set per sweep member by `init_state`; the schedule scales its peak by them."""
+    optimizers.check(config, tuple(swept))
     if not set(swept) & set(sweeps.OPTIMIZER_HPARAMS):
         return _optimizer(config, n_train, config.lr, config.weight_decay)
     return optax.inject_hyperparams(functools.partial(_optimizer, config, n_train))(
@@ -107,38 +112,70 @@ def make_trainer(config: Config, n_train: int | None = None, swept: Sequence[str
     mesh = parallel.make_mesh(config.batch_size) if config.data_parallel else None
     model = models.build(config)
     return Trainer(model, make_optimizer(config, n_train, swept), losses.get_loss(config.loss, model),
-                   config.batch_size, mesh, config.noise, config.noise_level, config.matmul_precision)
+                   config.batch_size, mesh, config.noise, config.noise_level, config.matmul_precision,
+                   tuple(config.image_shape))
 
 
 def init_state(trainer: Trainer, key: Array, hparams: dict[str, Array] | None = None) -> TrainState:
-    """A fresh state from `key`; `hparams` (a sweep member's values) sets the optimizer's injected ones."""
-    params = trainer.model.init(key, jnp.zeros((1, *IMAGE_SHAPE), jnp.float32))["params"]
+    """A fresh state from `key`; `hparams` (a sweep member's values) sets the optimizer's injected ones. The
+    model is initialised in inference mode; its collections other than `params` become `model_state`."""
+    init = dict(trainer.model.init(key, jnp.zeros((1, *trainer.image_shape), jnp.float32)))
+    params = init.pop("params")
     opt_state = trainer.tx.init(params)
     injected = {sweeps.OPTIMIZER_HPARAMS[k]: v for k, v in (hparams or {}).items() if k in sweeps.OPTIMIZER_HPARAMS}
     if injected:
         old = opt_state.hyperparams
         opt_state = opt_state._replace(hyperparams={**old, **{k: jnp.asarray(v, old[k].dtype)
                                                                for k, v in injected.items()}})
-    return TrainState(jnp.zeros((), jnp.int32), params, opt_state)
+    return TrainState(jnp.zeros((), jnp.int32), params, opt_state, init)
+
+
+def stateful(model: nn.Module, model_state: PyTree) -> bool:
+    """Whether `model` is applied through `losses.StatefulModel`: it has collections besides `params`, or a
+    `train` attribute (dropout, BatchNorm)."""
+    return bool(model_state) or hasattr(model, "train")
+
+
+def in_context(model: nn.Module, model_state: PyTree, key: Array | None, training: bool):
+    """`model` as the loss sees it: itself for a parameters-only model, else a `losses.StatefulModel` (in training
+    with `train=True`, its collections mutable and dropout keys drawn from `key`)."""
+    if not stateful(model, model_state):
+        return model
+    if training and hasattr(model, "train"):
+        model = model.clone(train=True)
+    return losses.StatefulModel(model, model_state, key if training else None, mutable=training)
 
 
 def train_step(trainer: Trainer, state: TrainState, batch: Array, key: Array | None = None,
                hparams: dict[str, Array] | None = None) -> tuple[TrainState, tuple[Array, dict[str, Array]]]:
-    """One optimizer step on a float batch `[B, 28, 28, 1]`; returns the new state and (loss, aux).
+    """One optimizer step on a float batch `[B, H, W, C]`; returns the new state and (loss, aux).
 
     `key` draws the input corruption of a denoising trainer and, folded, the loss's own randomness (a VAE's
-    code sample). `hparams` holds a sweep member's values of loss-side settings (`noise_level`, model weights).
+    code sample) and a model's dropout. `hparams` holds a sweep member's values of loss-side settings
+    (`noise_level`, model weights). A model with other collections (BatchNorm statistics) trains in train mode
+    and its updated collections come back in the new state.
     """
     hparams = hparams or {}
     level = hparams.get("noise_level", trainer.noise_level)
     inputs = batch if trainer.noise == "none" else corruption.corrupt(key, batch, trainer.noise, level)
     model = sweeps.with_model_hparams(trainer.model, hparams)
     loss_key = None if key is None else jax.random.fold_in(key, 1)
-    (loss, aux), grads = jax.value_and_grad(trainer.loss, argnums=1, has_aux=True)(
-        model, state.params, inputs, batch, loss_key)
+    if not stateful(model, state.model_state):
+        (loss, aux), grads = jax.value_and_grad(trainer.loss, argnums=1, has_aux=True)(
+            model, state.params, inputs, batch, loss_key)
+        model_state = state.model_state
+    else:
+        dropout_key = None if key is None else jax.random.fold_in(key, 2)
+
+        def objective(params: PyTree) -> tuple[Array, tuple[dict[str, Array], PyTree]]:
+            bound = in_context(model, state.model_state, dropout_key, training=True)
+            loss, aux = trainer.loss(bound, params, inputs, batch, loss_key)
+            return loss, (aux, bound.state)
+
+        (loss, (aux, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
     updates, opt_state = trainer.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    return TrainState(state.step + 1, params, opt_state), (loss, aux)
+    return TrainState(state.step + 1, params, opt_state, model_state), (loss, aux)
 
 
 def epoch_batches(key: Array, n: int, batch_size: int) -> Array:
@@ -151,16 +188,17 @@ def train_epoch(trainer: Trainer, state: TrainState, images: Array, key: Array,
                 hparams: dict[str, Array] | None = None) -> tuple[TrainState, tuple[Array, dict[str, Array]]]:
     """One epoch as one `lax.scan` over shuffled device-resident batches.
 
-    `images` is uint8 `[N, 28, 28, 1]` already on the device; `key` decides this epoch's order (and the
-    steps' corruption and loss keys). Returns the new state and the per-step (losses, aux), each `[N // B]`.
+    `images` is uint8 (or float in [0, 1]) `[N, H, W, C]` already on the device; `key` decides this epoch's
+    order (and the steps' corruption and loss keys). Returns the new state and the per-step (losses, aux), each
+    `[N // B]`.
     """
     batches = epoch_batches(key, images.shape[0], trainer.batch_size)
     step_keys = jax.random.split(jax.random.fold_in(key, 1), batches.shape[0])  # corruption, one per step
-    rows = images.reshape(images.shape[0], -1)  # [N, 784]: XLA's CPU gather of whole rows is ~8x faster
+    rows = images.reshape(images.shape[0], -1)  # [N, H*W*C]: XLA's CPU gather of whole rows is ~8x faster
 
     def body(state: TrainState, xs: tuple[Array, Array]) -> tuple[TrainState, Array]:
         idx, step_key = xs
-        batch = metrics.to_float(rows[idx]).reshape(idx.shape[0], *images.shape[1:])  # [B, 28, 28, 1]
+        batch = metrics.to_float(rows[idx]).reshape(idx.shape[0], *images.shape[1:])  # [B, H, W, C]
         if trainer.mesh is not None:  # each device gathers and trains on its slice of the batch
             batch = jax.lax.with_sharding_constraint(batch, parallel.batch_sharded(trainer.mesh))
         return train_step(trainer, state, batch, step_key, hparams)
@@ -182,16 +220,19 @@ def seed_keys(seed: int) -> tuple[Array, Array]:
 EVAL_TAG = 2 ** 31 - 1  # folded into a data key for the final test-loss evaluation (never an epoch number)
 
 
-def evaluate(trainer: Trainer, with_ssim: bool, params: PyTree, images: Array) -> metrics.Totals:
-    """Test-set totals of one model on uint8 `images` (`metrics.totals`, the one evaluation path)."""
-    return metrics.totals(trainer.model.apply, {"params": params}, images, with_ssim=with_ssim)
+def evaluate(trainer: Trainer, with_ssim: bool, variables: PyTree, images: Array) -> metrics.Totals:
+    """Test-set totals of one model (`variables`: `{"params": ..., **model_state}`) on `images`, in inference
+    mode (`metrics.totals`, the one evaluation path)."""
+    return metrics.totals(trainer.model.apply, variables, images, with_ssim=with_ssim)
 
 
-def eval_loss(trainer: Trainer, params: PyTree, images: Array, key: Array,
+def eval_loss(trainer: Trainer, variables: PyTree, images: Array, key: Array,
               hparams: dict[str, Array] | None = None, chunk: int = 1000) -> dict[str, Array]:
-    """The training loss and its aux on uint8 `images`, clean inputs, averaged per image over chunks: the
-    test-set value of what the loss measures (e.g. a VAE's ELBO), `{"loss": [], **aux}`."""
-    model = sweeps.with_model_hparams(trainer.model, hparams or {})
+    """The training loss and its aux on `images`, clean inputs, in inference mode, averaged per image over
+    chunks: the test-set value of what the loss measures (e.g. a VAE's ELBO), `{"loss": [], **aux}`."""
+    variables = dict(variables)
+    params = variables.pop("params")
+    model = in_context(sweeps.with_model_hparams(trainer.model, hparams or {}), variables, None, training=False)
     n = images.shape[0]
     keys = jax.random.split(key, n // min(chunk, n) + 1)  # one per part, the remainder's last
 
@@ -209,8 +250,8 @@ class Program(NamedTuple):
 
     init: Callable  # (keys [K], hparams {name: [K]}) -> TrainState[K]
     epoch: Callable  # (TrainState[K], images, keys [K], hparams) -> (TrainState[K], (losses, aux) [K, steps])
-    evaluate: Callable  # (with_ssim, params[K], images) -> metrics.Totals with [K] leaves
-    eval_loss: Callable  # (params[K], images, keys [K], hparams) -> {"loss": [K], **aux}
+    evaluate: Callable  # (with_ssim, variables[K], images) -> metrics.Totals with [K] leaves
+    eval_loss: Callable  # (variables[K], images, keys [K], hparams) -> {"loss": [K], **aux}
 
 
 def at_precision(fn: Callable, precision: str) -> Callable:
@@ -243,8 +284,8 @@ def compile_program(trainer: Trainer) -> Program:
         init=jax.jit(jax.vmap(functools.partial(init_state, trainer))),
         epoch=jax.jit(at_precision(jax.vmap(functools.partial(train_epoch, trainer), in_axes=(0, None, 0, 0)),
                                    trainer.precision), donate_argnums=0),
-        evaluate=jax.jit(at_precision(lambda with_ssim, params, images: jax.vmap(
-            functools.partial(evaluate, trainer, with_ssim), in_axes=(0, None))(params, images), "highest"),
+        evaluate=jax.jit(at_precision(lambda with_ssim, variables, images: jax.vmap(
+            functools.partial(evaluate, trainer, with_ssim), in_axes=(0, None))(variables, images), "highest"),
             static_argnums=0),
         eval_loss=jax.jit(at_precision(jax.vmap(functools.partial(eval_loss, trainer), in_axes=(0, None, 0, 0)),
                                        "highest")),
