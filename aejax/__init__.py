@@ -1,21 +1,24 @@
-"""aejax: autoencoders on MNIST in JAX/Flax, as a functional research codebase.
+"""aejax: autoencoders in JAX/Flax (MNIST and any image set), as a functional research codebase.
 
 The public surface: `Config`, `run` (train into a run directory, `aejax.loop`), `load_model`
-(`aejax.restore`), `register_model` / `register_loss` (bring your own), and `encode` / `decode` / `reconstruct`
-(a trained model on images, uint8 or float, with or without a batch axis). docs/library.md shows each.
+(`aejax.restore`), `register_model` / `register_loss` / `register_optimizer` / `register_dataset` (bring your
+own), and `encode` / `decode` / `reconstruct` (a trained model on images, uint8 or float, with or without a
+batch axis; they trace under jit, grad and vmap). docs/library.md shows each.
 """
 
 from typing import Any
 
 from aejax import sparse, vae  # noqa: F401 - registers the two models built on the public surface
 from aejax.config import Config
+from aejax.datasets import register_dataset
 from aejax.errors import AejaxError
 from aejax.inference import decode, encode, reconstruct
 from aejax.losses import register_loss
 from aejax.models import register_model
+from aejax.optimizers import register_optimizer
 
-__all__ = ["AejaxError", "Config", "decode", "encode", "load_model", "reconstruct", "register_loss",
-           "register_model", "run"]
+__all__ = ["AejaxError", "Config", "decode", "encode", "load_model", "reconstruct", "register_dataset",
+           "register_loss", "register_model", "register_optimizer", "run"]
 __version__ = "0.1.0"
 
 

@@ -2,7 +2,8 @@
 the latest readable checkpoint. It sits above training (it rebuilds the trainer to know the state's layout).
 
 The checkpoint layout (orbax, `checkpoints/<epoch>/`): item `state`, a `TrainState` (`step`, `params`,
-`opt_state`) whose every leaf has a leading axis of K models, seeds in the order of `config.json`'s `seeds`,
+`opt_state`, `model_state`: the model's other collections, `{}` for most) whose every leaf has a leading axis of
+K models, seeds in the order of `config.json`'s `seeds`,
 or sweep members x seeds (member-major); item `meta`, JSON with the epoch, the seeds, the config and the sweep.
 """
 
@@ -22,7 +23,9 @@ from aejax.errors import AejaxError
 
 def load_model(run_dir: str | Path, seed: int | None = None,
                member: int | dict[str, float] | None = None) -> tuple[nn.Module, dict, Config]:
-    """Reload a trained model from a run directory's latest checkpoint: `(model, params, config)`.
+    """Reload a trained model from a run directory's latest checkpoint: `(model, variables, config)`, where
+    `variables` is what `model.apply` and `aejax.encode` / `decode` / `reconstruct` take: `{"params": ...}` plus
+    the model's other collections (BatchNorm statistics), if any.
 
     `seed` picks one of the run's seeds (default: its first); in a sweep, `member` picks a member by index or by
     its values (default: the first), and the config returned is that member's. No training, no data needed. A
@@ -52,7 +55,7 @@ def load_model(run_dir: str | Path, seed: int | None = None,
     state, _ = checkpoint.restore(checkpoint.manager(run_dir / "checkpoints", config.keep_checkpoints), target)
     lane = m * len(seeds) + (seeds.index(seed) if seed is not None else 0)
     member_config = sweeps.member_config(config, grid[m])
-    return models.build(member_config), train.unstack(state.params, lane), member_config
+    return models.build(member_config), train.unstack(train.variables(state), lane), member_config
 
 
 def _abstract_state(trainer: train.Trainer, k: int) -> train.TrainState:

@@ -48,8 +48,8 @@ def main() -> None:
         summary["pixels"] = {"nn_accuracy_code": metrics.nearest_neighbour_accuracy(pixels, test.labels)}
         t = np.linspace(0.0, 1.0, 10, dtype=np.float32)[:, None]
         for arm, run_dir in run_dirs.items():
-            model, params, _ = load_model(run_dir)
-            codes = np.asarray(inference.encode(model, params, test.images)).reshape(len(test.images), -1)
+            model, variables, _ = load_model(run_dir)
+            codes = np.asarray(inference.encode(model, variables, test.images)).reshape(len(test.images), -1)
             pca = metrics.fit_pca(codes, [codes.shape[1]])[codes.shape[1]]  # [N, d] codes, all components
             plane = np.asarray(pca.encode(codes))[:, :2]  # [N, 2]
             projections[f"{arm}, code {args.depth}"] = plane
@@ -58,7 +58,7 @@ def main() -> None:
                             "variance_in_2d": float(pca.variance[:2].sum() / pca.variance.sum())}
             print(f"{arm}: {summary[arm]}", flush=True)
             path = (1 - t) * codes[0] + t * codes[1]  # [10, d]
-            rows[f"{arm} {args.depth}"] = np.asarray(inference.decode(model, params, path))
+            rows[f"{arm} {args.depth}"] = np.asarray(inference.decode(model, variables, path))
         write_json(out / "latent.json", {"depth": args.depth, "study": str(args.study), "models": summary,
                                          "environment": environment()})
         plots.latent_scatter(out / "latent_codes.png", projections, test.labels)

@@ -31,9 +31,9 @@ JPEG_QUALITIES = (5, 10, 20, 40, 60, 80, 95)
 
 
 def model_curve(run_dir: Path, images: np.ndarray) -> list[dict]:
-    model, params, _ = load_model(run_dir)
-    codes = np.asarray(inference.encode(model, params, images))
-    return compression.code_curve(codes, lambda z: np.asarray(inference.decode(model, params, z)), images,
+    model, variables, _ = load_model(run_dir)
+    codes = np.asarray(inference.encode(model, variables, images))
+    return compression.code_curve(codes, lambda z: np.asarray(inference.decode(model, variables, z)), images,
                                   RELATIVE_STEPS)
 
 

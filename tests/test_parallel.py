@@ -34,7 +34,8 @@ for name, dp, shard in (("one", False, False), ("eight", True, False), ("eight_s
     history = [json.loads(l) for l in open(sys.argv[1] + "/" + name + "/metrics.jsonl")]
     out[name] = {"train_loss": [h["train_loss"][0] for h in history], "test_mse": rows[0]["test_mse"],
                  "images_per_second": [h["images_per_second"] for h in history]}
-model, params, _ = restore.load_model(sys.argv[1] + "/eight")
+model, variables, _ = restore.load_model(sys.argv[1] + "/eight")
+params = variables["params"]
 out["sharding"] = str(jax.tree_util.tree_leaves(params)[0].sharding)
 print(json.dumps(out))
 """
@@ -56,7 +57,8 @@ def test_eight_devices_match_one_device_and_checkpoints_restore_on_one(tmp_path)
     np.testing.assert_allclose(out["eight_sharded"]["train_loss"], out["one"]["train_loss"], rtol=1e-4)
     # The checkpoint written by 8 devices restores here, on 1 device (orbax reshards).
     assert jax.device_count() == 1
-    model, params, config = load_model(tmp_path / "eight")
+    model, variables, config = load_model(tmp_path / "eight")
+    params = variables["params"]
     assert config.data_parallel
     x = np.zeros((1, 28, 28, 1), np.float32)
     assert model.apply({"params": params}, x).shape == (1, 28, 28, 1)

@@ -74,7 +74,8 @@ def test_plugin_model_and_loss_train_and_reload(plugin, tmp_path, mnist_test_ima
     result = _train_plugin_model(tmp_path, mnist_test_images)
     assert result.rows[0]["test_abs_error"] > 0 and "train_aux" in json.loads(
         (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
-    model, params, config = aejax.load_model(tmp_path / "run")
+    model, variables, config = aejax.load_model(tmp_path / "run")
+    params = variables["params"]
     assert config.model_kwargs == {"gain": 2.0} and model.gain == 2.0
     np.testing.assert_array_equal(params["enc"]["kernel"], result.params[0]["enc"]["kernel"])
 
@@ -85,7 +86,8 @@ def test_plugin_reloads_in_a_fresh_process_and_runs_from_the_cli(plugin, tmp_pat
     # A fresh process knows the model only after importing the plug-in, then reloads the same parameters.
     np.save(tmp_path / "want.npy", np.asarray(result.params[0]["enc"]["kernel"]))
     script = (f"import numpy as np, aejax_test_plugin, aejax\n"
-              f"model, params, config = aejax.load_model({str(tmp_path / 'run')!r})\n"
+              f"model, variables, config = aejax.load_model({str(tmp_path / 'run')!r})\n"
+              f"params = variables['params']\n"
               f"assert config.model_kwargs == {{'gain': 2.0}} and model.gain == 2.0\n"
               f"np.testing.assert_array_equal(params['enc']['kernel'], np.load({str(tmp_path / 'want.npy')!r}))\n")
     loaded = run_cli("aejax_test_plugin", env={"PYTHONPATH": str(plugin)})  # importable as a module
@@ -147,7 +149,8 @@ def test_conv_checkpoint_reloads_under_the_other_implementation(tmp_path, mnist_
     data = (mnist_test_images[:500], mnist_test_images[500:1000])
     config = Config(model="conv", latent_dim=16, conv_features=(8, 8), epochs=1, batch_size=50, conv_impl="ops")
     row = loop.run(config, tmp_path / "ops", data=data, log=lambda *_: None).rows[0]
-    _, params, saved = aejax.load_model(tmp_path / "ops")
+    _, variables, saved = aejax.load_model(tmp_path / "ops")
+    params = variables["params"]
     xla = models.build(saved.replace(conv_impl="xla"))
     recon = aejax.reconstruct(xla, params, data[1])
     mse = float(jnp.mean((recon - data[1].astype(np.float32) / 255) ** 2))
@@ -175,6 +178,7 @@ def test_vae_and_sparse_train_from_the_cli_and_reload(tmp_path, prepared_data_di
         result = run_cli("aejax.train", "--model", name, *common, *extra, "--out", str(tmp_path / name))
         assert result.returncode == 0, result.stderr
         row = json.loads((tmp_path / name / "results.json").read_text())[0]
-        model, params, config = aejax.load_model(tmp_path / name)
+        model, variables, config = aejax.load_model(tmp_path / name)
+        params = variables["params"]
         assert config.model == name and models.param_count(params) == row["params"]
         assert ("test_elbo_nats" if name == "vae" else "test_code_active") in row

@@ -37,7 +37,8 @@ def test_variants_are_scored_on_the_held_out_images_and_chosen_per_code_size(tmp
     assert [r["variant"] for r in rows] == list(variants)
     assert selection.best(rows) == {8: "fast_d8", 16: "fast_d16"}
     for row in rows:  # held-out error: the last 500 training images, reconstructed by the trained model
-        model, params, _ = restore.load_model(tmp_path / row["variant"])
+        model, variables, _ = restore.load_model(tmp_path / row["variant"])
+        params = variables["params"]
         apply = lambda images: metrics.reconstruction_metrics(model.apply, {"params": params}, images)["mse"]  # noqa
         assert row["held_out_mse"] == pytest.approx(apply(jax.numpy.asarray(train_images[1000:])), rel=1e-5)
         assert row["test_mse"] == pytest.approx(apply(jax.numpy.asarray(test_images)), rel=1e-5)

@@ -35,7 +35,8 @@ def test_each_member_equals_its_own_run(config, sweep, tmp_path, mnist_test_imag
         np.testing.assert_allclose(_flat(together.params[2 * m + 1]), _flat(alone.params[0]), rtol=1e-5, atol=1e-5)
         assert together.rows[2 * m + 1]["test_mse"] == pytest.approx(alone.rows[0]["test_mse"], rel=1e-5)
     assert together.rows[0]["test_mse"] != together.rows[2]["test_mse"]  # the members differ
-    model, params, loaded = load_model(tmp_path / "sweep", seed=1, member={name: values[1]})
+    model, variables, loaded = load_model(tmp_path / "sweep", seed=1, member={name: values[1]})
+    params = variables["params"]
     assert loaded == sweeps.member_config(config, {name: values[1]})
     np.testing.assert_array_equal(_flat(params), _flat(together.params[3]))
 

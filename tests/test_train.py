@@ -145,7 +145,8 @@ def test_run_writes_the_run_directory(tmp_path, mnist_test_images):
         assert figures == (["reconstructions"] if seed == 0 else [])
     # The returned parameters are the trained ones, also for a seed other than the first.
     for i, seed in enumerate((0, 1)):
-        _, params, _ = load_model(out, seed=seed)
+        _, variables, _ = load_model(out, seed=seed)
+        params = variables["params"]
         for x, y in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(result.params[i])):
             np.testing.assert_array_equal(x, y)
     assert not np.array_equal(result.params[0]["encoder_layers_0"]["kernel"],
