@@ -170,3 +170,38 @@ def test_a_batchnorm_model_reloads_in_a_fresh_process_with_the_same_test_mse(tmp
     fresh = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert fresh.returncode == 0, fresh.stderr
     assert float(fresh.stdout.strip().splitlines()[-1]) == row["test_mse"]
+
+
+def test_a_tfds_dataset_prepared_in_data_dir_is_read_by_name(tmp_path, capsys):
+    """Any tfds dataset prepared as ArrayRecord (here a 16x12 grey one a builder of this test writes) trains
+    from the command line by name, without TensorFlow; its shape lands in config.json."""
+    import tensorflow_datasets as tfds
+
+    from aejax import cli
+    from tests.helpers import run_in_process
+
+    class TinyShapes(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(
+                {"image": tfds.features.Tensor(shape=(16, 12), dtype=np.uint8)}))
+
+        def _split_generators(self, dl_manager):
+            rng = np.random.default_rng(0)
+            return {"train": self._generate_examples(rng, 60), "test": self._generate_examples(rng, 20)}
+
+        def _generate_examples(self, rng, n):
+            for i in range(n):
+                yield i, {"image": rng.integers(0, 256, (16, 12), dtype=np.uint8)}
+
+    TinyShapes(data_dir=str(tmp_path / "tfds"), file_format="array_record").download_and_prepare()
+    code, _, stderr = run_in_process(capsys, cli.main, "--dataset", "tiny_shapes", "--data-dir",
+                                     str(tmp_path / "tfds"), "--latent-dim", "8", "--epochs", "1",
+                                     "--batch-size", "20", "--out", str(tmp_path / "run"))
+    assert code == 0, stderr
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
+    assert saved["dataset"] == "tiny_shapes" and saved["image_shape"] == [16, 12, 1]
+    assert aejax.load_model(tmp_path / "run")[2].image_shape == (16, 12, 1)
+    with pytest.raises(AejaxError, match="dataset 'no_such_set': no prepared train split"):
+        datasets.source("no_such_set", tmp_path / "tfds")
