@@ -395,7 +395,7 @@ def stage_bf16(sizes: dict, images: np.ndarray, deadline: Deadline, context: dic
             config = CORRECTNESS_MODELS[model].replace(batch_size=25, epochs=1, dtype=dtype)
             params, _ = train_steps(config, images[:n], n // 25, jax.devices()[0])
             trainer = train.make_trainer(config, n)
-            totals = train.evaluate(trainer, False, train.unstack(params, 0), jax.device_put(test))
+            totals = train.evaluate(trainer, False, {"params": train.unstack(params, 0)}, jax.device_put(test))
             mse = metrics.finalize(totals)["mse"]
             rows.append({"model": model, "dtype": dtype, "train_examples": n, "test_mse": mse})
             say("bf16", f"{model} {dtype} 1 epoch", mse, "test MSE")

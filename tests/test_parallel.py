@@ -106,8 +106,8 @@ def test_two_processes_each_load_their_rows_and_match_one_device(tmp_path):
     curve = lambda d: [json.loads(line)["train_loss"][0]  # noqa: E731
                        for line in (d / "metrics.jsonl").read_text().splitlines()]
     np.testing.assert_allclose(curve(tmp_path / "two"), curve(tmp_path / "one"), rtol=1e-4)
-    model, params, config = load_model(tmp_path / "two")  # the 2-process checkpoint, on 1 device
-    assert config.shard_data and model.apply({"params": params}, np.zeros((1, 28, 28, 1))).shape == (1, 28, 28, 1)
+    model, variables, config = load_model(tmp_path / "two")  # the 2-process checkpoint, on 1 device
+    assert config.shard_data and model.apply(variables, np.zeros((1, 28, 28, 1))).shape == (1, 28, 28, 1)
 
 
 def test_a_batch_the_devices_do_not_divide_names_the_nearest_that_do(monkeypatch):
