@@ -8,7 +8,7 @@ batch axis; they trace under jit, grad and vmap). docs/library.md shows each.
 
 from typing import Any
 
-from aejax import sparse, vae  # noqa: F401 - registers the two models built on the public surface
+from aejax import rd_models, sparse, vae  # noqa: F401 - registers the models built on the public surface
 from aejax.config import Config
 from aejax.datasets import register_dataset
 from aejax.errors import AejaxError

@@ -56,25 +56,38 @@ def png_bits(images: np.ndarray) -> np.ndarray:
     return np.asarray([8 * len(f) for f in png_files(images)])
 
 
-def jpeg(images: np.ndarray, quality: int) -> tuple[np.ndarray, np.ndarray]:
-    """JPEG at `quality` (grayscale or RGB as the images are, optimised Huffman tables, Pillow): (bits per image
-    `[N]`, decoded uint8 images `[N, H, W, C]`)."""
+def _lossy(images: np.ndarray, fmt: str, **options) -> tuple[np.ndarray, np.ndarray]:
     sizes, decoded = [], []
     for image in images:
         buffer = io.BytesIO()
-        _pil(image).save(buffer, format="JPEG", quality=quality, optimize=True)
+        _pil(image).save(buffer, format=fmt, **options)
         sizes.append(8 * buffer.tell())
         buffer.seek(0)
-        decoded.append(np.asarray(Image.open(buffer), dtype=np.uint8).reshape(image.shape))
+        with Image.open(buffer) as back:
+            decoded.append(np.asarray(back.convert(_pil(image).mode), dtype=np.uint8).reshape(image.shape))
     return np.asarray(sizes), np.stack(decoded)
 
 
+def jpeg(images: np.ndarray, quality: int) -> tuple[np.ndarray, np.ndarray]:
+    """JPEG at `quality` (grayscale or RGB as the images are, optimised Huffman tables, Pillow): (bits per image
+    `[N]`, decoded uint8 images `[N, H, W, C]`)."""
+    return _lossy(images, "JPEG", quality=quality, optimize=True)
+
+
+def webp(images: np.ndarray, quality: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lossy WebP at `quality` (Pillow's libwebp, slowest and best method 6; grey images are coded as colour,
+    which WebP always is, and decoded back to grey): (bits per image `[N]`, decoded uint8 `[N, H, W, C]`)."""
+    return _lossy(images, "WEBP", quality=quality, method=6, lossless=False)
+
+
 def blank_bits(fmt: str, quality: int | None = None, shape: tuple[int, int, int] = MNIST_SHAPE) -> int:
-    """Bits of an all-black image of `shape` (default 28x28x1) as PNG or JPEG (at `quality`): the file format's
-    fixed cost (headers, tables), which a code's entropy estimate does not pay; file size minus it approximates
-    the payload."""
+    """Bits of an all-black image of `shape` (default 28x28x1) as PNG, JPEG or WebP (at `quality`): the file
+    format's fixed cost (headers, tables), which a code's entropy estimate does not pay; file size minus it
+    approximates the payload."""
     blank = np.zeros((1, *shape), np.uint8)
-    return int(png_bits(blank)[0] if fmt == "png" else jpeg(blank, quality)[0][0])
+    if fmt == "png":
+        return int(png_bits(blank)[0])
+    return int((jpeg if fmt == "jpeg" else webp)(blank, quality)[0][0])
 
 
 def code_curve(codes: np.ndarray, decode, images: np.ndarray, relative_steps: tuple[float, ...]) -> list[dict]:

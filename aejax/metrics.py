@@ -66,8 +66,10 @@ def separable_blur(x: Array, window: Array) -> Array:
 def ssim(x: Array, y: Array) -> Array:
     """Per-image SSIM of `[B, H, W, C]` images in [0, 1] -> `[B]`: the mean over pixels and channels of the
     SSIM map, each channel filtered alone (scikit-image's `structural_similarity(..., channel_axis=-1)`).
-    H and W must be at least 11, the window's size."""
-    window = jnp.asarray(gaussian_window(11, 1.5))
+    The Gaussian window is 11 taps (sigma 1.5); images with a side under 11 use the largest odd window that
+    fits."""
+    side = min(x.shape[1], x.shape[2])
+    window = jnp.asarray(gaussian_window(min(11, side - (1 - side % 2)), 1.5))
     c1, c2 = 0.01 ** 2, 0.03 ** 2
     mu_x, mu_y = separable_blur(x, window), separable_blur(y, window)
     sxx = separable_blur(x * x, window) - mu_x ** 2

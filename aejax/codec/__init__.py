@@ -1,0 +1,205 @@
+"""A learned image codec: a trained `rd_factorized` / `rd_hyperprior` model (`aejax.rd_models`) and an entropy
+coder (constriction's ANS coder) turn images into bytes and back.
+
+    codec = Codec.from_run("runs/rd", member={"lmbda": 0.01})
+    files = codec.encode(images)           # uint8 or float [N, H, W, C] (or one [H, W, C]) -> list of bytes
+    images_back = codec.decode(files)      # float32 [N, H, W, C] in [0, 1]
+    assert (images_back == codec.reconstruct(images)).all()   # bit for bit
+
+Each image is encoded on its own (the model runs with a batch of one, so a result never depends on which
+other images share the call): its quantised code values (clipped to +-`SYMBOL_BOUND`) are coded under the model's
+entropy model, discretised to integer bins: per channel the learned factorized density's mass of each bin
+(`rd_factorized`; the hyper code of `rd_hyperprior` the same way), and for `rd_hyperprior`'s main code a
+quantised Gaussian whose scale is the hyper-synthesis output rounded up to a fixed table (`SCALE_TABLE`), so the
+encoder and the decoder derive identical models. Decoding reruns the model on the decoded symbols: it equals
+the model's own quantised reconstruction (`Codec.reconstruct`) bit for bit.
+
+A file is a 19-byte header and the coder's 32-bit words (little-endian):
+
+    magic b"AEJX" | format version (1 byte) | model kind (1: factorized, 2: hyperprior) | H, W (uint16) |
+    C (uint8) | model hash (4 bytes: sha256 of the model's config and parameters) | CRC-32 of the payload |
+    payload
+
+A file that is not one, of another version, of another shape or model, truncated or altered is refused with
+one line (`AejaxError`) before anything is decoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import constriction
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from aejax.config import Config
+from aejax.errors import AejaxError
+from aejax.rd_models import SCALE_TABLE, SYMBOL_BOUND, RateDistortionAutoencoder
+
+MAGIC = b"AEJX"
+VERSION = 1
+HEADER = struct.Struct("<4sBBHHB4sI")  # magic, version, kind, H, W, C, model hash, payload CRC-32
+KINDS = {False: 1, True: 2}  # hyperprior -> kind byte
+
+
+def model_hash(config: Config, variables: dict) -> bytes:
+    """4 bytes identifying a trained model: sha256 of its config (JSON) and every parameter's bytes."""
+    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
+    for leaf in jax.tree_util.tree_leaves(variables):
+        digest.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+    return digest.digest()[:4]
+
+
+def _as_batch(images, shape: tuple[int, ...]) -> tuple[jax.Array, bool]:
+    """Images as float32 `[N, H, W, C]` in [0, 1] (from uint8 0..255 or float [0, 1]); whether batched."""
+    x = np.asarray(images)
+    if x.shape == shape:
+        x, batched = x[None], False
+    elif x.ndim == 4 and x.shape[1:] == shape:
+        batched = True
+    else:
+        raise AejaxError(f"the codec's model codes {'x'.join(map(str, shape))} images; got an array shaped "
+                         f"{list(x.shape)}")
+    if x.dtype == np.uint8:
+        return jnp.asarray(x, jnp.float32) / 255.0, batched
+    if not np.issubdtype(x.dtype, np.floating) or not (0.0 <= float(x.min()) and float(x.max()) <= 1.0):
+        raise AejaxError(f"images must be uint8 (0..255) or float in [0, 1], got {x.dtype} in "
+                         f"[{float(x.min()):g}, {float(x.max()):g}]")
+    return jnp.asarray(x, jnp.float32), batched
+
+
+class Codec:
+    """Encode images to bytes and decode them with one trained rate-distortion model (module docstring)."""
+
+    def __init__(self, model: RateDistortionAutoencoder, variables: dict, config: Config):
+        if not isinstance(model, RateDistortionAutoencoder):
+            raise AejaxError(f"the codec needs a model trained for compression (rd_factorized or rd_hyperprior), "
+                             f"not {config.model}")
+        self.model, self.variables, self.config = model, variables, config
+        self.shape = tuple(model.image_shape)
+        self.kind = KINDS[model.hyperprior]
+        self.hash = model_hash(config, variables)
+        apply = lambda method: (lambda *a: model.apply(variables, *a, method=method))  # noqa: E731
+        one = lambda f: jax.jit(lambda xs: jax.lax.map(lambda x: jax.tree_util.tree_map(  # noqa: E731
+            lambda v: v[0], f(x[None])), xs))  # per image, with a batch of one
+        self._symbols = one(apply("symbols"))
+        self._decode = one(apply("decode"))
+        values = jnp.arange(-SYMBOL_BOUND, SYMBOL_BOUND + 1, dtype=jnp.float32)[:, None]  # [2R + 1, 1]
+        density = apply(lambda m, v: m.density.likelihood(jnp.broadcast_to(v, (v.shape[0], m.density.channels))))
+        self._tables = np.asarray(density(values), np.float64).T  # [channels, 2R + 1]: each bin's mass
+        if model.hyperprior:
+            self._code_shape = tuple(jax.eval_shape(apply("encode"), jnp.zeros((1, *self.shape))).shape[1:])
+            self._scales = one(lambda z: model.apply(variables, z, self._code_shape[:2], method="scales"))
+        self._categorical = constriction.stream.model.Categorical(perfect=False)
+        self._gaussian = constriction.stream.model.QuantizedGaussian(-SYMBOL_BOUND, SYMBOL_BOUND)
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, seed: int | None = None,
+                 member: int | dict[str, float] | None = None) -> Codec:
+        """The codec of a trained run's model (`aejax.load_model`'s `seed` and `member`)."""
+        from aejax.restore import load_model
+
+        return cls(*load_model(run_dir, seed=seed, member=member))
+
+    # --- arrays ----------------------------------------------------------------------------------------------
+
+    def reconstruct(self, images) -> np.ndarray:
+        """The model's quantised reconstruction of each image, float32 `[N, H, W, C]` (what decoding gives)."""
+        x, batched = _as_batch(images, self.shape)
+        y_hat, _ = self._symbols(x)
+        out = np.asarray(self._decode(y_hat))
+        return out if batched else out[0]
+
+    def encode(self, images) -> list[bytes] | bytes:
+        """Each image (uint8 or float in [0, 1], `[N, H, W, C]`) as the bytes of one file; one image
+        `[H, W, C]` gives one `bytes`."""
+        x, batched = _as_batch(images, self.shape)
+        y_hat, z_hat = jax.device_get(self._symbols(x))
+        scales = None if z_hat is None else np.asarray(self._scales(jnp.asarray(z_hat)))
+        files = []
+        for i in range(len(y_hat)):
+            coder = constriction.stream.stack.AnsCoder()
+            y = y_hat[i].astype(np.int32)
+            if z_hat is None:
+                self._encode_factorized(coder, y)
+            else:
+                coder.encode_reverse(y.ravel(), self._gaussian, np.zeros(y.size), self._table_scales(scales[i]))
+                self._encode_factorized(coder, z_hat[i].astype(np.int32))
+            payload = coder.get_compressed().astype("<u4").tobytes()
+            files.append(HEADER.pack(MAGIC, VERSION, self.kind, *self.shape, self.hash, zlib.crc32(payload))
+                         + payload)
+        return files if batched else files[0]
+
+    def decode(self, files: Sequence[bytes] | bytes) -> np.ndarray:
+        """Images (float32 `[N, H, W, C]` in [0, 1]) from files `encode` wrote; one `bytes` gives `[H, W, C]`."""
+        single = isinstance(files, (bytes, bytearray))
+        payloads = [self._payload(f, i) for i, f in enumerate([files] if single else files)]
+        coders = [constriction.stream.stack.AnsCoder(words) for words in payloads]
+        if self.model.hyperprior:
+            z_shape = tuple(jax.eval_shape(lambda y: self.model.apply(self.variables, y, method="hyper_encode"),
+                                           jnp.zeros((1, *self._code_shape))).shape[1:])
+            z_hat = np.stack([self._decode_factorized(c, z_shape, i) for i, c in enumerate(coders)])
+            scales = np.asarray(self._scales(jnp.asarray(z_hat, jnp.float32)))
+            y_hat = np.stack([self._decode_symbols(lambda c=c, s=s: c.decode(
+                self._gaussian, np.zeros(s.size), self._table_scales(s)), i).reshape(self._code_shape)
+                for i, (c, s) in enumerate(zip(coders, scales, strict=True))])
+        else:
+            code_shape = tuple(jax.eval_shape(lambda x: self.model.apply(self.variables, x, method="encode"),
+                                              jnp.zeros((1, *self.shape))).shape[1:])
+            y_hat = np.stack([self._decode_factorized(c, code_shape, i) for i, c in enumerate(coders)])
+        for i, coder in enumerate(coders):
+            if not coder.is_empty():
+                raise AejaxError(f"file {i} holds more data than its codes: it is not a file of this model")
+        out = np.asarray(self._decode(jnp.asarray(y_hat, jnp.float32)))
+        return out[0] if single else out
+
+    # --- the entropy coder -----------------------------------------------------------------------------------
+
+    def _encode_factorized(self, coder, symbols: np.ndarray) -> None:  # symbols [h, w, channels] int32
+        rows = np.broadcast_to(np.arange(symbols.shape[-1]), symbols.shape).ravel()
+        coder.encode_reverse(symbols.ravel() + SYMBOL_BOUND, self._categorical, self._tables[rows])
+
+    def _decode_factorized(self, coder, shape: tuple[int, ...], i: int) -> np.ndarray:
+        rows = np.broadcast_to(np.arange(shape[-1]), shape).ravel()
+        symbols = self._decode_symbols(lambda: coder.decode(self._categorical, self._tables[rows]), i)
+        return (symbols - SYMBOL_BOUND).reshape(shape)
+
+    @staticmethod
+    def _decode_symbols(decode, i: int) -> np.ndarray:
+        try:
+            return np.asarray(decode(), np.int32)
+        except (ValueError, RuntimeError, AssertionError) as e:
+            raise AejaxError(f"file {i} does not decode ({e}): it is not a file of this model") from None
+
+    @staticmethod
+    def _table_scales(scales: np.ndarray) -> np.ndarray:
+        """Each scale rounded up to the next entry of `SCALE_TABLE` (the largest beyond it), float64."""
+        index = np.minimum(np.searchsorted(SCALE_TABLE, scales.ravel(), side="left"), len(SCALE_TABLE) - 1)
+        return SCALE_TABLE[index]
+
+    def _payload(self, data: bytes, i: int) -> np.ndarray:
+        """The coder's words of file `i`, after checking its header and CRC against this model."""
+        name = f"file {i}"
+        if len(data) < HEADER.size or data[:4] != MAGIC:
+            raise AejaxError(f"{name} is not an aejax codec file (no {MAGIC.decode()} header)")
+        magic, version, kind, h, w, c, digest, crc = HEADER.unpack_from(data)
+        if version != VERSION:
+            raise AejaxError(f"{name} has format version {version}; this aejax reads version {VERSION}")
+        if kind != self.kind or (h, w, c) != self.shape or digest != self.hash:
+            raise AejaxError(f"{name} was encoded by another model ({h}x{w}x{c}, model hash {digest.hex()}); this "
+                             f"model codes {'x'.join(map(str, self.shape))} images with hash {self.hash.hex()}")
+        payload = bytes(data[HEADER.size:])
+        if len(payload) % 4 or zlib.crc32(payload) != crc:
+            raise AejaxError(f"{name} is damaged or truncated (its checksum does not match)")
+        return np.frombuffer(payload, "<u4").astype(np.uint32)
+
+
+def payload_bits(file: bytes) -> int:
+    """Bits of a file's entropy-coded payload (the file without its header)."""
+    return 8 * (len(file) - HEADER.size)

@@ -1,0 +1,318 @@
+"""`--model rd_factorized` and `--model rd_hyperprior`: autoencoders trained for compression, rate + lambda * D.
+
+The two models of end-to-end optimised image compression (Ballé, Laparra & Simoncelli 2017; Ballé et al. 2018),
+as CompressAI builds them (`bmshj2018-factorized`, `bmshj2018-hyperprior`), built only on aejax's public surface
+(`register_model`, `register_loss`, the model contract of `aejax.models`):
+
+- analysis `g_a`: four 5x5 convolutions at stride 2 (SAME padding), GDN between them: `[B, H, W, C]` ->
+  `[B, H/16, W/16, M]` (M = `latent_dim`, N = `model_kwargs["channels"]` in between); synthesis `g_s`: four 5x5
+  transpose convolutions at stride 2 with inverse GDN between them. Images whose sides 16 does not divide are
+  zero-padded at the bottom and right and the output is cropped back (28x28 MNIST: a 2x2xM code).
+- the code is quantised by rounding (training: additive uniform noise in [-1/2, 1/2), its differentiable proxy,
+  drawn from the `dropout` stream the train step provides to models with a `train` attribute), and its rate is
+  the negative log2-likelihood under an entropy model:
+  - `rd_factorized`: a learned non-parametric density per code channel (`FactorizedDensity`);
+  - `rd_hyperprior`: a zero-mean Gaussian per code value whose scale comes from a second, hyper code
+    z = h_a(|y|) (itself under a factorized density): h_a = 3x3 conv, two 5x5 convs at stride 2 (ReLU between),
+    h_s = two 5x5 transpose convs at stride 2 and a 3x3 conv (ReLU), cropped to the code's shape.
+
+Quantised codes are clipped to [-SYMBOL_BOUND, SYMBOL_BOUND], the range the entropy coder (`aejax.codec`) codes;
+`decode(quantize(encode(x)))` is the model's quantised reconstruction (what `__call__` returns outside training,
+what the metrics score and the codec's decoder reproduces). The `rate_distortion` loss is
+bits per pixel + `lmbda` * 255^2 * MSE (CompressAI's convention); `lmbda` is a module attribute, so one program
+trains a sweep of rate points (`sweep={"lmbda": [...]}`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from aejax import ops
+from aejax.config import MNIST_SHAPE, Config
+from aejax.losses import register_loss
+from aejax.models import compute_dtype, conv_impl, image_shape, register_model
+
+Array = jax.Array
+SYMBOL_BOUND = 255  # quantised code values are clipped to [-SYMBOL_BOUND, SYMBOL_BOUND]
+LIKELIHOOD_FLOOR = 1e-9  # no code value costs more than -log2(1e-9) ~ 30 bits in the rate estimate
+SCALE_FLOOR = 0.11  # the Gaussian scales' lower bound (CompressAI's)
+SCALE_TABLE = np.exp(np.linspace(np.log(SCALE_FLOOR), np.log(256.0), 64))  # scales the coder quantises to
+
+
+def quantize(y: Array) -> Array:
+    """Rounded and clipped code values (still float): the symbols the coder writes."""
+    return jnp.clip(jnp.round(y), -SYMBOL_BOUND, SYMBOL_BOUND)
+
+
+def _positive(x: Array, floor: float) -> Array:
+    """CompressAI's non-negative reparametrisation: a stored `v` means max(v, sqrt(floor + p))^2 - p."""
+    pedestal = 2.0 ** -36
+    return jnp.maximum(x, math.sqrt(floor + pedestal)) ** 2 - pedestal
+
+
+class GDN(nn.Module):
+    """Generalised divisive normalisation over channels: y_i = x_i / sqrt(beta_i + sum_j gamma_ij x_j^2)
+    (`inverse`: times the square root). beta starts at 1, gamma at 0.1 * I."""
+
+    inverse: bool = False
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:  # [B, H, W, C] -> same
+        c = x.shape[-1]
+        pedestal = 2.0 ** -36
+        beta = self.param("beta", lambda _, s: jnp.sqrt(jnp.ones(s) + pedestal), (c,))
+        gamma = self.param("gamma", lambda _, s: jnp.sqrt(0.1 * jnp.eye(s[0]) + pedestal), (c, c))
+        norm = jnp.einsum("...j,ij->...i", x * x, _positive(gamma, 0.0).astype(x.dtype)) + _positive(
+            beta, 1e-6).astype(x.dtype)
+        return x * jnp.sqrt(norm) if self.inverse else x * jax.lax.rsqrt(norm)
+
+
+class FactorizedDensity(nn.Module):
+    """A learned density per channel (Ballé et al. 2018, appendix 6.1): a monotone map R -> R through layers of
+    `filters` units, whose sigmoid is the cumulative distribution. `likelihood(y)` is the probability mass of
+    [y - 1/2, y + 1/2] (the density convolved with a unit-width uniform, as quantisation noise makes it)."""
+
+    channels: int
+    filters: Sequence[int] = (3, 3, 3)
+    init_scale: float = 10.0
+
+    def setup(self) -> None:
+        dims = (1, *self.filters, 1)
+        scale = self.init_scale ** (1 / (len(self.filters) + 1))
+        self.matrices = [self.param(f"matrix_{i}", nn.initializers.constant(
+            math.log(math.expm1(1 / scale / dims[i + 1]))), (self.channels, dims[i + 1], dims[i]))
+            for i in range(len(dims) - 1)]
+        self.biases = [self.param(f"bias_{i}", lambda k, s: jax.random.uniform(k, s, jnp.float32, -0.5, 0.5),
+                                  (self.channels, dims[i + 1]))
+                       for i in range(len(dims) - 1)]
+        self.factors = [self.param(f"factor_{i}", nn.initializers.zeros_init(), (self.channels, dims[i + 1]))
+                        for i in range(len(dims) - 2)]
+
+    def logits_cumulative(self, v: Array) -> Array:  # [..., channels] -> [..., channels]
+        h = v[..., None].astype(jnp.float32)  # [..., C, 1]
+        for i, matrix in enumerate(self.matrices):
+            h = jnp.einsum("...cj,cij->...ci", h, nn.softplus(matrix)) + self.biases[i]
+            if i < len(self.factors):
+                h = h + jnp.tanh(self.factors[i]) * jnp.tanh(h)
+        return h[..., 0]
+
+    def likelihood(self, y: Array) -> Array:  # [..., channels] -> [..., channels], in (0, 1]
+        lower, upper = self.logits_cumulative(y - 0.5), self.logits_cumulative(y + 0.5)
+        sign = jax.lax.stop_gradient(-jnp.sign(lower + upper))  # evaluate in the sigmoid's accurate tail
+        return jnp.maximum(jnp.abs(nn.sigmoid(sign * upper) - nn.sigmoid(sign * lower)), LIKELIHOOD_FLOOR)
+
+    def __call__(self, y: Array) -> Array:
+        return self.likelihood(y)
+
+
+def gaussian_likelihood(y: Array, scale: Array) -> Array:
+    """Mass of [y - 1/2, y + 1/2] under N(0, scale^2), scale >= SCALE_FLOOR, computed on the lower tail."""
+    scale = jnp.maximum(scale, SCALE_FLOOR)
+    v = jnp.abs(y)
+    upper = jax.scipy.stats.norm.cdf((0.5 - v) / scale)
+    lower = jax.scipy.stats.norm.cdf((-0.5 - v) / scale)
+    return jnp.maximum(upper - lower, LIKELIHOOD_FLOOR)
+
+
+_DIMS = ("NHWC", "HWIO", "NHWC")
+
+
+def _to_depth(x: Array) -> Array:  # [B, 2H, 2W, C] -> [B, H, W, 4C], channels ordered (row parity, col parity, C)
+    b, h, w, c = x.shape
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, h // 2, w // 2, 4 * c)
+
+
+def _from_depth(y: Array) -> Array:  # [B, H, W, 4F] -> [B, 2H, 2W, F], the inverse of `_to_depth`
+    b, h, w, f4 = y.shape
+    return y.reshape(b, h, w, 2, 2, f4 // 4).transpose(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, f4 // 4)
+
+
+def _pad_even(x: Array) -> Array:
+    return jnp.pad(x, ((0, 0), (0, x.shape[1] % 2), (0, x.shape[2] % 2), (0, 0)))
+
+
+def down5x5(x: Array, kernel: Array, impl: str = "ops") -> Array:
+    """5x5 convolution at stride 2 with 2 zeros of padding each side (PyTorch's `Conv2d(..., 5, 2, 2)`):
+    out[i] = sum over a of x[2i + a - 2] @ kernel[a] per axis; [B, H, W, C] -> [B, ceil(H/2), ceil(W/2), F].
+
+    `impl="ops"`: a 3x3 convolution (`aejax.ops.conv3x3`, matmuls with fast derivatives on CPU) over the
+    2x2 space-to-depth image, with the kernel zero-extended to 6x6 and regrouped by parity; `"xla"`: the lax
+    convolution. Same values.
+    """
+    if impl == "xla":
+        return jax.lax.conv_general_dilated(x, kernel, (2, 2), ((2, 2), (2, 2)), dimension_numbers=_DIMS)
+    c, f = kernel.shape[2:]
+    k6 = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0))).reshape(3, 2, 3, 2, c, f)  # [dh, rh, dw, rw, C, F]
+    return ops.conv3x3(_to_depth(_pad_even(x)), k6.transpose(0, 2, 1, 3, 4, 5).reshape(3, 3, 4 * c, f))
+
+
+def up5x5(x: Array, kernel: Array, impl: str = "ops") -> Array:
+    """5x5 transpose convolution at stride 2 (PyTorch's `ConvTranspose2d(..., 5, 2, 2, output_padding=1)`):
+    out[2i + a - 2] += x[i] @ kernel[a] per axis; [B, H, W, C] -> [B, 2H, 2W, F].
+
+    `impl="ops"`: each of the four output phases is a 3x3 convolution of the input, computed together as one
+    `aejax.ops.conv3x3` with 4F outputs and interleaved (depth to space); `"xla"`: the lax convolution of the
+    2-dilated input with the flipped kernel. Same values.
+    """
+    if impl == "xla":
+        return jax.lax.conv_general_dilated(x, kernel[::-1, ::-1], (1, 1), ((2, 3), (2, 3)), lhs_dilation=(2, 2),
+                                            dimension_numbers=_DIMS)
+    c, f = kernel.shape[2:]
+    order = np.array([4, 5, 2, 3, 0, 1])  # (offset d + 1, phase r) -> kernel index r + 2 - 2d (5: zero)
+    k6 = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))[order][:, order].reshape(3, 2, 3, 2, c, f)
+    return _from_depth(ops.conv3x3(x, k6.transpose(0, 2, 4, 1, 3, 5).reshape(3, 3, c, 4 * f)))
+
+
+class Conv5x5(nn.Module):
+    """`down5x5` (or `up5x5` with `up`) with a LeCun-normal `[5, 5, C, F]` kernel and a zero bias."""
+
+    features: int
+    up: bool = False
+    dtype: jnp.dtype = jnp.float32
+    impl: str = "ops"
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (5, 5, x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        return (up5x5 if self.up else down5x5)(x, kernel, self.impl) + bias.astype(self.dtype)
+
+
+class Conv3x3(nn.Module):
+    """3x3 convolution, stride 1, SAME (`aejax.ops.conv3x3`, or lax with `impl="xla"`), with bias."""
+
+    features: int
+    dtype: jnp.dtype = jnp.float32
+    impl: str = "ops"
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        y = (ops.conv3x3(x, kernel) if self.impl == "ops" else
+             jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_DIMS))
+        return y + bias.astype(self.dtype)
+
+
+def _pad_to(x: Array, multiple: int) -> Array:
+    ph, pw = -x.shape[1] % multiple, -x.shape[2] % multiple
+    return jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0))) if ph or pw else x
+
+
+def _bits(likelihood: Array) -> Array:  # [B, ...] -> [B]: -log2 of the product over each example's values
+    return -jnp.sum(jnp.log2(likelihood), axis=tuple(range(1, likelihood.ndim)))
+
+
+class RateDistortionAutoencoder(nn.Module):
+    """The factorized-prior model (`hyperprior=False`) or the scale-hyperprior model (see the module doc)."""
+
+    latent_dim: int  # M: code channels
+    features: int = 64  # N: channels of the hidden layers
+    lmbda: float = 0.01
+    hyperprior: bool = False
+    train: bool = False
+    dtype: jnp.dtype = jnp.float32
+    impl: str = "ops"
+    image_shape: tuple[int, int, int] = MNIST_SHAPE
+
+    def setup(self) -> None:
+        conv = lambda f: Conv5x5(f, dtype=self.dtype, impl=self.impl)  # noqa: E731
+        deconv = lambda f: Conv5x5(f, up=True, dtype=self.dtype, impl=self.impl)  # noqa: E731
+        n, m, c = self.features, self.latent_dim, self.image_shape[-1]
+        self.g_a = [conv(n), GDN(), conv(n), GDN(), conv(n), GDN(), conv(m)]
+        self.g_s = [deconv(n), GDN(inverse=True), deconv(n), GDN(inverse=True), deconv(n), GDN(inverse=True),
+                    deconv(c)]
+        if self.hyperprior:
+            self.h_a = [Conv3x3(n, self.dtype, self.impl), nn.relu, conv(n), nn.relu, conv(n)]
+            self.h_s = [deconv(n), nn.relu, deconv(n), nn.relu, Conv3x3(m, self.dtype, self.impl), nn.relu]
+            self.density = FactorizedDensity(n)
+        else:
+            self.density = FactorizedDensity(m)
+
+    def encode(self, x: Array) -> Array:  # [B, H, W, C] -> y [B, ceil(H/16), ceil(W/16), M], unquantised
+        h = _pad_to(x, 16)
+        for layer in self.g_a:
+            h = layer(h)
+        return h.astype(jnp.float32)
+
+    def synthesize(self, y: Array) -> Array:  # code -> [B, H, W, C], unclipped (what training scores)
+        h = y
+        for layer in self.g_s:
+            h = layer(h)
+        height, width = self.image_shape[:2]
+        return h[:, :height, :width].astype(jnp.float32)
+
+    def decode(self, y: Array) -> Array:  # code -> images in [0, 1]
+        return jnp.clip(self.synthesize(y), 0.0, 1.0)
+
+    def hyper_encode(self, y: Array) -> Array:  # y -> z [B, ceil(h/4), ceil(w/4), N], unquantised
+        h = jnp.abs(y)
+        for layer in self.h_a:
+            h = layer(h)
+        return h.astype(jnp.float32)
+
+    def scales(self, z_hat: Array, code_shape: Sequence[int]) -> Array:  # z_hat -> y's Gaussian scales
+        h = z_hat
+        for layer in self.h_s:
+            h = layer(h)
+        return h[:, :code_shape[0], :code_shape[1]].astype(jnp.float32)
+
+    def symbols(self, x: Array) -> tuple[Array, Array | None]:
+        """The quantised codes the coder writes: (y_hat, z_hat) (z_hat None without a hyperprior)."""
+        y = self.encode(x)
+        return quantize(y), quantize(self.hyper_encode(y)) if self.hyperprior else None
+
+    def _noisy(self, v: Array) -> Array:
+        return v + jax.random.uniform(self.make_rng("dropout"), v.shape, v.dtype, -0.5, 0.5)
+
+    def rd_terms(self, x: Array) -> tuple[Array, Array]:
+        """(reconstruction, bits per image `[B]`): with quantisation noise in training (`train`), else of the
+        quantised codes (the decoded image and the rate the entropy model estimates for it)."""
+        y = self.encode(x)
+        q = self._noisy if self.train else quantize
+        y_hat = q(y)
+        if self.hyperprior:
+            z_hat = q(self.hyper_encode(y))
+            bits = _bits(self.density(z_hat)) + _bits(gaussian_likelihood(y_hat, self.scales(z_hat, y.shape[1:3])))
+        else:
+            bits = _bits(self.density(y_hat))
+        return (self.synthesize(y_hat) if self.train else self.decode(y_hat)), bits
+
+    def __call__(self, x: Array) -> Array:
+        """The quantised reconstruction (in training, the noisy one); `init` creates every parameter."""
+        if self.train or self.is_initializing():
+            return self.rd_terms(x)[0]
+        return self.decode(quantize(self.encode(x)))
+
+
+def rate_distortion(model: nn.Module, params, inputs: Array, targets: Array, key: Array | None):
+    """Bits per pixel + `model.lmbda` * 255^2 * MSE; aux: `bpp` (bits per H x W pixel), `bits_per_image` and
+    `distortion_mse`, of the noisy codes in training and of the quantised ones on the test set."""
+    recon, bits = model.apply({"params": params}, inputs, method="rd_terms")
+    mse = jnp.mean((recon - targets) ** 2)
+    bpp = jnp.mean(bits) / (targets.shape[1] * targets.shape[2])
+    return bpp + model.lmbda * 255.0 ** 2 * mse, {"bpp": bpp, "bits_per_image": jnp.mean(bits),
+                                                  "distortion_mse": mse}
+
+
+def _builder(hyperprior: bool):
+    def build(config: Config) -> RateDistortionAutoencoder:
+        kwargs = config.model_kwargs
+        return RateDistortionAutoencoder(config.latent_dim, int(kwargs["channels"]), float(kwargs["lmbda"]),
+                                         hyperprior, dtype=compute_dtype(config), impl=conv_impl(config),
+                                         image_shape=image_shape(config))
+    return build
+
+
+register_loss("rate_distortion", rate_distortion, requires=("rd_terms", "lmbda"))
+for _name, _hyper in (("rd_factorized", False), ("rd_hyperprior", True)):
+    register_model(_name, _builder(_hyper), kwargs={"channels": 64, "lmbda": 0.01}, reads=("conv_impl",),
+                   loss="rate_distortion")

@@ -1,0 +1,124 @@
+"""The rate-distortion models and the codec: fast convolutions equal lax's, a lambda sweep trains in one program,
+files decode bit for bit to the model's quantised reconstruction, and bad files are one-line errors."""
+
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+import aejax
+from aejax.codec import HEADER, Codec, payload_bits
+from aejax.codec.__main__ import main as codec_main
+from aejax.rd_models import down5x5, up5x5
+
+LMBDAS = [0.01, 0.1]
+
+
+def images(n: int, shape: tuple[int, int, int], seed: int) -> np.ndarray:
+    """Smooth random uint8 images (blurred noise), so a tiny model learns something in one epoch."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, shape[0] + 4, shape[1] + 4, shape[2]))
+    x = sum(x[:, i:i + shape[0], j:j + shape[1]] for i in range(5) for j in range(5)) / 25
+    return np.clip((x - 0.5) * 4 * 255 + 128, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module", params=[("rd_factorized", (16, 16, 1)), ("rd_hyperprior", (20, 12, 3))],
+                ids=["factorized-grey", "hyperprior-rgb"])
+def trained(request, tmp_path_factory):
+    model, shape = request.param
+    out = tmp_path_factory.mktemp(model) / "run"
+    train, test = images(96, shape, 0), images(12, shape, 1)
+    config = aejax.Config(model=model, latent_dim=8, epochs=1, batch_size=16, lr=3e-3,
+                          model_kwargs={"channels": 8})
+    result = aejax.run(config, out, sweep={"lmbda": LMBDAS}, data=(train, test), log=lambda *_: None)
+    return out, result, test
+
+
+@pytest.mark.parametrize("impl_fn", [down5x5, up5x5], ids=["down", "up"])
+@pytest.mark.parametrize("side", [1, 2, 7, 8])
+def test_stride2_convolutions_match_lax_in_values_and_gradients(impl_fn, side):
+    rng = np.random.default_rng(side)
+    x = jnp.asarray(rng.standard_normal((2, side, side + 1, 3)), jnp.float32)
+    k = jnp.asarray(rng.standard_normal((5, 5, 3, 4)), jnp.float32)
+    np.testing.assert_allclose(impl_fn(x, k, "ops"), impl_fn(x, k, "xla"), atol=2e-5)
+    grads = [jax.grad(lambda x, k, impl=impl: jnp.sum(jnp.sin(impl_fn(x, k, impl))), argnums=(0, 1))(x, k)
+             for impl in ("ops", "xla")]
+    for a, b in zip(*grads, strict=True):
+        np.testing.assert_allclose(a, b, atol=5e-5)
+
+
+def test_a_lambda_sweep_trains_in_one_program_and_reports_rate_and_distortion(trained):
+    out, result, _ = trained
+    assert [row["sweep"]["lmbda"] for row in result.rows] == LMBDAS
+    for row in result.rows:
+        assert row["test_bpp"] > 0 and row["test_bits_per_image"] > 0 and row["test_distortion_mse"] > 0
+        np.testing.assert_allclose(row["test_distortion_mse"], row["test_mse"], rtol=1e-5)  # both: quantised
+    assert "bpp" in (out / "metrics.jsonl").read_text()
+
+
+def test_every_file_decodes_to_the_models_quantised_reconstruction_bit_for_bit(trained):
+    out, result, test = trained
+    for member in (1,):
+        codec = Codec.from_run(out, member=member)
+        files = codec.encode(test)
+        decoded = codec.decode(files)
+        assert decoded.dtype == np.float32 and decoded.shape == test.shape
+        np.testing.assert_array_equal(decoded, codec.reconstruct(test))
+        np.testing.assert_array_equal(codec.decode(files[3]), decoded[3])  # one file alone: the same image
+        # The model's own (batched) reconstruction agrees to rounding; its rate estimate bounds the payload.
+        np.testing.assert_allclose(decoded, aejax.reconstruct(codec.model, codec.variables, test), atol=1e-5)
+        x = test.astype(np.float32) / 255
+        estimate = np.asarray(codec.model.apply(codec.variables, x, method="rd_terms")[1])
+        payload = np.array([payload_bits(f) for f in files])
+        assert np.all(payload <= estimate + 96), (payload, estimate)  # the coder's state and last-word rounding
+
+
+def test_the_command_line_round_trips_an_image_file(trained, tmp_path, capsys):
+    out, _, test = trained
+    codec = Codec.from_run(out, member=1)
+    image = test[0]
+    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(tmp_path / "in.png")
+    codec_main(["encode", "--run", str(out), "--member", '{"lmbda": 0.1}', str(tmp_path / "in.png"),
+                str(tmp_path / "x.aejx")])
+    codec_main(["decode", "--run", str(out), "--member", "1", str(tmp_path / "x.aejx"), str(tmp_path / "back.png")])
+    back = np.asarray(Image.open(tmp_path / "back.png")).reshape(image.shape)
+    np.testing.assert_array_equal(back, np.rint(codec.reconstruct(image) * 255).astype(np.uint8))
+    assert (tmp_path / "x.aejx").read_bytes() == codec.encode(image)
+    with pytest.raises(SystemExit) as exit_info:  # an existing output is kept
+        codec_main(["decode", "--run", str(out), str(tmp_path / "x.aejx"), str(tmp_path / "back.png")])
+    assert exit_info.value.code == 2 and "exists" in capsys.readouterr().err
+
+
+def test_bad_files_are_one_line_errors(trained, tmp_path):
+    out, _, test = trained
+    codec, other = Codec.from_run(out, member=0), Codec.from_run(out, member=1)
+    good = codec.encode(test[0])
+    version = bytearray(good)
+    version[4] = 9
+    flipped = bytearray(good)
+    flipped[-2] ^= 0x10
+    cases = {b"\x89PNG\r\n\x1a\n" + bytes(40): "not an aejax codec file", good[:HEADER.size - 2]: "not an aejax",
+             good[:-3]: "damaged or truncated", bytes(flipped): "damaged or truncated",
+             bytes(version): "format version 9", other.encode(test[0]): "another model"}
+    for data, message in cases.items():
+        with pytest.raises(aejax.AejaxError, match=message):
+            codec.decode(data)
+    with pytest.raises(aejax.AejaxError, match="codes .* images"):
+        codec.encode(np.zeros((5, 5, 1), np.uint8))
+    (tmp_path / "bad.aejx").write_bytes(good[:-3])
+    result = subprocess.run([sys.executable, "-m", "aejax.codec", "decode", "--run", str(out),
+                             str(tmp_path / "bad.aejx"), str(tmp_path / "b.png")], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "damaged" in result.stderr
+    assert not (tmp_path / "b.png").exists()
+
+
+def test_the_codec_refuses_a_model_not_trained_for_compression(tmp_path):
+    train = images(32, (8, 8, 1), 0)
+    aejax.run(aejax.Config(model="linear", latent_dim=4, epochs=1, batch_size=16), tmp_path / "lin",
+              data=(train, train[:8]), log=lambda *_: None)
+    with pytest.raises(aejax.AejaxError, match="trained for compression"):
+        Codec.from_run(tmp_path / "lin")
