@@ -10,12 +10,11 @@ under `--out/runs` (not meant for the repository).
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 
-from aejax import datasets, loop, metrics
+from aejax import cli, datasets, loop, metrics
 from aejax.config import Config
 from aejax.files import refuse_overwrite, write_atomic, write_json
 from aejax.results import result_row
@@ -26,40 +25,44 @@ MODELS = {"linear": {}, "conv": {"conv_features": (32, 32)}, "conv_strided": {"c
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--overwrite", action="store_true")
+    p = cli.ArgumentParser(prog="python -m experiments.datasets_table", description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True, help="output directory (results.json, table.md, runs/)")
+    p.add_argument("--data-dir", default=None, help="where tfds keeps prepared data (default: tfds's)")
+    p.add_argument("--overwrite", action="store_true", help="replace results.json if it exists")
     args = p.parse_args()
-    out = Path(args.out)
-    refuse_overwrite([out / "results.json"], args.overwrite)
-    rows = []
-    for name, settings in SETTINGS.items():
-        source = datasets.source(name, args.data_dir)
-        train_images = source.rows(range(source.n_train))
-        pca = metrics.fit_pca(train_images, [CODE])[CODE]
-        pixels = int(np.prod(source.shape))
-        rows.append({"dataset": name, **result_row(
-            model="pca", variant="pca", latent_dim=CODE, epochs=0, seed=None, pixels=pixels,
-            scores=metrics.reconstruction_metrics(metrics.Pca.reconstruct, pca, source.test),
-            params=CODE * pixels + pixels, train_seconds=0.0)})
-        for model, extra in MODELS.items():
-            config = Config(model=model, dataset=name, latent_dim=CODE, **settings, **extra)
-            result = loop.run(config, out / "runs" / f"{name}_{model}", seeds=[0, 1, 2], data_dir=args.data_dir,
-                              overwrite=args.overwrite)
-            rows += [{"dataset": name, **row} for row in result.rows]
-    write_json(out / "results.json", rows)
-    lines = ["| dataset | model | seeds | test MSE | PSNR (dB) | SSIM | params |", "|---|---|---|---|---|---|---|"]
-    for name in SETTINGS:
-        for model in ("pca", *MODELS):
-            group = [r for r in rows if r["dataset"] == name and r["variant"] == model]
-            mse = np.array([r["test_mse"] for r in group])
-            lines.append(f"| {name} | {model} | {len(group)} | {mse.mean():.5f} ± {mse.std():.5f} | "
-                         f"{np.mean([r['test_psnr_db'] for r in group]):.2f} | "
-                         f"{np.mean([r['test_ssim'] for r in group]):.3f} | {group[0]['params']:,} |")
-    write_atomic(out / "table.md", "\n".join(lines) + "\n")
-    print("\n".join(lines))
 
+    def body() -> None:
+        out = Path(args.out)
+        refuse_overwrite([out / "results.json"], args.overwrite)
+        rows = []
+        for name, settings in SETTINGS.items():
+            source = datasets.source(name, args.data_dir)
+            train_images = source.rows(range(source.n_train))
+            pca = metrics.fit_pca(train_images, [CODE])[CODE]
+            pixels = int(np.prod(source.shape))
+            rows.append({"dataset": name, **result_row(
+                model="pca", variant="pca", latent_dim=CODE, epochs=0, seed=None, pixels=pixels,
+                scores=metrics.reconstruction_metrics(metrics.Pca.reconstruct, pca, source.test),
+                params=CODE * pixels + pixels, train_seconds=0.0)})
+            for model, extra in MODELS.items():
+                config = Config(model=model, dataset=name, latent_dim=CODE, **settings, **extra)
+                result = loop.run(config, out / "runs" / f"{name}_{model}", seeds=[0, 1, 2], data_dir=args.data_dir,
+                                  overwrite=args.overwrite)
+                rows += [{"dataset": name, **row} for row in result.rows]
+        write_json(out / "results.json", rows)
+        lines = ["| dataset | model | seeds | test MSE | PSNR (dB) | SSIM | params |", "|---|---|---|---|---|---|---|"]
+        for name in SETTINGS:
+            for model in ("pca", *MODELS):
+                group = [r for r in rows if r["dataset"] == name and r["variant"] == model]
+                mse = np.array([r["test_mse"] for r in group])
+                lines.append(f"| {name} | {model} | {len(group)} | {mse.mean():.5f} ± {mse.std():.5f} | "
+                             f"{np.mean([r['test_psnr_db'] for r in group]):.2f} | "
+                             f"{np.mean([r['test_ssim'] for r in group]):.3f} | {group[0]['params']:,} |")
+        write_atomic(out / "table.md", "\n".join(lines) + "\n")
+        print("\n".join(lines))
+
+
+    cli.cli(body)
 
 if __name__ == "__main__":
     main()

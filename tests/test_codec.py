@@ -26,8 +26,9 @@ def images(n: int, shape: tuple[int, int, int], seed: int) -> np.ndarray:
     return np.clip((x - 0.5) * 4 * 255 + 128, 0, 255).astype(np.uint8)
 
 
-@pytest.fixture(scope="module", params=[("rd_factorized", (16, 16, 1)), ("rd_hyperprior", (20, 12, 3))],
-                ids=["factorized-grey", "hyperprior-rgb"])
+@pytest.fixture(scope="module", params=[
+    pytest.param(("rd_factorized", (16, 16, 1)), id="factorized-grey"),
+    pytest.param(("rd_hyperprior", (20, 12, 3)), id="hyperprior-rgb", marks=pytest.mark.slow)])  # ~60 s of compiling
 def trained(request, tmp_path_factory):
     model, shape = request.param
     out = tmp_path_factory.mktemp(model) / "run"
