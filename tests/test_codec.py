@@ -114,6 +114,7 @@ def test_bad_files_are_one_line_errors(trained, tmp_path):
     result = subprocess.run([sys.executable, "-m", "aejax.codec", "decode", "--run", str(out),
                              str(tmp_path / "bad.aejx"), str(tmp_path / "b.png")], capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "damaged" in result.stderr
+    assert str(tmp_path / "bad.aejx") in result.stderr  # the error names the file
     assert not (tmp_path / "b.png").exists()
 
 

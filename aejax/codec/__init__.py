@@ -136,26 +136,29 @@ class Codec:
                          + payload)
         return files if batched else files[0]
 
-    def decode(self, files: Sequence[bytes] | bytes) -> np.ndarray:
-        """Images (float32 `[N, H, W, C]` in [0, 1]) from files `encode` wrote; one `bytes` gives `[H, W, C]`."""
+    def decode(self, files: Sequence[bytes] | bytes, name: str | None = None) -> np.ndarray:
+        """Images (float32 `[N, H, W, C]` in [0, 1]) from files `encode` wrote; one `bytes` gives `[H, W, C]`
+        (`name`: what errors call it, such as its path; default `file 0`)."""
         single = isinstance(files, (bytes, bytearray))
-        payloads = [self._payload(f, i) for i, f in enumerate([files] if single else files)]
+        files = [files] if single else list(files)
+        labels = [name or "file 0"] if single else [f"file {i}" for i in range(len(files))]
+        payloads = [self._payload(f, label) for f, label in zip(files, labels, strict=True)]
         coders = [constriction.stream.stack.AnsCoder(words) for words in payloads]
         if self.model.hyperprior:
             z_shape = tuple(jax.eval_shape(lambda y: self.model.apply(self.variables, y, method="hyper_encode"),
                                            jnp.zeros((1, *self._code_shape))).shape[1:])
-            z_hat = np.stack([self._decode_factorized(c, z_shape, i) for i, c in enumerate(coders)])
+            z_hat = np.stack([self._decode_factorized(c, z_shape, labels[i]) for i, c in enumerate(coders)])
             scales = np.asarray(self._scales(jnp.asarray(z_hat, jnp.float32)))
             y_hat = np.stack([self._decode_symbols(lambda c=c, s=s: c.decode(
-                self._gaussian, np.zeros(s.size), self._table_scales(s)), i).reshape(self._code_shape)
+                self._gaussian, np.zeros(s.size), self._table_scales(s)), labels[i]).reshape(self._code_shape)
                 for i, (c, s) in enumerate(zip(coders, scales, strict=True))])
         else:
             code_shape = tuple(jax.eval_shape(lambda x: self.model.apply(self.variables, x, method="encode"),
                                               jnp.zeros((1, *self.shape))).shape[1:])
-            y_hat = np.stack([self._decode_factorized(c, code_shape, i) for i, c in enumerate(coders)])
+            y_hat = np.stack([self._decode_factorized(c, code_shape, labels[i]) for i, c in enumerate(coders)])
         for i, coder in enumerate(coders):
             if not coder.is_empty():
-                raise AejaxError(f"file {i} holds more data than its codes: it is not a file of this model")
+                raise AejaxError(f"{labels[i]} holds more data than its codes: it is not a file of this model")
         out = np.asarray(self._decode(jnp.asarray(y_hat, jnp.float32)))
         return out[0] if single else out
 
@@ -165,17 +168,17 @@ class Codec:
         rows = np.broadcast_to(np.arange(symbols.shape[-1]), symbols.shape).ravel()
         coder.encode_reverse(symbols.ravel() + SYMBOL_BOUND, self._categorical, self._tables[rows])
 
-    def _decode_factorized(self, coder, shape: tuple[int, ...], i: int) -> np.ndarray:
+    def _decode_factorized(self, coder, shape: tuple[int, ...], label: str) -> np.ndarray:
         rows = np.broadcast_to(np.arange(shape[-1]), shape).ravel()
-        symbols = self._decode_symbols(lambda: coder.decode(self._categorical, self._tables[rows]), i)
+        symbols = self._decode_symbols(lambda: coder.decode(self._categorical, self._tables[rows]), label)
         return (symbols - SYMBOL_BOUND).reshape(shape)
 
     @staticmethod
-    def _decode_symbols(decode, i: int) -> np.ndarray:
+    def _decode_symbols(decode, label: str) -> np.ndarray:
         try:
             return np.asarray(decode(), np.int32)
         except (ValueError, RuntimeError, AssertionError) as e:
-            raise AejaxError(f"file {i} does not decode ({e}): it is not a file of this model") from None
+            raise AejaxError(f"{label} does not decode ({e}): it is not a file of this model") from None
 
     @staticmethod
     def _table_scales(scales: np.ndarray) -> np.ndarray:
@@ -183,9 +186,8 @@ class Codec:
         index = np.minimum(np.searchsorted(SCALE_TABLE, scales.ravel(), side="left"), len(SCALE_TABLE) - 1)
         return SCALE_TABLE[index]
 
-    def _payload(self, data: bytes, i: int) -> np.ndarray:
-        """The coder's words of file `i`, after checking its header and CRC against this model."""
-        name = f"file {i}"
+    def _payload(self, data: bytes, name: str) -> np.ndarray:
+        """The coder's words of file `name`, after checking its header and CRC against this model."""
         if len(data) < HEADER.size or data[:4] != MAGIC:
             raise AejaxError(f"{name} is not an aejax codec file (no {MAGIC.decode()} header)")
         magic, version, kind, h, w, c, digest, crc = HEADER.unpack_from(data)

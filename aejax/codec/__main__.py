@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             from PIL import Image
 
-            pixels = np.rint(codec.decode(source.read_bytes()) * 255.0).astype(np.uint8)
+            pixels = np.rint(codec.decode(source.read_bytes(), name=str(source)) * 255.0).astype(np.uint8)
             image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
             try:
                 image.save(target.with_name(target.name + ".partial"), format=Image.registered_extensions().get(
