@@ -119,10 +119,16 @@ def pooled_shape(image_shape: Sequence[int]) -> tuple[int, int]:
     return -(-image_shape[0] // 4), -(-image_shape[1] // 4)
 
 
-def pad_to_4(x: Array) -> Array:
-    """`[B, H, W, C]` zero-padded at the bottom and right to multiples of 4 (unchanged when 4 divides both)."""
-    ph, pw = -x.shape[1] % 4, -x.shape[2] % 4
+def pad_to_multiple(x: Array, multiple: int) -> Array:
+    """`[B, H, W, C]` zero-padded at the bottom and right to multiples of `multiple` (unchanged when it divides
+    both)."""
+    ph, pw = -x.shape[1] % multiple, -x.shape[2] % multiple
     return jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0))) if ph or pw else x
+
+
+def pad_to_4(x: Array) -> Array:
+    """`[B, H, W, C]` zero-padded at the bottom and right to multiples of 4 (the conv models' two halvings)."""
+    return pad_to_multiple(x, 4)
 
 
 def crop_to(y: Array, image_shape: Sequence[int]) -> Array:

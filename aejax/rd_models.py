@@ -1,8 +1,8 @@
 """`--model rd_factorized` and `--model rd_hyperprior`: autoencoders trained for compression, rate + lambda * D.
 
 The two models of end-to-end optimised image compression (Ballé, Laparra & Simoncelli 2017; Ballé et al. 2018),
-as CompressAI builds them (`bmshj2018-factorized`, `bmshj2018-hyperprior`), built only on aejax's public surface
-(`register_model`, `register_loss`, the model contract of `aejax.models`):
+as CompressAI builds them (`bmshj2018-factorized`, `bmshj2018-hyperprior`), added through aejax's public surface
+(`register_model`, `register_loss`, the model contract of `aejax.models`) from the conv layers' building blocks:
 
 - analysis `g_a`: four 5x5 convolutions at stride 2 (SAME padding), GDN between them: `[B, H, W, C]` ->
   `[B, H/16, W/16, M]` (M = `latent_dim`, N = `model_kwargs["channels"]` in between); synthesis `g_s`: four 5x5
@@ -36,7 +36,16 @@ import numpy as np
 from aejax import ops
 from aejax.config import MNIST_SHAPE, Config
 from aejax.losses import register_loss
-from aejax.models import compute_dtype, conv_impl, image_shape, register_model
+from aejax.models import (
+    _DIMS,
+    Conv,
+    _kernel_and_bias,
+    compute_dtype,
+    conv_impl,
+    image_shape,
+    pad_to_multiple,
+    register_model,
+)
 
 Array = jax.Array
 SYMBOL_BOUND = 255  # quantised code values are clipped to [-SYMBOL_BOUND, SYMBOL_BOUND]
@@ -120,9 +129,6 @@ def gaussian_likelihood(y: Array, scale: Array) -> Array:
     return jnp.maximum(upper - lower, LIKELIHOOD_FLOOR)
 
 
-_DIMS = ("NHWC", "HWIO", "NHWC")
-
-
 def _to_depth(x: Array) -> Array:  # [B, 2H, 2W, C] -> [B, H, W, 4C], channels ordered (row parity, col parity, C)
     b, h, w, c = x.shape
     return x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, h // 2, w // 2, 4 * c)
@@ -131,10 +137,6 @@ def _to_depth(x: Array) -> Array:  # [B, 2H, 2W, C] -> [B, H, W, 4C], channels o
 def _from_depth(y: Array) -> Array:  # [B, H, W, 4F] -> [B, 2H, 2W, F], the inverse of `_to_depth`
     b, h, w, f4 = y.shape
     return y.reshape(b, h, w, 2, 2, f4 // 4).transpose(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, f4 // 4)
-
-
-def _pad_even(x: Array) -> Array:
-    return jnp.pad(x, ((0, 0), (0, x.shape[1] % 2), (0, x.shape[2] % 2), (0, 0)))
 
 
 def down5x5(x: Array, kernel: Array, impl: str = "ops") -> Array:
@@ -149,7 +151,7 @@ def down5x5(x: Array, kernel: Array, impl: str = "ops") -> Array:
         return jax.lax.conv_general_dilated(x, kernel, (2, 2), ((2, 2), (2, 2)), dimension_numbers=_DIMS)
     c, f = kernel.shape[2:]
     k6 = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0))).reshape(3, 2, 3, 2, c, f)  # [dh, rh, dw, rw, C, F]
-    return ops.conv3x3(_to_depth(_pad_even(x)), k6.transpose(0, 2, 1, 3, 4, 5).reshape(3, 3, 4 * c, f))
+    return ops.conv3x3(_to_depth(pad_to_multiple(x, 2)), k6.transpose(0, 2, 1, 3, 4, 5).reshape(3, 3, 4 * c, f))
 
 
 def up5x5(x: Array, kernel: Array, impl: str = "ops") -> Array:
@@ -179,32 +181,8 @@ class Conv5x5(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (5, 5, x.shape[-1], self.features))
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-        return (up5x5 if self.up else down5x5)(x, kernel, self.impl) + bias.astype(self.dtype)
-
-
-class Conv3x3(nn.Module):
-    """3x3 convolution, stride 1, SAME (`aejax.ops.conv3x3`, or lax with `impl="xla"`), with bias."""
-
-    features: int
-    dtype: jnp.dtype = jnp.float32
-    impl: str = "ops"
-
-    @nn.compact
-    def __call__(self, x: Array) -> Array:
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], self.features))
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-        y = (ops.conv3x3(x, kernel) if self.impl == "ops" else
-             jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_DIMS))
-        return y + bias.astype(self.dtype)
-
-
-def _pad_to(x: Array, multiple: int) -> Array:
-    ph, pw = -x.shape[1] % multiple, -x.shape[2] % multiple
-    return jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0))) if ph or pw else x
+        x, kernel, bias = _kernel_and_bias(self, x, 5)
+        return (up5x5 if self.up else down5x5)(x, kernel, self.impl) + bias
 
 
 def _bits(likelihood: Array) -> Array:  # [B, ...] -> [B]: -log2 of the product over each example's values
@@ -231,14 +209,14 @@ class RateDistortionAutoencoder(nn.Module):
         self.g_s = [deconv(n), GDN(inverse=True), deconv(n), GDN(inverse=True), deconv(n), GDN(inverse=True),
                     deconv(c)]
         if self.hyperprior:
-            self.h_a = [Conv3x3(n, self.dtype, self.impl), nn.relu, conv(n), nn.relu, conv(n)]
-            self.h_s = [deconv(n), nn.relu, deconv(n), nn.relu, Conv3x3(m, self.dtype, self.impl), nn.relu]
+            self.h_a = [Conv(n, 3, self.dtype, self.impl), nn.relu, conv(n), nn.relu, conv(n)]
+            self.h_s = [deconv(n), nn.relu, deconv(n), nn.relu, Conv(m, 3, self.dtype, self.impl), nn.relu]
             self.density = FactorizedDensity(n)
         else:
             self.density = FactorizedDensity(m)
 
     def encode(self, x: Array) -> Array:  # [B, H, W, C] -> y [B, ceil(H/16), ceil(W/16), M], unquantised
-        h = _pad_to(x, 16)
+        h = pad_to_multiple(x, 16)
         for layer in self.g_a:
             h = layer(h)
         return h.astype(jnp.float32)

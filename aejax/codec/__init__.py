@@ -93,8 +93,9 @@ class Codec:
         values = jnp.arange(-SYMBOL_BOUND, SYMBOL_BOUND + 1, dtype=jnp.float32)[:, None]  # [2R + 1, 1]
         density = apply(lambda m, v: m.density.likelihood(jnp.broadcast_to(v, (v.shape[0], m.density.channels))))
         self._tables = np.asarray(density(values), np.float64).T  # [channels, 2R + 1]: each bin's mass
+        self._code_shape = tuple(jax.eval_shape(apply("encode"), jnp.zeros((1, *self.shape))).shape[1:])
         if model.hyperprior:
-            self._code_shape = tuple(jax.eval_shape(apply("encode"), jnp.zeros((1, *self.shape))).shape[1:])
+            self._z_shape = tuple(jax.eval_shape(apply("hyper_encode"), jnp.zeros((1, *self._code_shape))).shape[1:])
             self._scales = one(lambda z: model.apply(variables, z, self._code_shape[:2], method="scales"))
         self._categorical = constriction.stream.model.Categorical(perfect=False)
         self._gaussian = constriction.stream.model.QuantizedGaussian(-SYMBOL_BOUND, SYMBOL_BOUND)
@@ -145,17 +146,13 @@ class Codec:
         payloads = [self._payload(f, label) for f, label in zip(files, labels, strict=True)]
         coders = [constriction.stream.stack.AnsCoder(words) for words in payloads]
         if self.model.hyperprior:
-            z_shape = tuple(jax.eval_shape(lambda y: self.model.apply(self.variables, y, method="hyper_encode"),
-                                           jnp.zeros((1, *self._code_shape))).shape[1:])
-            z_hat = np.stack([self._decode_factorized(c, z_shape, labels[i]) for i, c in enumerate(coders)])
+            z_hat = np.stack([self._decode_factorized(c, self._z_shape, labels[i]) for i, c in enumerate(coders)])
             scales = np.asarray(self._scales(jnp.asarray(z_hat, jnp.float32)))
             y_hat = np.stack([self._decode_symbols(lambda c=c, s=s: c.decode(
                 self._gaussian, np.zeros(s.size), self._table_scales(s)), labels[i]).reshape(self._code_shape)
                 for i, (c, s) in enumerate(zip(coders, scales, strict=True))])
         else:
-            code_shape = tuple(jax.eval_shape(lambda x: self.model.apply(self.variables, x, method="encode"),
-                                              jnp.zeros((1, *self.shape))).shape[1:])
-            y_hat = np.stack([self._decode_factorized(c, code_shape, labels[i]) for i, c in enumerate(coders)])
+            y_hat = np.stack([self._decode_factorized(c, self._code_shape, labels[i]) for i, c in enumerate(coders)])
         for i, coder in enumerate(coders):
             if not coder.is_empty():
                 raise AejaxError(f"{labels[i]} holds more data than its codes: it is not a file of this model")
