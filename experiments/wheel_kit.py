@@ -3,7 +3,8 @@
     python -m experiments.wheel_kit            # writes .whl/*.whl and .whl/kit.json (ignored by git)
 
 aejax itself runs on the device from the carried checkout with nothing added: without tensorflow-datasets it
-reads MNIST from the IDX files, and without tensorboardX it skips TensorBoard events. The kit carries them (and
+reads MNIST from the IDX files, and without tensorboardX it skips TensorBoard events; only `aejax.codec` needs
+constriction. The kit carries them (and
 each package they need that the device image lacks, `experiments/device_packages.txt`) so the device can run the
 same tfds pipeline and events as here, at the versions installed in this environment. Each wheel is fetched with
 `pip download --no-deps --only-binary=:all:` for CPython 3.12 and the manylinux platforms; a package published
@@ -29,7 +30,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parent.parent
-ROOTS = ("tensorflow-datasets", "array-record", "importlib-resources", "tensorboardX")  # optional for aejax
+ROOTS = ("tensorflow-datasets", "array-record", "importlib-resources", "tensorboardX",  # optional for aejax
+         "constriction")  # needed by aejax.codec only
 PYTHON = "3.12"
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",
              "manylinux2014_x86_64", "manylinux1_x86_64")
