@@ -3,7 +3,10 @@ and the real MNIST prepared once per session into a temporary tfds data dir.
 
 The session and every command-line subprocess it starts share one persistent JAX compilation cache in a
 temporary directory (removed at exit): the tests compile the same programs in many processes, and on a 2-core
-CPU compilation is most of their time. It changes no result: a cached executable is the compiled one.
+CPU compilation is most of their time. It changes no result: a cached executable is the compiled one. They also
+compile with XLA's backend (LLVM) optimisation level 0 unless `XLA_FLAGS` names a level: the programs are the
+same HLO, compiled about twice as fast into slower machine code, which the tests' tiny shapes do not notice. The
+main command, the experiments and the benchmarks compile at XLA's default level.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # before anything imports jax
     atexit.register(shutil.rmtree, _cache, ignore_errors=True)
     os.environ.update(JAX_COMPILATION_CACHE_DIR=_cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                       JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0"]).strip()
 
 import numpy as np
 import pytest

@@ -1,8 +1,10 @@
 """The rate-distortion models and the codec: fast convolutions equal lax's, a lambda sweep trains in one program,
 files decode bit for bit to the model's quantised reconstruction, and bad files are one-line errors."""
 
+import functools
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +15,7 @@ from PIL import Image
 import aejax
 from aejax.codec import HEADER, Codec, payload_bits
 from aejax.codec.__main__ import main as codec_main
+from aejax.loop import RunResult
 from aejax.rd_models import down5x5, up5x5
 
 LMBDAS = [0.01, 0.1]
@@ -26,17 +29,22 @@ def images(n: int, shape: tuple[int, int, int], seed: int) -> np.ndarray:
     return np.clip((x - 0.5) * 4 * 255 + 128, 0, 255).astype(np.uint8)
 
 
-@pytest.fixture(scope="module", params=[
-    pytest.param(("rd_factorized", (16, 16, 1)), id="factorized-grey"),
-    pytest.param(("rd_hyperprior", (20, 12, 3)), id="hyperprior-rgb", marks=pytest.mark.slow)])  # ~60 s of compiling
-def trained(request, tmp_path_factory):
-    model, shape = request.param
-    out = tmp_path_factory.mktemp(model) / "run"
+@functools.cache
+def _train(model: str, shape: tuple[int, int, int], root: Path) -> tuple[Path, RunResult, np.ndarray]:
+    """One lambda sweep per model, trained once per process (a pytest-xdist worker may tear a module-scoped
+    fixture down between two of its tests and set it up again)."""
+    out = root / f"codec-{model}" / "run"
     train, test = images(96, shape, 0), images(12, shape, 1)
     config = aejax.Config(model=model, latent_dim=8, epochs=1, batch_size=16, lr=3e-3,
                           model_kwargs={"channels": 8})
-    result = aejax.run(config, out, sweep={"lmbda": LMBDAS}, data=(train, test), log=lambda *_: None)
-    return out, result, test
+    return out, aejax.run(config, out, sweep={"lmbda": LMBDAS}, data=(train, test), log=lambda *_: None), test
+
+
+@pytest.fixture(params=[
+    pytest.param(("rd_factorized", (16, 16, 1)), id="factorized-grey"),
+    pytest.param(("rd_hyperprior", (20, 12, 3)), id="hyperprior-rgb", marks=pytest.mark.slow)])  # ~60 s of compiling
+def trained(request, tmp_path_factory):
+    return _train(*request.param, tmp_path_factory.getbasetemp())
 
 
 @pytest.mark.parametrize("impl_fn", [down5x5, up5x5], ids=["down", "up"])
@@ -45,8 +53,9 @@ def test_stride2_convolutions_match_lax_in_values_and_gradients(impl_fn, side):
     rng = np.random.default_rng(side)
     x = jnp.asarray(rng.standard_normal((2, side, side + 1, 3)), jnp.float32)
     k = jnp.asarray(rng.standard_normal((5, 5, 3, 4)), jnp.float32)
-    np.testing.assert_allclose(impl_fn(x, k, "ops"), impl_fn(x, k, "xla"), atol=2e-5)
-    grads = [jax.grad(lambda x, k, impl=impl: jnp.sum(jnp.sin(impl_fn(x, k, impl))), argnums=(0, 1))(x, k)
+    conv = jax.jit(impl_fn, static_argnums=2)
+    np.testing.assert_allclose(conv(x, k, "ops"), conv(x, k, "xla"), atol=2e-5)
+    grads = [jax.jit(jax.grad(lambda x, k, impl=impl: jnp.sum(jnp.sin(impl_fn(x, k, impl))), argnums=(0, 1)))(x, k)
              for impl in ("ops", "xla")]
     for a, b in zip(*grads, strict=True):
         np.testing.assert_allclose(a, b, atol=5e-5)
@@ -73,7 +82,8 @@ def test_every_file_decodes_to_the_models_quantised_reconstruction_bit_for_bit(t
         # The model's own (batched) reconstruction agrees to rounding; its rate estimate bounds the payload.
         np.testing.assert_allclose(decoded, aejax.reconstruct(codec.model, codec.variables, test), atol=1e-5)
         x = test.astype(np.float32) / 255
-        estimate = np.asarray(codec.model.apply(codec.variables, x, method="rd_terms")[1])
+        rd_terms = jax.jit(functools.partial(codec.model.apply, method="rd_terms"))
+        estimate = np.asarray(rd_terms(codec.variables, x)[1])
         payload = np.array([payload_bits(f) for f in files])
         assert np.all(payload <= estimate + 96), (payload, estimate)  # the coder's state and last-word rounding
 

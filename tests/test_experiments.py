@@ -1,6 +1,7 @@
 """The experiment scripts: the application scripts end to end on a small trained study (denoising,
 rate-distortion, latent space), and the helpers the benchmark scripts share."""
 
+import importlib
 import json
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.helpers import REPO, run_cli, without
+from tests.helpers import REPO, run_cli, run_in_process, without
 
 
 @pytest.mark.slow  # ~100 s here; CI runs it (`pytest -m slow`)
@@ -106,11 +107,12 @@ def test_benchmark_and_seeds_vmap_scripts_write_their_figures(tmp_path, prepared
     ("experiments.denoising", ("--out", "{out}", "--test-examples", "0")),
     ("experiments.rate_distortion", ("--out", "{out}", "--test-examples", "x")),
 ])
-def test_scripts_reject_a_count_below_one(tmp_path, script, flags):
+def test_scripts_reject_a_count_below_one(tmp_path, script, flags, monkeypatch, capsys):
     out = tmp_path / "out"
-    result = run_cli(script, *(f.format(out=out) for f in flags))
-    assert result.returncode == 2 and "must be a positive integer" in result.stderr, result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
+    monkeypatch.setattr(sys, "argv", [script, *(f.format(out=out) for f in flags)])
+    code, _, stderr = run_in_process(capsys, lambda _: importlib.import_module(script).main())
+    assert code == 2 and "must be a positive integer" in stderr, stderr
+    assert len(stderr.strip().splitlines()) == 1 and not out.exists()
 
 
 @pytest.mark.slow  # ~60 s here; CI runs it (`pytest -m slow`)

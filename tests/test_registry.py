@@ -138,10 +138,9 @@ def test_vae_and_sparse_train_and_report_their_terms(tmp_path, mnist_test_images
     assert vae["test_elbo_nats"] == pytest.approx(-(vae["test_recon_nats"] + vae["test_kl_nats"]), rel=1e-5)
     history = [json.loads(line) for line in (tmp_path / "vae" / "metrics.jsonl").read_text().splitlines()]
     assert vae["test_kl_nats"] > 0 and history[1]["train_aux"]["elbo_nats"][0] > history[0]["train_aux"]["elbo_nats"][0]
-    sparse = Config(model="sparse", latent_dim=16, epochs=1, batch_size=50, model_kwargs={"l1_weight": 0.1})
-    strong = loop.run(sparse, tmp_path / "sparse", data=data, log=lambda *_: None).rows[0]
-    weak = loop.run(sparse.replace(model_kwargs={"l1_weight": 0.0}), tmp_path / "dense", data=data,
-                     log=lambda *_: None).rows[0]
+    sparse = Config(model="sparse", latent_dim=16, epochs=1, batch_size=50)
+    strong, weak = loop.run(sparse, tmp_path / "sparse", data=data, sweep={"l1_weight": [0.1, 0.0]},
+                            log=lambda *_: None).rows
     assert strong["test_code_active"] < weak["test_code_active"]  # the penalty makes the code sparser
 
 
