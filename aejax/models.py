@@ -137,12 +137,12 @@ def crop_to(y: Array, image_shape: Sequence[int]) -> Array:
     return y if y.shape[1:3] == (h, w) else y[:, :h, :w]
 
 
-_DIMS = ("NHWC", "HWIO", "NHWC")  # lax's names for channels-last images and [h, w, in, out] kernels
+CONV_DIMS = ("NHWC", "HWIO", "NHWC")  # lax's names for channels-last images and [h, w, in, out] kernels
 
 
-def _kernel_and_bias(layer: nn.Module, x: Array, size: int) -> tuple[Array, Array, Array]:
-    """The conv layers' shared parameters: a `[size, size, C, features]` kernel (LeCun normal) and a zero bias,
-    with `x` and both cast to the layer's compute dtype."""
+def conv_params(layer: nn.Module, x: Array, size: int) -> tuple[Array, Array, Array]:
+    """The parameters every conv layer here declares (and those of `aejax.rd_models`): a `[size, size, C,
+    features]` kernel (LeCun normal) and a zero bias, with `x` and both cast to the layer's compute dtype."""
     kernel = layer.param("kernel", nn.initializers.lecun_normal(), (size, size, x.shape[-1], layer.features))
     bias = layer.param("bias", nn.initializers.zeros_init(), (layer.features,))
     return x.astype(layer.dtype), kernel.astype(layer.dtype), bias.astype(layer.dtype)
@@ -162,11 +162,11 @@ class ConvPool3x3(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        x, kernel, bias = _kernel_and_bias(self, x, 3)
+        x, kernel, bias = conv_params(self, x, 3)
         if self.impl == "ops":
             y = ops.conv3x3_max_pool2(x, kernel)
         else:
-            y = nn.max_pool(jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_DIMS),
+            y = nn.max_pool(jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=CONV_DIMS),
                             (2, 2), strides=(2, 2))
         return y + bias
 
@@ -188,11 +188,11 @@ class Upsample2x2(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        x, kernel, bias = _kernel_and_bias(self, x, 2)
+        x, kernel, bias = conv_params(self, x, 2)
         if self.impl == "ops":
             y = ops.upsample2x2(x, kernel)
         else:
-            y = jax.lax.conv_transpose(x, kernel[::-1, ::-1], (2, 2), "VALID", dimension_numbers=_DIMS)
+            y = jax.lax.conv_transpose(x, kernel[::-1, ::-1], (2, 2), "VALID", dimension_numbers=CONV_DIMS)
         return y + bias
 
 
@@ -212,11 +212,11 @@ class Conv(nn.Module):
     @nn.compact
     def __call__(self, x: Array) -> Array:
         op, stride, padding = {2: (ops.downsample2x2, 2, "VALID"), 3: (ops.conv3x3, 1, "SAME")}[self.size]
-        x, kernel, bias = _kernel_and_bias(self, x, self.size)
+        x, kernel, bias = conv_params(self, x, self.size)
         if self.impl == "ops":
             y = op(x, kernel)
         else:
-            y = jax.lax.conv_general_dilated(x, kernel, (stride, stride), padding, dimension_numbers=_DIMS)
+            y = jax.lax.conv_general_dilated(x, kernel, (stride, stride), padding, dimension_numbers=CONV_DIMS)
         return y + bias
 
 

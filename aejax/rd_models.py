@@ -37,11 +37,11 @@ from aejax import ops
 from aejax.config import MNIST_SHAPE, Config
 from aejax.losses import register_loss
 from aejax.models import (
-    _DIMS,
+    CONV_DIMS,
     Conv,
-    _kernel_and_bias,
     compute_dtype,
     conv_impl,
+    conv_params,
     image_shape,
     pad_to_multiple,
     register_model,
@@ -148,7 +148,7 @@ def down5x5(x: Array, kernel: Array, impl: str = "ops") -> Array:
     convolution. Same values.
     """
     if impl == "xla":
-        return jax.lax.conv_general_dilated(x, kernel, (2, 2), ((2, 2), (2, 2)), dimension_numbers=_DIMS)
+        return jax.lax.conv_general_dilated(x, kernel, (2, 2), ((2, 2), (2, 2)), dimension_numbers=CONV_DIMS)
     c, f = kernel.shape[2:]
     k6 = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0))).reshape(3, 2, 3, 2, c, f)  # [dh, rh, dw, rw, C, F]
     return ops.conv3x3(_to_depth(pad_to_multiple(x, 2)), k6.transpose(0, 2, 1, 3, 4, 5).reshape(3, 3, 4 * c, f))
@@ -164,7 +164,7 @@ def up5x5(x: Array, kernel: Array, impl: str = "ops") -> Array:
     """
     if impl == "xla":
         return jax.lax.conv_general_dilated(x, kernel[::-1, ::-1], (1, 1), ((2, 3), (2, 3)), lhs_dilation=(2, 2),
-                                            dimension_numbers=_DIMS)
+                                            dimension_numbers=CONV_DIMS)
     c, f = kernel.shape[2:]
     order = np.array([4, 5, 2, 3, 0, 1])  # (offset d + 1, phase r) -> kernel index r + 2 - 2d (5: zero)
     k6 = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))[order][:, order].reshape(3, 2, 3, 2, c, f)
@@ -181,7 +181,7 @@ class Conv5x5(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        x, kernel, bias = _kernel_and_bias(self, x, 5)
+        x, kernel, bias = conv_params(self, x, 5)
         return (up5x5 if self.up else down5x5)(x, kernel, self.impl) + bias
 
 
