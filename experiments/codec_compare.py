@@ -10,8 +10,10 @@ For each dataset (every training and test image of MNIST and photo_patches), wit
   payload = file minus the 19-byte header; the model's own estimate (its entropy model's -log2 likelihood of
   the quantised codes) beside them;
 - CompressAI's `bmshj2018-factorized` architecture (`FactorizedPrior(N, M)`, the same N and M, batch, epochs,
-  learning rate and training images; `experiments/compressai_peer.py`, in CompressAI's own environment), its
-  rate the bytes of its `compress()` strings (payload only: it writes no header);
+  learning rate and schedule and training images; `experiments/compressai_peer.py`, in CompressAI's own
+  environment), its rate the bytes of its `compress()` strings (payload only: it writes no header); on
+  photo_patches also `bmshj2018-hyperprior` (`ScaleHyperprior(N, M)`; its strides need images padded to a
+  multiple of 64, which on MNIST's 28x28 makes it five times the pixels, too slow to train here);
 - PNG (lossless), JPEG (Pillow, optimised tables) and WebP (Pillow, lossy, method 6) at qualities 5-95, their
   rate the file, and the payload = file minus an all-black image's file at the same quality;
 - the entropy estimate of the earlier compression study: an MSE-trained `conv_strided` autoencoder (code 32,
@@ -20,10 +22,15 @@ For each dataset (every training and test image of MNIST and photo_patches), wit
 Distortion: PSNR of the mean MSE over the test images and mean SSIM (`aejax.metrics`). Writes `codec.json`
 (every point, the bits per image each codec needs at 20, 25 and 30 dB, BD-rates, training speeds), `table.md`
 and `codec.png` (bits per image against PSNR and SSIM).
+
+aejax's trained models are kept in `--runs` and reused when the script runs again with the same settings (a
+finished run is reloaded, an interrupted one resumed); settings that differ are a one-line error naming the
+directory.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -46,10 +53,12 @@ QUALITIES = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
 RELATIVE_STEPS = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
 TARGETS_DB = (20.0, 25.0, 30.0)
 SETTINGS = {  # dataset -> what is trained and coded
-    "mnist": {"train": None, "test": None, "epochs": 3, "lmbdas": (0.0003, 0.001, 0.003, 0.01, 0.1)},
-    "photo_patches": {"train": None, "test": None, "epochs": 30, "lmbdas": (0.0003, 0.001, 0.003, 0.01, 0.1)},
+    "mnist": {"train": None, "test": None, "epochs": 3, "lmbdas": (0.0003, 0.001, 0.003, 0.01, 0.1),
+              "peers": ("factorized",)},
+    "photo_patches": {"train": None, "test": None, "epochs": 30, "lmbdas": (0.0003, 0.001, 0.003, 0.01, 0.1),
+                      "peers": ("factorized", "hyperprior")},
 }
-CHANNELS, LATENT, BATCH, LR = 32, 32, 32, 2e-3
+CHANNELS, LATENT, BATCH, LR, SCHEDULE = 32, 32, 32, 2e-3, "constant"
 SPEED_IMAGES, SPEED_REPEATS = 4000, 3
 
 
@@ -63,23 +72,23 @@ def load(dataset: str, settings: dict) -> tuple[np.ndarray, np.ndarray]:
 
 def rd_config(model: str, dataset: str, epochs: int) -> aejax.Config:
     return aejax.Config(model=model, dataset=dataset, latent_dim=LATENT, epochs=epochs, batch_size=BATCH, lr=LR,
-                        model_kwargs={"channels": CHANNELS})
+                        schedule=SCHEDULE, model_kwargs={"channels": CHANNELS})
 
 
-def last_speed(run_dir: Path) -> float:
-    """Images per second (summed over the run's models) of the run's last epoch, which compiles nothing."""
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return float(json.loads(lines[-1])["images_per_second"])
+def training_speed(run_dir: Path) -> dict:
+    """From the run's metrics: images per second (summed over its models) of its last epoch, which compiles
+    nothing, and the seconds of all its epochs."""
+    epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {"images_per_second_all_models": float(epochs[-1]["images_per_second"]),
+            "train_seconds": float(sum(e["epoch_seconds"] for e in epochs))}
 
 
 def aejax_curves(model: str, dataset: str, train: np.ndarray, test: np.ndarray, settings: dict,
                  runs: Path) -> tuple[list[dict], dict]:
     run_dir = runs / f"{dataset}_{model}"
     lmbdas = list(settings["lmbdas"])
-    start = time.perf_counter()
     aejax.run(rd_config(model, dataset, settings["epochs"]), run_dir, sweep={"lmbda": lmbdas}, data=(train, test),
-              overwrite=True, log=lambda *_: None)
-    seconds = time.perf_counter() - start
+              resume=True, log=lambda *_: None)
     points = []
     for i, lmbda in enumerate(lmbdas):
         codec = Codec.from_run(run_dir, member=i)
@@ -89,15 +98,14 @@ def aejax_curves(model: str, dataset: str, train: np.ndarray, test: np.ndarray, 
         if not exact:
             raise AejaxError(f"{model} lmbda {lmbda}: decoded images differ from the model's reconstruction")
         x = np.asarray(test, np.float32) / 255.0
-        estimate = np.concatenate([np.asarray(codec.model.apply(codec.variables, x[j:j + 500], method="rd_terms")[1])
+        rd_terms = jax.jit(functools.partial(codec.model.apply, method="rd_terms"))
+        estimate = np.concatenate([np.asarray(rd_terms(codec.variables, x[j:j + 500])[1])
                                    for j in range(0, len(x), 500)])
         points.append({"lmbda": lmbda, "bits_per_image": float(np.mean([8 * len(f) for f in files])),
                        "payload_bits_per_image": float(np.mean([payload_bits(f) for f in files])),
                        "estimated_bits_per_image": float(estimate.mean()), "decoded_exactly": exact,
                        **metrics.score(test, decoded)})
-    speed = {"models": len(lmbdas), "images_per_second_all_models": last_speed(run_dir),
-             "run_seconds_with_compilation_and_coding_excluded": seconds}
-    return points, speed
+    return points, {"models": len(lmbdas), **training_speed(run_dir)}
 
 
 def single_model_speed(dataset: str, images: np.ndarray) -> float:
@@ -117,7 +125,7 @@ def single_model_speed(dataset: str, images: np.ndarray) -> float:
 def conv_entropy_curve(dataset: str, train: np.ndarray, test: np.ndarray, epochs: int, runs: Path) -> list[dict]:
     run_dir = runs / f"{dataset}_conv_strided"
     result = aejax.run(aejax.Config(model="conv_strided", dataset=dataset, latent_dim=32, epochs=epochs,
-                                    batch_size=BATCH), run_dir, data=(train, test), overwrite=True,
+                                    batch_size=BATCH), run_dir, data=(train, test), resume=True,
                        log=lambda *_: None)
     model, variables = result.model, result.variables[0]
     codes = np.asarray(aejax.encode(model, variables, test))
@@ -150,7 +158,7 @@ def run_peer(python: str, train: np.ndarray, test: np.ndarray, lmbdas, epochs: i
     np.savez(data, train=train, test=test)
     command = [python, str(Path(__file__).with_name("compressai_peer.py")), str(data), str(out), "--model", model,
                "--channels", str(CHANNELS), "--latent", str(LATENT), "--lmbdas", ",".join(map(str, lmbdas)),
-               "--epochs", str(epochs), "--batch-size", str(BATCH), "--lr", str(LR)]
+               "--epochs", str(epochs), "--batch-size", str(BATCH), "--lr", str(LR), "--schedule", SCHEDULE]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise AejaxError(f"the CompressAI peer failed: {done.stderr.strip().splitlines()[-1:]}")
@@ -187,32 +195,41 @@ def compressai_curve(python: str, train: np.ndarray, test: np.ndarray, settings:
     return points, info
 
 
+def front(points: list[dict], key: str) -> list[tuple[float, float]]:
+    """(PSNR, bits) of the curve's points that no other point beats (fewer or as many bits with a higher PSNR),
+    by rising bits: the operating points anyone would choose. A lambda whose model came out worse than a cheaper
+    one's is left out, so every curve rises and its fits and interpolations are meaningful."""
+    pts = sorted((p[key], p["psnr_db"]) for p in points if p.get("psnr_db") is not None and p[key] > 0)
+    kept: list[tuple[float, float]] = []
+    for bits, psnr in pts:
+        if not kept or psnr > kept[-1][0]:
+            kept.append((psnr, bits))
+    return kept
+
+
 def bits_at(points: list[dict], psnr: float, key: str) -> float | None:
-    """Bits per image at `psnr` dB, interpolating log-bits linearly in PSNR between the curve's points (None
-    outside the curve's range)."""
-    pts = sorted((p["psnr_db"], p[key]) for p in points if p.get("psnr_db") is not None and p[key] > 0)
+    """Bits per image at `psnr` dB on the curve's front, interpolating log-bits linearly in PSNR between its
+    points (None outside the front's range)."""
+    pts = front(points, key)
     if len(pts) < 2 or not pts[0][0] <= psnr <= pts[-1][0]:
         return None
     return float(np.exp(np.interp(psnr, [p for p, _ in pts], [np.log(b) for _, b in pts])))
 
 
 def bd_rate(test: list[dict], anchor: list[dict], key: str) -> float | None:
-    """Bjontegaard delta rate (%) of `test` against `anchor`: the mean difference in bits at equal PSNR over the
-    PSNR range both cover, from cubic fits of log-rate against PSNR (a lower-degree fit with fewer than 4
-    points); negative means `test` needs fewer bits. None where the ranges do not overlap."""
-    def fit(points: list[dict]):
-        pts = sorted((p["psnr_db"], np.log10(p[key])) for p in points if p.get("psnr_db") is not None and p[key] > 0)
-        psnr, rate = np.array([p for p, _ in pts]), np.array([r for _, r in pts])
-        return psnr, np.polyfit(psnr, rate, min(3, len(pts) - 1))
-
-    (pa, fa), (pb, fb) = fit(test), fit(anchor)
-    low, high = max(pa.min(), pb.min()), min(pa.max(), pb.max())
+    """Bjontegaard delta rate (%) of `test` against `anchor`: the mean difference in log-bits at equal PSNR over
+    the PSNR range both fronts cover (`front`), each front's log-bits interpolated piecewise linearly in PSNR (as
+    `bits_at`; the classic cubic fit oscillates through curves of a few points spanning 1-2 dB); negative means
+    `test` needs fewer bits. None where a front has fewer than 2 points or the ranges do not overlap."""
+    fa, fb = front(test, key), front(anchor, key)
+    if len(fa) < 2 or len(fb) < 2:
+        return None
+    low, high = max(fa[0][0], fb[0][0]), min(fa[-1][0], fb[-1][0])
     if not high > low:
         return None
-    ia, ib = np.polyint(fa), np.polyint(fb)
-    mean_diff = ((np.polyval(ia, high) - np.polyval(ia, low)) - (np.polyval(ib, high) - np.polyval(ib, low))) / (
-        high - low)
-    return float((10 ** mean_diff - 1) * 100)
+    grid = np.linspace(low, high, 1001)
+    log_bits = [np.interp(grid, [p for p, _ in f], np.log10([b for _, b in f])) for f in (fa, fb)]
+    return float((10 ** np.mean(log_bits[0] - log_bits[1]) - 1) * 100)
 
 
 def summarise(curves: dict[str, list[dict]]) -> dict:
@@ -283,25 +300,43 @@ def main() -> None:
     p = cli.ArgumentParser(prog="python -m experiments.codec_compare", description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="output directory (codec.json, table.md, codec.png)")
     p.add_argument("--runs", default="runs/codec", help="where the trained models' run directories go")
-    p.add_argument("--compressai-python", required=True,
+    p.add_argument("--compressai-python",
                    help="the Python of an environment with compressai installed (see the docstring)")
     p.add_argument("--datasets", default="mnist,photo_patches", help="comma-separated, of " + ", ".join(SETTINGS))
     p.add_argument("--overwrite", action="store_true", help="replace the result files if they exist")
+    p.add_argument("--resummarise", action="store_true",
+                   help="train and code nothing: recompute the summaries, table and figure from --out's codec.json "
+                        "(with --overwrite)")
     args = p.parse_args()
 
+    def resummarise(out: Path) -> None:
+        try:
+            report = json.loads((out / "codec.json").read_text())
+        except (OSError, ValueError) as e:
+            raise AejaxError(f"--resummarise needs a codec.json this script wrote in {out} ({e})") from None
+        refuse_overwrite([out / "codec.json", out / "table.md", out / "codec.png"], args.overwrite)
+        for part in report["datasets"].values():
+            part["summary"] = summarise(part["curves"])
+        write_json(out / "codec.json", report)
+        write_atomic(out / "table.md", table(report))
+        figure(report, out / "codec.png")
+        print(table(report))
+
     def body() -> None:
+        if args.resummarise:
+            return resummarise(Path(args.out))
         names = [d for d in args.datasets.split(",") if d]
         unknown = [d for d in names if d not in SETTINGS]
         if unknown or not names:
             raise AejaxError(f"--datasets takes {', '.join(SETTINGS)}, got {args.datasets!r}")
-        if not Path(args.compressai_python).is_file():
+        if not args.compressai_python or not Path(args.compressai_python).is_file():
             raise AejaxError(f"--compressai-python {args.compressai_python} does not exist")
         out = make_output_dir(args.out)
         refuse_overwrite([out / "codec.json", out / "table.md", out / "codec.png"], args.overwrite)
         runs = make_output_dir(args.runs)
         report = {"command": "python -m experiments.codec_compare " + " ".join(sys.argv[1:]),
                   "architecture": {"channels_N": CHANNELS, "latent_M": LATENT, "batch_size": BATCH, "lr": LR,
-                                   "schedule": "constant", "seed": 0}, "environment": environment(), "datasets": {}}
+                                   "schedule": SCHEDULE, "seed": 0}, "environment": environment(), "datasets": {}}
         for dataset in names:
             settings = SETTINGS[dataset]
             train, test = load(dataset, settings)
@@ -310,9 +345,9 @@ def main() -> None:
                 curves[f"aejax {model}"], speed[f"aejax_{model}_sweep"] = aejax_curves(
                     model, dataset, train, test, settings, runs)
                 print(f"{dataset} {model}: done", flush=True)
-            curves["compressai factorized"], peer = compressai_curve(args.compressai_python, train, test, settings,
-                                                                     runs, "factorized")
-            speed["compressai_factorized_training_runs"] = peer
+            for peer in settings["peers"]:
+                curves[f"compressai {peer}"], speed[f"compressai_{peer}_training_runs"] = compressai_curve(
+                    args.compressai_python, train, test, settings, runs, peer)
             speed["side_by_side"] = speeds(args.compressai_python, dataset, train, runs)
             print(f"{dataset} compressai: done", flush=True)
             curves["conv_strided entropy estimate"] = conv_entropy_curve(dataset, train, test, settings["epochs"],

@@ -1,15 +1,15 @@
 """CompressAI's bmshj2018 models trained and run as the codec comparison's peer, in CompressAI's own environment.
 
     .venv-compressai/bin/python experiments/compressai_peer.py DATA.npz OUT.npz --model factorized \
-        --channels 32 --latent 32 --lmbdas 0.004,0.016 --epochs 2 --batch-size 32 --lr 1e-3 --seed 0
+        --channels 32 --latent 32 --lmbdas 0.004,0.016 --epochs 2 --batch-size 32 --lr 1e-3 --schedule constant
 
 CompressAI needs PyTorch and numpy < 2, which aejax's environment does not hold, so
 `experiments/codec_compare.py` runs this script with another interpreter and reads its output; it imports no
 aejax. DATA.npz holds `train` and `test`, uint8 `[N, H, W, C]`. For each lambda it trains
 `compressai.models.FactorizedPrior(N, M)` or `ScaleHyperprior(N, M)` (a 1-channel first and last layer for grey
-images) with CompressAI's training recipe (loss lambda * 255^2 * MSE + bpp, Adam on the network with the learning
-rate decayed to 0 on a cosine over the run as aejax's `cosine` schedule, a second Adam on the entropy bottleneck's
-quantile loss), then `update()`s its coding tables and codes each test image alone
+images) with CompressAI's training recipe (loss lambda * 255^2 * MSE + bpp, Adam on the network with a constant
+learning rate, or one decayed to 0 on a cosine over the run as aejax's `cosine` schedule, and a second Adam on
+the entropy bottleneck's quantile loss), then `update()`s its coding tables and codes each test image alone
 with `compress()` / `decompress()`. Images are zero-padded at the bottom and right to a multiple of 16
 (factorized) or 64 (hyperprior), as the models' strides need, and decoded images cropped back. OUT.npz holds,
 per lambda, the decoded test images (float32 in [0, 1]), each image's bytes (the sum of its `compress()`
@@ -43,7 +43,7 @@ def pad(x: torch.Tensor, multiple: int) -> torch.Tensor:
 
 
 def train(net: torch.nn.Module, images: np.ndarray, lmbda: float, epochs: int, batch: int, lr: float,
-          multiple: int, seed: int) -> tuple[float, int]:
+          schedule_name: str, multiple: int, seed: int) -> tuple[float, int]:
     """Train in place; returns (seconds, images seen)."""
     main = [p for name, p in net.named_parameters() if not name.endswith(".quantiles")]
     aux = [p for name, p in net.named_parameters() if name.endswith(".quantiles")]
@@ -52,7 +52,8 @@ def train(net: torch.nn.Module, images: np.ndarray, lmbda: float, epochs: int, b
     generator = torch.Generator().manual_seed(seed)
     h, w = data.shape[-2:]
     steps = len(data) // batch
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps)  # aejax's "cosine"
+    schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps) if schedule_name == "cosine"
+                else torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0))
     start = time.perf_counter()
     net.train()
     for _ in range(epochs):
@@ -100,6 +101,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, required=True)
     p.add_argument("--batch-size", type=int, required=True)
     p.add_argument("--lr", type=float, required=True)
+    p.add_argument("--schedule", choices=("constant", "cosine"), required=True)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     data = np.load(args.data)
@@ -109,8 +111,8 @@ def main() -> None:
     for i, lmbda in enumerate(float(v) for v in args.lmbdas.split(",")):
         torch.manual_seed(args.seed)
         net = build(args.model, args.channels, args.latent, train_images.shape[-1])
-        seconds, seen = train(net, train_images, lmbda, args.epochs, args.batch_size, args.lr, multiple,
-                              args.seed)
+        seconds, seen = train(net, train_images, lmbda, args.epochs, args.batch_size, args.lr, args.schedule,
+                              multiple, args.seed)
         decoded, sizes = code(net, test_images, multiple)
         result[f"decoded_{i}"], result[f"bytes_{i}"] = decoded, sizes
         info.append({"lmbda": lmbda, "train_seconds": seconds, "images_per_second": seen / seconds})
