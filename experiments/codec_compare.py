@@ -30,7 +30,6 @@ directory.
 
 from __future__ import annotations
 
-import functools
 import json
 import subprocess
 import sys
@@ -97,10 +96,7 @@ def aejax_curves(model: str, dataset: str, train: np.ndarray, test: np.ndarray, 
         exact = bool(np.array_equal(decoded, codec.reconstruct(test)))
         if not exact:
             raise AejaxError(f"{model} lmbda {lmbda}: decoded images differ from the model's reconstruction")
-        x = np.asarray(test, np.float32) / 255.0
-        rd_terms = jax.jit(functools.partial(codec.model.apply, method="rd_terms"))
-        estimate = np.concatenate([np.asarray(rd_terms(codec.variables, x[j:j + 500])[1])
-                                   for j in range(0, len(x), 500)])
+        estimate = codec.estimated_bits(test)
         points.append({"lmbda": lmbda, "bits_per_image": float(np.mean([8 * len(f) for f in files])),
                        "payload_bits_per_image": float(np.mean([payload_bits(f) for f in files])),
                        "estimated_bits_per_image": float(estimate.mean()), "decoded_exactly": exact,

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from aejax import chunks
 from aejax.config import Config
 from aejax.errors import AejaxError
 from aejax.rd_models import SCALE_TABLE, SYMBOL_BOUND, RateDistortionAutoencoder
@@ -46,6 +47,7 @@ MAGIC = b"AEJX"
 VERSION = 1
 HEADER = struct.Struct("<4sBBHHB4sI")  # magic, version, kind, H, W, C, model hash, payload CRC-32
 KINDS = {False: 1, True: 2}  # hyperprior -> kind byte
+ESTIMATE_CHUNK = 500  # images per model call when estimating rates
 
 
 def model_hash(config: Config, variables: dict) -> bytes:
@@ -90,6 +92,8 @@ class Codec:
             lambda v: v[0], f(x[None])), xs))  # per image, with a batch of one
         self._symbols = one(apply("symbols"))
         self._decode = one(apply("decode"))
+        self._estimate = jax.jit(lambda x: chunks.map_over_chunks(lambda part: apply("rd_terms")(part)[1], x,
+                                                                  ESTIMATE_CHUNK))
         values = jnp.arange(-SYMBOL_BOUND, SYMBOL_BOUND + 1, dtype=jnp.float32)[:, None]  # [2R + 1, 1]
         density = apply(lambda m, v: m.density.likelihood(jnp.broadcast_to(v, (v.shape[0], m.density.channels))))
         self._tables = np.asarray(density(values), np.float64).T  # [channels, 2R + 1]: each bin's mass
@@ -116,6 +120,13 @@ class Codec:
         y_hat, _ = self._symbols(x)
         out = np.asarray(self._decode(y_hat))
         return out if batched else out[0]
+
+    def estimated_bits(self, images) -> np.ndarray:
+        """The model's own rate for each image, float32 `[N]` (`[]` for one image `[H, W, C]`): its entropy
+        model's -log2 likelihood of the quantised codes, which a file's payload (`payload_bits`) approaches."""
+        x, batched = _as_batch(images, self.shape)
+        bits = np.asarray(self._estimate(x))
+        return bits if batched else bits[0]
 
     def encode(self, images) -> list[bytes] | bytes:
         """Each image (uint8 or float in [0, 1], `[N, H, W, C]`) as the bytes of one file; one image
