@@ -292,6 +292,18 @@ def figure(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def outputs(out: Path) -> list[Path]:
+    return [out / "codec.json", out / "table.md", out / "codec.png"]
+
+
+def write_table_and_figure(report: dict, out: Path) -> None:
+    """`table.md` and `codec.png` from the report (also printed)."""
+    text = table(report)
+    write_atomic(out / "table.md", text)
+    figure(report, out / "codec.png")
+    print(text)
+
+
 def main() -> None:
     p = cli.ArgumentParser(prog="python -m experiments.codec_compare", description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="output directory (codec.json, table.md, codec.png)")
@@ -310,13 +322,11 @@ def main() -> None:
             report = json.loads((out / "codec.json").read_text())
         except (OSError, ValueError) as e:
             raise AejaxError(f"--resummarise needs a codec.json this script wrote in {out} ({e})") from None
-        refuse_overwrite([out / "codec.json", out / "table.md", out / "codec.png"], args.overwrite)
+        refuse_overwrite(outputs(out), args.overwrite)
         for part in report["datasets"].values():
             part["summary"] = summarise(part["curves"])
         write_json(out / "codec.json", report)
-        write_atomic(out / "table.md", table(report))
-        figure(report, out / "codec.png")
-        print(table(report))
+        write_table_and_figure(report, out)
 
     def body() -> None:
         if args.resummarise:
@@ -328,7 +338,7 @@ def main() -> None:
         if not args.compressai_python or not Path(args.compressai_python).is_file():
             raise AejaxError(f"--compressai-python {args.compressai_python} does not exist")
         out = make_output_dir(args.out)
-        refuse_overwrite([out / "codec.json", out / "table.md", out / "codec.png"], args.overwrite)
+        refuse_overwrite(outputs(out), args.overwrite)
         runs = make_output_dir(args.runs)
         report = {"command": "python -m experiments.codec_compare " + " ".join(sys.argv[1:]),
                   "architecture": {"channels_N": CHANNELS, "latent_M": LATENT, "batch_size": BATCH, "lr": LR,
@@ -354,9 +364,7 @@ def main() -> None:
                                                         "image_shape": list(test.shape[1:])},
                                            "curves": curves, "speed": speed, "summary": summarise(curves)}
             write_json(out / "codec.json", report)
-        write_atomic(out / "table.md", table(report))
-        figure(report, out / "codec.png")
-        print(table(report))
+        write_table_and_figure(report, out)
 
     cli.cli(body)
 

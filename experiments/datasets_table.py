@@ -61,8 +61,8 @@ def main() -> None:
         write_atomic(out / "table.md", "\n".join(lines) + "\n")
         print("\n".join(lines))
 
-
     cli.cli(body)
+
 
 if __name__ == "__main__":
     main()

@@ -4,9 +4,9 @@
 
 aejax itself runs on the device from the carried checkout with nothing added: without tensorflow-datasets it
 reads MNIST from the IDX files, and without tensorboardX it skips TensorBoard events; only `aejax.codec` needs
-constriction. The kit carries them (and
-each package they need that the device image lacks, `experiments/device_packages.txt`) so the device can run the
-same tfds pipeline and events as here, at the versions installed in this environment. Each wheel is fetched with
+constriction. The kit carries them (and each package they need that the device image lacks,
+`experiments/device_packages.txt`) so the device can run the same tfds pipeline, events and codec as here, at the
+versions installed in this environment. Each wheel is fetched with
 `pip download --no-deps --only-binary=:all:` for CPython 3.12 and the manylinux platforms; a package published
 only as source is built here into a pure-Python wheel (refused if the build is not `py3-none-any`). The kit must
 stay under 64 MiB (what a device call may carry). On the device, before the command:
