@@ -3,10 +3,12 @@ and the real MNIST prepared once per session into a temporary tfds data dir.
 
 The session and every command-line subprocess it starts share one persistent JAX compilation cache in a
 temporary directory (removed at exit): the tests compile the same programs in many processes, and on a 2-core
-CPU compilation is most of their time. It changes no result: a cached executable is the compiled one. They also
-compile with XLA's backend (LLVM) optimisation level 0 unless `XLA_FLAGS` names a level: the programs are the
-same HLO, compiled about twice as fast into slower machine code, which the tests' tiny shapes do not notice. The
-main command, the experiments and the benchmarks compile at XLA's default level.
+CPU compilation is most of their time. It changes no result: a cached executable is the compiled one. Unless
+`XLA_FLAGS` names a backend optimisation level, they also compile for speed of compiling: LLVM at level 0, and,
+where the installed XLA knows the flags (asked once, in a subprocess: XLA aborts on a flag it does not know),
+loops emitted by XLA:CPU's elemental emitter rather than its MLIR fusion emitters, in one LLVM module. The
+programs are the same HLO, compiled about three times as fast into slower machine code, which the tests' tiny
+shapes do not notice. The main command, the experiments and the benchmarks compile with XLA's defaults.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import atexit
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -23,8 +26,13 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # before anything imports jax
     atexit.register(shutil.rmtree, _cache, ignore_errors=True)
     os.environ.update(JAX_COMPILATION_CACHE_DIR=_cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                       JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0"]).strip()
+if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):  # xdist workers inherit the result
+    _flags = [*os.environ.get("XLA_FLAGS", "").split(), "--xla_backend_optimization_level=0"]
+    _faster = [*_flags, "--xla_cpu_use_fusion_emitters=false", "--xla_cpu_parallel_codegen_split_count=1"]
+    _probe = subprocess.run([sys.executable, "-c", "import jax; jax.numpy.zeros(1).block_until_ready()"],
+                            env={**os.environ, "XLA_FLAGS": " ".join(_faster), "JAX_PLATFORMS": "cpu"},
+                            capture_output=True)
+    os.environ["XLA_FLAGS"] = " ".join(_faster if _probe.returncode == 0 else _flags)
 
 import numpy as np
 import pytest
