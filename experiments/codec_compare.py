@@ -52,9 +52,9 @@ QUALITIES = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
 RELATIVE_STEPS = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
 TARGETS_DB = (20.0, 25.0, 30.0)
 SETTINGS = {  # dataset -> what is trained and coded
-    "mnist": {"train": None, "test": None, "epochs": 3, "lmbdas": (0.0003, 0.001, 0.003, 0.01, 0.1),
+    "mnist": {"train": None, "test": None, "epochs": 3, "lmbdas": (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.1),
               "peers": ("factorized",)},
-    "photo_patches": {"train": None, "test": None, "epochs": 30, "lmbdas": (0.0003, 0.001, 0.003, 0.01, 0.1),
+    "photo_patches": {"train": None, "test": None, "epochs": 30, "lmbdas": (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.1),
                       "peers": ("factorized", "hyperprior")},
 }
 CHANNELS, LATENT, BATCH, LR, SCHEDULE = 32, 32, 32, 2e-3, "constant"
