@@ -21,7 +21,8 @@ For each dataset (every training and test image of MNIST and photo_patches), wit
 
 Distortion: PSNR of the mean MSE over the test images and mean SSIM (`aejax.metrics`). Writes `codec.json`
 (every point, the bits per image each codec needs at 20, 25 and 30 dB, BD-rates, training speeds), `table.md`
-and `codec.png` (bits per image against PSNR and SSIM).
+and `codec.png` (bits per image against PSNR and SSIM; lines join each curve's PSNR front, crosses mark the points
+off it).
 
 aejax's trained models are kept in `--runs` and reused when the script runs again with the same settings (a
 finished run is reloaded, an interrupted one resumed); settings that differ are a one-line error naming the
@@ -272,15 +273,22 @@ def figure(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = list(report["datasets"])
+    codecs = list(dict.fromkeys(name for part in report["datasets"].values() for name in part["curves"]))
+    colours = {name: f"C{i % 10}" for i, name in enumerate(codecs)}  # one colour per codec in every panel
     fig, axes = plt.subplots(len(names), 2, figsize=(11, 4.2 * len(names)), squeeze=False)
     for row, dataset in enumerate(names):
         for col, metric in enumerate(("psnr_db", "ssim")):
             ax = axes[row][col]
             for name, points in report["datasets"][dataset]["curves"].items():
+                chosen = {bits for _, bits in front(points, "payload_bits_per_image")}
                 pts = sorted((p["payload_bits_per_image"], p[metric]) for p in points
                              if p.get(metric) is not None and p["payload_bits_per_image"] > 0 and p["mse"] > 0)
-                if pts:
-                    ax.plot(*zip(*pts), marker="o", ms=3, label=name)
+                on = [(b, v) for b, v in pts if b in chosen]
+                off = [(b, v) for b, v in pts if b not in chosen]
+                if on:
+                    ax.plot(*zip(*on), marker="o", ms=3, color=colours[name], label=name)
+                if off:  # points off the PSNR front (a lambda that came out worse than a cheaper one)
+                    ax.plot(*zip(*off), ls="none", marker="x", ms=5, color=colours[name])
             ax.set_xscale("log")
             ax.set_xlabel("payload bits per image")
             ax.set_ylabel("PSNR (dB)" if metric == "psnr_db" else "SSIM")
