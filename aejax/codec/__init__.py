@@ -139,9 +139,8 @@ class Codec:
         y_hat, z_hat = jax.device_get(self._symbols(x))
         scales = None if z_hat is None else np.asarray(self._scales(jnp.asarray(z_hat)))
         files = []
-        for i in range(len(y_hat)):
-            payload = self._words(y_hat[i], None if z_hat is None else z_hat[i],
-                                  None if scales is None else scales[i]).astype("<u4").tobytes()
+        for words in self._words(y_hat, z_hat, scales):
+            payload = words.astype("<u4").tobytes()
             files.append(HEADER.pack(MAGIC, VERSION, self.kind, *self.shape, self.hash, zlib.crc32(payload))
                          + payload)
         return files if batched else files[0]
@@ -163,26 +162,28 @@ class Codec:
         else:
             z_hat, scales = None, None
             y_hat = np.stack([self._decode_factorized(c, self._code_shape, labels[i]) for i, c in enumerate(coders)])
-        for i, words in enumerate(payloads):  # a range decoder cannot tell where its data ends: compare instead
-            again = self._words(y_hat[i], None if z_hat is None else z_hat[i], None if scales is None else scales[i])
+        # A range decoder cannot tell where its data ends: accept only the words encode writes for these symbols.
+        for label, words, again in zip(labels, payloads, self._words(y_hat, z_hat, scales), strict=True):
             if not np.array_equal(again, words):
-                raise AejaxError(f"{labels[i]} holds data its codes do not explain: it is not a file of this model")
+                raise AejaxError(f"{label} holds data its codes do not explain: it is not a file of this model")
         out = np.asarray(self._decode(jnp.asarray(y_hat, jnp.float32)))
         return out[0] if single else out
 
     # --- the entropy coder -----------------------------------------------------------------------------------
 
-    def _words(self, y: np.ndarray, z: np.ndarray | None, scales: np.ndarray | None) -> np.ndarray:
-        """The coder's words (uint32) for one image's symbols: `y` [h, w, M], and for the hyperprior its hyper
-        code `z` (coded first) and the scales it gives."""
-        coder = constriction.stream.queue.RangeEncoder()
-        y = np.asarray(y).astype(np.int32)
-        if z is None:
-            self._encode_factorized(coder, y)
-        else:
-            self._encode_factorized(coder, np.asarray(z).astype(np.int32))
-            coder.encode(y.ravel(), self._gaussian, np.zeros(y.size), self._table_scales(scales))
-        return coder.get_compressed()
+    def _words(self, y_hat: np.ndarray, z_hat: np.ndarray | None, scales: np.ndarray | None) -> list[np.ndarray]:
+        """The coder's words (uint32) for each image's symbols: `y_hat` [N, h, w, M], and for the hyperprior its
+        hyper codes `z_hat` (coded first) and the scales they give (None for the factorized model)."""
+        words = []
+        for i, y in enumerate(np.asarray(y_hat).astype(np.int32)):
+            coder = constriction.stream.queue.RangeEncoder()
+            if z_hat is None:
+                self._encode_factorized(coder, y)
+            else:
+                self._encode_factorized(coder, np.asarray(z_hat[i]).astype(np.int32))
+                coder.encode(y.ravel(), self._gaussian, np.zeros(y.size), self._table_scales(scales[i]))
+            words.append(coder.get_compressed())
+        return words
 
     def _encode_factorized(self, coder, symbols: np.ndarray) -> None:  # symbols [h, w, channels] int32
         rows = np.broadcast_to(np.arange(symbols.shape[-1]), symbols.shape).ravel()
