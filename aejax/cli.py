@@ -1,5 +1,5 @@
-"""The command lines: `python -m aejax.train` (or `aejax-train`), the study scripts' `study_main`, and the
-argparse pieces the experiment scripts share. The top layer: nothing in `aejax` imports it.
+"""The training command line, `python -m aejax.train` (or `aejax-train`), and the argparse pieces the codec's
+command line and the experiment scripts share.
 
 Every `Config` field gets a flag generated from the dataclass (`--latent-dim`, `--weight-decay`, ...), typed
 from its annotation and described by its `help` metadata, so a new field cannot be left without one. Errors a
@@ -20,13 +20,15 @@ import json
 import os
 import sys
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
-from aejax import datasets, loop, models, parallel, study, train
-from aejax.config import MNIST_PIXELS, Config
-from aejax.configs.study import ARMS, DEPTHS, Arm, parse_arms
+from aejax import models
+from aejax.config import Config
+from aejax.data import registry as datasets
 from aejax.errors import AejaxError
+from aejax.training import loop, parallel
+from aejax.training import step as train
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -220,44 +222,5 @@ def main(argv: list[str] | None = None) -> None:
         result = loop.run(config, args.out, seeds=seeds, sweep=parse_sweep(args.sweep), data_dir=args.data_dir,
                            mnist_dir=args.mnist_dir, resume=args.resume, overwrite=args.overwrite)
         print(json.dumps(result.rows, indent=2))
-
-    cli(body)
-
-
-def study_main(default_arms: Sequence[Arm], argv: list[str] | None = None,
-               prog: str = "python -m experiments.study") -> None:
-    """The shared command line of the study scripts (`experiments/study.py`, `linear_depths.py`, `conv_depths.py`)."""
-    p = ArgumentParser(prog=prog, description="Compare autoencoders across code sizes on MNIST.")
-    p.add_argument("--out", required=True, help="output directory (runs/, results.json, figures)")
-    p.add_argument("--depths", default=None,
-                   help=f"code sizes, comma-separated (default: {','.join(map(str, DEPTHS))}); an arm whose "
-                        f"architecture fixes its size (conv_original: 392) runs at that size, which an explicit "
-                        f"--depths must list")
-    p.add_argument("--seeds", default="0,1,2", help="seeds, comma-separated (trained together with vmap)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs for every arm (default: each arm's, 5)")
-    p.add_argument("--arms", default=",".join(a.label for a in default_arms),
-                   help=f"arms to run, from: {', '.join(ARMS)}")
-    p.add_argument("--train-examples", type=int, default=None, help="train on the first N images only")
-    p.add_argument("--data-dir", default=None, help="where tfds keeps prepared data")
-    p.add_argument("--mnist-dir", default=None, help="directory with the four MNIST .gz IDX files")
-    p.add_argument("--compile-cache", default=None, metavar="DIR",
-                   help="keep compiled programs in DIR (JAX's persistent cache): a rerun loads them")
-    args = p.parse_args(argv)
-
-    def body() -> None:
-        if args.compile_cache:
-            train.use_compile_cache(args.compile_cache)
-        depths = DEPTHS if args.depths is None else parse_ints(args.depths, "--depths")
-        seeds = parse_ints(args.seeds, "--seeds")
-        if not depths or any(not 0 < d <= MNIST_PIXELS for d in depths):
-            raise AejaxError(f"--depths must be integers in 1..{MNIST_PIXELS}, got {args.depths!r}")
-        arms = parse_arms(args.arms)
-        unlisted = [f"{a.label} ({','.join(map(str, a.depths))})" for a in arms
-                    if args.depths is not None and a.depths is not None and not set(a.depths) & set(depths)]
-        if unlisted:
-            raise AejaxError(f"--depths {args.depths} leaves out the fixed code size of arm(s) {', '.join(unlisted)}; "
-                             f"add it to --depths or drop the arm from --arms")
-        study.run_study(arms, args.out, depths=depths, seeds=seeds, epochs=args.epochs,
-                        train_examples=args.train_examples, data_dir=args.data_dir, mnist_dir=args.mnist_dir)
 
     cli(body)

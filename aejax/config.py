@@ -3,8 +3,8 @@
 A `Config` is plain data: it checks its own types and ranges on construction and imports nothing but
 `aejax.errors`, so building or reading one never depends on what is registered and never touches a JAX
 backend. What depends on the registries (the model's default loss and `model_kwargs`, a fixed code size,
-settings the model would not read) is checked by `aejax.models.resolve`, which `aejax.train.make_trainer` and
-`aejax.loop.run` call; `config.json` holds the resolved config, so a run directory alone says how it was
+settings the model would not read) is checked by `aejax.models.resolve`, which `aejax.training.step.make_trainer` and
+`aejax.training.loop.run` call; `config.json` holds the resolved config, so a run directory alone says how it was
 produced. Each field carries a one-line `help` in its metadata, from which `aejax.cli` generates the command
 line: a new field gets its flag without further edits.
 """
@@ -41,20 +41,20 @@ def _field(default: Any, help: str) -> Any:  # noqa: A002 - argparse's name for 
 class Config:
     """Every setting of one training run (each field's `help` metadata says what it does).
 
-    `dataset` names the images (`aejax.datasets`) and `image_shape` is their (H, W, C): empty until a run or
+    `dataset` names the images (`aejax.data.registry`) and `image_shape` is their (H, W, C): empty until a run or
     `models.resolve` sets it from the data or the dataset, so `config.json` records it and every model builds
     from it. `latent_dim` is the code size (the study's "encoding depth"); `conv_original` is the original
     study's conv model, fixed at widths (64, 8) and a 7x7x8 = 392 code on 28x28x1 images. `optimizer` is any
     optax optimizer by name (or one registered with `aejax.register_optimizer`), with `optimizer_kwargs` its own
-    arguments; `aejax.optimizers` builds it. `data_parallel` shards each batch over all devices (see
-    `aejax.parallel`); `shard_data` also splits the training images' rows over the devices instead of copying
+    arguments; `aejax.training.optimizers` builds it. `data_parallel` shards each batch over all devices (see
+    `aejax.training.parallel`); `shard_data` also splits the training images' rows over the devices instead of copying
     them to each. The last partial batch of each epoch is dropped: 60,000 is divisible by the original batch
     size 25. A setting that only one model, schedule or optimizer reads is an error elsewhere rather than
     silently ignored.
     """
 
     dataset: str = _field("mnist", "the images: mnist, lfw_faces, photo_patches, or a tfds dataset prepared in "
-                                   "--data-dir (aejax.datasets)")
+                                   "--data-dir (aejax.data.registry)")
     image_shape: tuple[int, ...] = _field((), "the images' H,W,C; unset: the dataset's, set by a run from its data "
                                               "(config.json records it)")
 
@@ -82,7 +82,7 @@ class Config:
     matmul_precision: str = _field("default", "float32 matmul precision in training: default (the backend's: "
                                               "full fp32 on CPU, TF32 on recent GPUs, one bf16 pass on TPU), high "
                                               "or highest (full fp32 everywhere); evaluation is always highest")
-    conv_impl: str = _field("auto", "how conv layers compute: ops (aejax.ops matmul forms, fast on CPU), xla "
+    conv_impl: str = _field("auto", "how conv layers compute: ops (aejax.models.ops matmul forms, fast on CPU), xla "
                                     "(lax convolutions, for GPU/TPU) or auto (ops on CPU, else xla); the "
                                     "parameters are the same, so a checkpoint reloads under either")
     seed: int = _field(0, "the one integer that fixes initialisation, data order and noise")
@@ -259,7 +259,7 @@ def _default(name: str) -> Any:
 
 def check_read(config: Config, model_reads: Collection[str]) -> None:
     """A setting that the chosen model (reading `model_reads` of `MODEL_FIELDS`), schedule or noise would not
-    read is an error, not ignored (the optimizer's are checked by `aejax.optimizers`)."""
+    read is an error, not ignored (the optimizer's are checked by `aejax.training.optimizers`)."""
     this_model = (config.model,)
     readers = {  # setting -> (the field that decides whether it is read, the values that read it)
         "hidden": ("model", this_model if "hidden" in model_reads else ()),

@@ -22,11 +22,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aejax import cli, train
+from aejax import cli
 from aejax.config import MNIST_SHAPE, Config
 from aejax.data import load_mnist
 from aejax.environment import environment
 from aejax.files import refuse_overwrite, write_json
+from aejax.training import step as train
 
 WORKLOADS = {
     "linear_d32_b25": Config(model="linear", latent_dim=32, batch_size=25),

@@ -4,8 +4,8 @@
     python -m experiments.codec_compare --out docs/codec --compressai-python .venv-compressai/bin/python
 
 For each dataset (every training and test image of MNIST and photo_patches), with seed 0:
-- aejax's `rd_factorized` and `rd_hyperprior` (`aejax.rd_models`) trained through `aejax.run` with a sweep of
-  `lmbda` (all rate points in one vmapped program), then every test image coded to a file with `aejax.codec`,
+- aejax's `rd_factorized` and `rd_hyperprior` (`aejax.models.rate_distortion`) trained through `aejax.run` with a
+  sweep of `lmbda` (all rate points in one vmapped program), then every test image coded to a file with `aejax.codec`,
   decoded, and checked bit for bit against the model's quantised reconstruction; rate = file bytes, and the
   payload = file minus the 19-byte header; the model's own estimate (its entropy model's -log2 likelihood of
   the quantised codes) beside them;
@@ -19,7 +19,7 @@ For each dataset (every training and test image of MNIST and photo_patches), wit
 - the entropy estimate of the earlier compression study: an MSE-trained `conv_strided` autoencoder (code 32,
   same epochs) whose codes are uniformly quantised, the rate estimated by the codes' empirical entropy.
 
-Distortion: PSNR of the mean MSE over the test images and mean SSIM (`aejax.metrics`). Writes `codec.json`
+Distortion: PSNR of the mean MSE over the test images and mean SSIM (`aejax.evaluation.metrics`). Writes `codec.json`
 (every point, the bits per image each codec needs at 20, 25 and 30 dB, BD-rates, training speeds), `table.md`
 and `codec.png` (bits per image against PSNR and SSIM; lines join each curve's PSNR front, crosses mark the points
 off it).
@@ -41,13 +41,15 @@ import jax
 import numpy as np
 
 import aejax
-from aejax import cli, compression, datasets, metrics
-from aejax import train as training
+from aejax import cli
 from aejax.codec import Codec, payload_bits
 from aejax.data import load_mnist
+from aejax.data import registry as datasets
 from aejax.environment import environment
 from aejax.errors import AejaxError
+from aejax.evaluation import compression, metrics
 from aejax.files import make_output_dir, refuse_overwrite, write_atomic, write_json
+from aejax.training import step as training
 
 QUALITIES = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
 RELATIVE_STEPS = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2)

@@ -9,11 +9,12 @@ error is written beside it, never chosen on. Writes `variants.json` and `variant
 
 import jax
 
-from aejax import cli, selection
+from aejax import cli
 from aejax.configs.study import ARMS, CONV_BASELINES, CONV_CANDIDATES
 from aejax.data import load_mnist
 from aejax.errors import AejaxError
 from aejax.files import make_output_dir
+from experiments import selection
 
 
 def main() -> None:

@@ -14,10 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from aejax import cli, datasets, loop, metrics
+from aejax import cli
 from aejax.config import Config
+from aejax.data import registry as datasets
+from aejax.evaluation import metrics
 from aejax.files import refuse_overwrite, write_atomic, write_json
-from aejax.results import result_row
+from aejax.training import loop
+from aejax.training.results import result_row
 
 CODE = 32
 SETTINGS = {"lfw_faces": {"epochs": 60, "batch_size": 20}, "photo_patches": {"epochs": 20, "batch_size": 25}}

@@ -16,12 +16,15 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from aejax import baselines, cli, corruption, inference, loop, metrics, plots
+from aejax import cli
 from aejax.configs.study import parse_arms
-from aejax.data import load_mnist
+from aejax.data import corruption, load_mnist
 from aejax.environment import environment
 from aejax.errors import AejaxError
+from aejax.evaluation import baselines, metrics, plots
 from aejax.files import make_output_dir, refuse_overwrite, write_json
+from aejax.models import inference
+from aejax.training import loop
 
 NOISE_SEED = 1234  # the fixed noisy test set
 

@@ -23,13 +23,14 @@ from pathlib import Path
 
 import jax
 
-from aejax import cli, study
+from aejax import cli
 from aejax.configs.study import LINEAR
 from aejax.data import load_mnist
 from aejax.environment import environment
 from aejax.errors import AejaxError
 from aejax.files import refuse_overwrite, write_json
 from experiments import benchmark, seeds_vmap
+from experiments import depth_study as study
 
 CONV_WORKLOADS = ("conv_original_b25", "conv_original_b128")
 

@@ -20,11 +20,13 @@ from pathlib import Path
 
 import jax
 
-from aejax import cli, loop, train
+from aejax import cli
 from aejax.config import Config
 from aejax.data import load_mnist
 from aejax.environment import environment
 from aejax.files import refuse_overwrite, write_json
+from aejax.training import loop
+from aejax.training import step as train
 
 
 class Timeline:

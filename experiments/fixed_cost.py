@@ -2,7 +2,7 @@
 
     python -m experiments.fixed_cost --out benchmarks/fixed_cost_cpu.json
 
-Each case trains `linear` d32 for 5 epochs on 100 images (4 steps of 25 an epoch) through `aejax.loop.run`, in a
+Each case trains `linear` d32 for 5 epochs on 100 images (4 steps of 25 an epoch) through `aejax.run`, in a
 fresh process (as a user's run starts), and splits its wall time: tracing, lowering to MLIR and XLA compilation
 (JAX's own monitoring events; a cache hit counts as its retrieval), checkpoint saves (the time the loop waits in
 orbax), the reconstruction figure, and the epochs themselves (5 x the median of epochs 2-5). `outside epochs` is
@@ -34,8 +34,10 @@ def child(out: str, cache: str | None, checkpoint_every: int) -> dict:
     """One timed run in this (fresh) process; the phases in seconds."""
     import jax
 
-    from aejax import checkpoint, data, loop, rundir, train
+    from aejax import data
     from aejax.config import Config
+    from aejax.training import checkpoint, loop, rundir
+    from aejax.training import step as train
 
     if cache:
         train.use_compile_cache(cache)

@@ -46,14 +46,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aejax import cli, metrics, study, train
+from aejax import cli
 from aejax.config import Config
 from aejax.configs.study import LINEAR
 from aejax.data import load_mnist
 from aejax.environment import environment
 from aejax.errors import AejaxError
+from aejax.evaluation import metrics
 from aejax.files import refuse_overwrite, write_json
+from aejax.training import step as train
 from experiments import benchmark
+from experiments import depth_study as study
 
 REPO = Path(__file__).resolve().parent.parent
 STAGES = (("environment", 0.02), ("roofline", 0.10), ("correctness", 0.12), ("throughput", 0.28), ("study", 0.24),

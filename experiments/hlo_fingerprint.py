@@ -21,10 +21,11 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from aejax import cli, train
+from aejax import cli
 from aejax.config import MNIST_SHAPE
 from aejax.environment import environment
 from aejax.files import refuse_overwrite, write_json
+from aejax.training import step as train
 from experiments.benchmark import WORKLOADS
 
 _FRAME_TABLES = ("FileNames", "FunctionNames", "FileLocations", "StackFrames")

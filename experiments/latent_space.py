@@ -13,14 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
-from aejax import cli, inference, metrics, plots
+from aejax import cli
 from aejax.configs.study import parse_arms
 from aejax.data import load_mnist
 from aejax.environment import environment
 from aejax.errors import AejaxError
+from aejax.evaluation import metrics, plots
 from aejax.files import make_output_dir, refuse_overwrite, write_json
-from aejax.restore import load_model
-from aejax.study import study_run_dir
+from aejax.models import inference
+from aejax.training.restore import load_model
+from experiments.depth_study import study_run_dir
 
 
 def main() -> None:

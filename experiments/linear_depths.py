@@ -5,8 +5,8 @@
 Arms, settings and expected results: `aejax/configs/study.py` and the README.
 """
 
-from aejax import cli
 from aejax.configs.study import LINEAR
+from experiments.depth_study import study_main
 
 if __name__ == "__main__":
-    cli.study_main(LINEAR, prog="python -m experiments.linear_depths")
+    study_main(LINEAR, prog="python -m experiments.linear_depths")

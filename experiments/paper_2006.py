@@ -12,14 +12,17 @@ test error). Runs are resumed, not redone, when the command is repeated.
 
 import jax
 
-from aejax import cli, loop, metrics, selection
+from aejax import cli
 from aejax.config import MNIST_PIXELS
 from aejax.configs.paper_2006 import BEST, CODE, HELD_OUT, PAPER, PAPER_TABLE, VARIANTS
 from aejax.data import load_mnist
 from aejax.environment import environment
 from aejax.errors import AejaxError
+from aejax.evaluation import metrics
 from aejax.files import make_output_dir, write_atomic, write_json
-from aejax.results import result_row
+from aejax.training import loop
+from aejax.training.results import result_row
+from experiments import selection
 
 RESULT_COLUMNS = [("aejax model (code 30)", "{name}"), ("SE per test image", "{test_se_per_image:.2f}"),
                   ("test MSE", "{test_mse:.5f}"), ("epochs", "{epochs}"), ("parameters", "{params:,}"),

@@ -1,5 +1,5 @@
 """Where the conv autoencoder's train step spends its time: each layer's forward + backward, with XLA's own
-operations differentiated by JAX against `aejax.ops` with its hand-written gradients.
+operations differentiated by JAX against `aejax.models.ops` with its hand-written gradients.
 
     python -m experiments.profile_conv [--batch-size 25]
 
@@ -16,7 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from aejax import cli, ops
+from aejax import cli
+from aejax.models import ops
 
 REPEATS = 20
 DIMS = ("NHWC", "HWIO", "NHWC")
@@ -61,7 +62,7 @@ def main() -> None:
         x = jax.random.normal(key, (b, h, h, c))
         kernel = jax.random.normal(key, (3, 3, c, f))
         dp = jax.random.normal(key, (b, h // 2, h // 2, f))
-        for label, block in (("XLA autodiff", reference_block), ("aejax.ops", aejax_block)):
+        for label, block in (("XLA autodiff", reference_block), ("aejax.models.ops", aejax_block)):
             dk = time_us(lambda x, k, dp, g=block: jax.vjp(lambda k: g(x, k), k)[1](dp), x, kernel, dp)
             both = time_us(lambda x, k, dp, g=block: jax.vjp(g, x, k)[1](dp), x, kernel, dp)
             print(f"{name:>20} {label:>13}: d kernel {dk:9.1f}   d kernel + d input {both:9.1f}", flush=True)
@@ -75,7 +76,7 @@ def main() -> None:
     def aejax_decoder(z: jax.Array, k1: jax.Array, k2: jax.Array) -> jax.Array:
         return ops.unblock(nn.sigmoid(ops.upsample2x2(nn.relu(ops.upsample2x2(z, k1)), k2)))
 
-    for label, dec in (("XLA autodiff", reference_decoder), ("aejax.ops", aejax_decoder)):
+    for label, dec in (("XLA autodiff", reference_decoder), ("aejax.models.ops", aejax_decoder)):
         us = time_us(lambda z, a, c, d=dec: jax.vjp(d, z, a, c)[1](jnp.ones((b, 28, 28, 1))), z, k1, k2)
         print(f"{'decoder (2 deconvs)':>20} {label:>13}: all gradients {us:9.1f}", flush=True)
 

@@ -4,8 +4,8 @@
 
 Reloads the study's trained models (seed 0, no retraining) for the arms `linear` and `conv` at every depth,
 quantises their codes uniformly at several step sizes (relative to the code's standard deviation), estimates
-the rate as the empirical entropy of the symbols (`aejax.compression`), decodes and scores. PCA codes fitted on
-the training images are quantised the same way. PNG (lossless) and JPEG (Pillow, optimised Huffman tables) are
+the rate as the empirical entropy of the symbols (`aejax.evaluation.compression`), decodes and scores. PCA codes
+fitted on the training images are quantised the same way. PNG (lossless) and JPEG (Pillow, optimised Huffman tables) are
 reported as whole files and as payload: the file minus an all-black image's file (headers and tables), since the
 codes' entropy estimate pays no such overhead. Writes `rate_distortion.json` and `rate_distortion.png`.
 """
@@ -16,15 +16,17 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from aejax import cli, compression, inference, metrics, plots
+from aejax import cli
 from aejax.config import MNIST_SHAPE
 from aejax.configs.study import parse_arms
 from aejax.data import load_mnist
 from aejax.environment import environment
 from aejax.errors import AejaxError
+from aejax.evaluation import compression, metrics, plots
 from aejax.files import make_output_dir, refuse_overwrite, write_json
-from aejax.restore import load_model
-from aejax.study import study_runs
+from aejax.models import inference
+from aejax.training.restore import load_model
+from experiments.depth_study import study_runs
 
 RELATIVE_STEPS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
 JPEG_QUALITIES = (5, 10, 20, 40, 60, 80, 95)

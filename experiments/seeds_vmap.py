@@ -1,5 +1,5 @@
 """Wall time of K seeds trained together (one jit(vmap(epoch)) program) against K runs one after another; with
-`--lrs`, of a learning-rate sweep in one program (`aejax.sweeps`) against one run per learning rate.
+`--lrs`, of a learning-rate sweep in one program (`aejax.training.sweeps`) against one run per learning rate.
 
     python -m experiments.seeds_vmap --out benchmarks/seeds_vmap_cpu.json [--model linear --latent-dim 64]
         [--ks 1,4,8] [--epochs 1] [--train-examples 60000]
@@ -19,12 +19,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aejax import cli, parallel, sweeps, train
+from aejax import cli
 from aejax.config import Config
 from aejax.data import load_mnist
 from aejax.environment import environment
 from aejax.errors import AejaxError
 from aejax.files import refuse_overwrite, write_json
+from aejax.training import parallel, sweeps
+from aejax.training import step as train
 
 
 def train_seeds(config: Config, seeds: list[int], images: np.ndarray, lrs: list[float] | None = None) -> float:

@@ -5,8 +5,8 @@
 Arms, settings and expected results: `aejax/configs/study.py` and the README.
 """
 
-from aejax import cli
 from aejax.configs.study import CONV, LINEAR
+from experiments.depth_study import study_main
 
 if __name__ == "__main__":
-    cli.study_main(LINEAR + CONV, prog="python -m experiments.study")
+    study_main(LINEAR + CONV, prog="python -m experiments.study")

@@ -5,9 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aejax import checkpoint, files, train
+from aejax import files
 from aejax.config import Config
 from aejax.errors import AejaxError
+from aejax.training import checkpoint
+from aejax.training import step as train
 from tests.helpers import fill_disk, tmpfs
 
 

@@ -16,8 +16,8 @@ from PIL import Image
 import aejax
 from aejax.codec import HEADER, Codec, payload_bits
 from aejax.codec.__main__ import main as codec_main
-from aejax.loop import RunResult
-from aejax.rd_models import down5x5, up5x5
+from aejax.models.rate_distortion import down5x5, up5x5
+from aejax.training.loop import RunResult
 
 LMBDAS = [0.01, 0.1]
 

@@ -3,7 +3,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from aejax import compression
+from aejax.evaluation import compression
 
 
 def test_quantize_and_dequantize_by_hand():

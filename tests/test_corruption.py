@@ -3,9 +3,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aejax import baselines, corruption, metrics, train
 from aejax.config import Config
+from aejax.data import corruption
 from aejax.errors import AejaxError
+from aejax.evaluation import baselines, metrics
+from aejax.training import step as train
 
 
 def test_corruptions_have_the_requested_strength():

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aejax import data, mnist_idx, mnist_tfds
+from aejax import data
+from aejax.data import mnist_idx, mnist_tfds
 from aejax.errors import AejaxError
 from tests.helpers import REPO, idx_bytes, run_cli, without
 
@@ -261,8 +262,8 @@ def test_a_run_trains_where_tfds_and_tensorboardx_cannot_be_imported(tmp_path, m
     assert len(warned) == 2, warned
     assert "tensorflow-datasets cannot be imported" in warned[0] and "tensorboardX is not installed" in warned[1]
     assert not (out / "tensorboard").exists() or not any((out / "tensorboard").rglob("events*"))
-    from aejax import loop
     from aejax.config import Config
+    from aejax.training import loop
 
     train = data.read_idx(data.VENDORED_DIR / data.FILES["train"][0], data.PINNED_SHA256[data.FILES["train"][0]])
     reference = loop.run(Config(epochs=1, train_examples=500, batch_size=50, latent_dim=16), tmp_path / "reference",

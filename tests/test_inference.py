@@ -3,9 +3,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aejax import inference, metrics, models
+from aejax import models
 from aejax.config import Config
 from aejax.errors import AejaxError
+from aejax.evaluation import metrics
+from aejax.models import inference
 
 
 def _model(config: Config):

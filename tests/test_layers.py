@@ -59,7 +59,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_no_import_cycle_in_aejax():
     graph = import_graph()
-    assert {"aejax.train", "aejax.loop", "aejax.cli", "aejax.config"} <= set(graph)
+    assert {"aejax.training.step", "aejax.training.loop", "aejax.cli", "aejax.config"} <= set(graph)
     cycle = find_cycle(graph)
     assert cycle is None, " -> ".join(cycle)
 
@@ -72,11 +72,12 @@ def test_the_cycle_finder_finds_a_cycle():
 def test_the_library_never_imports_the_command_line_or_the_experiments():
     graph = import_graph()
     importers = sorted(m for m, edges in graph.items() if "aejax.cli" in edges)
-    assert importers == ["aejax.codec.__main__", "aejax.train.__main__"]  # the command-line entry points only
+    assert importers == ["aejax.codec.__main__", "aejax.train"]  # the command-line entry points only
     assert not any(m.endswith("__main__") for edges in graph.values() for m in edges)
     for path in PACKAGE.rglob("*.py"):
-        assert "experiments" not in {getattr(n, "module", None) or "" for n in ast.walk(ast.parse(path.read_text()))
-                                     if isinstance(n, ast.ImportFrom)}, path
+        imported = {getattr(n, "module", None) or "" for n in ast.walk(ast.parse(path.read_text()))
+                    if isinstance(n, ast.ImportFrom)}
+        assert not any(m.split(".")[0] == "experiments" for m in imported), path
 
 
 @pytest.mark.slow  # fresh processes; CI runs it (`pytest -m slow`)

@@ -2,7 +2,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aejax import baselines, metrics
+from aejax.evaluation import baselines, metrics
 
 
 def test_pca_reconstruction_matches_numpy_svd(mnist_test_images):

@@ -12,8 +12,14 @@ import pytest
 
 import aejax
 import tests.stateful_plugin  # noqa: F401 - registers conv_bn from outside the package
-from aejax import Config, datasets, image_sets, inference, loop, metrics, models, optimizers, train
+from aejax import Config, models
+from aejax.data import image_sets
+from aejax.data import registry as datasets
 from aejax.errors import AejaxError
+from aejax.evaluation import metrics
+from aejax.models import inference
+from aejax.training import loop, optimizers
+from aejax.training import step as train
 
 QUIET = {"log": lambda *_: None}
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aejax import ops
+from aejax.models import ops
 
 DIMS = ("NHWC", "HWIO", "NHWC")
 
@@ -23,7 +23,7 @@ def reference_conv_pool(x, kernel):
 
 
 def assert_same_derivatives(f, g, x, kernel, rtol=1e-5):
-    """Equal values, equal forward-mode derivatives (`jvp`, the rules `aejax.ops` defines) for random tangents,
+    """Equal values, equal forward-mode derivatives (`jvp`, the rules `aejax.models.ops` defines) for random tangents,
     and equal gradients (`vjp`, the transposes JAX derives from them) for a random output cotangent; each side
     one compiled program."""
     cot = jax.random.normal(jax.random.key(9), jax.eval_shape(f, x, kernel).shape)

@@ -11,15 +11,18 @@ import jax
 import numpy as np
 import pytest
 
-from aejax import loop
 from aejax.errors import AejaxError
-from aejax.restore import load_model
+from aejax.training import loop
+from aejax.training.restore import load_model
 from tests.helpers import REPO
 
 SCRIPT = r"""
 import json, sys
 import jax, numpy as np
-from aejax import data, loop, parallel, restore
+from aejax import data
+from aejax.training import loop
+from aejax.training import parallel
+from aejax.training import restore
 from aejax.config import Config
 assert jax.device_count() == 8, jax.devices()
 images = data.read_idx(data.VENDORED_DIR / "t10k-images-idx3-ubyte.gz", None)[:2000]
@@ -67,7 +70,9 @@ def test_eight_devices_match_one_device_and_checkpoints_restore_on_one(tmp_path)
 WORKER = r"""
 import json, sys
 import jax
-from aejax import data, loop, parallel
+from aejax import data
+from aejax.training import loop
+from aejax.training import parallel
 from aejax.config import Config
 assert parallel.maybe_initialize_distributed()
 assert (jax.process_count(), jax.device_count(), jax.local_device_count()) == (2, 8, 4)
@@ -111,7 +116,7 @@ def test_two_processes_each_load_their_rows_and_match_one_device(tmp_path):
 
 
 def test_a_batch_the_devices_do_not_divide_names_the_nearest_that_do(monkeypatch):
-    from aejax import parallel
+    from aejax.training import parallel
 
     monkeypatch.setattr(parallel.jax, "devices", lambda: [None] * 8)
     with pytest.raises(AejaxError, match="batch_size 25 is not divisible by the 8 devices of data-parallel "

@@ -25,7 +25,7 @@ def test_every_link_and_named_path_exists():
         for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):  # [text](target) and ![alt](target)
             if "://" not in target and not (doc.parent / target).exists():
                 missing.append(f"{doc.name}: link {target}")
-        for path in re.findall(r"`([A-Za-z0-9_./-]+)`", text):  # `aejax/loop.py`, `docs/study/`
+        for path in re.findall(r"`([A-Za-z0-9_./-]+)`", text):  # `aejax/training/loop.py`, `docs/study/`
             if path.startswith(ROOTS) and "<" not in path and not (REPO / path).exists():
                 missing.append(f"{doc.name}: path {path}")
     assert not missing, missing
@@ -67,8 +67,8 @@ def test_readme_and_library_blocks_run_as_written(tmp_path, prepared_data_dir):
 
 def test_the_documented_checkpoint_layout_restores_with_plain_orbax(tmp_path, mnist_test_images):
     # docs/training.md's orbax snippet, run as written in a process that never imports aejax, on a real run.
-    from aejax import loop
     from aejax.config import Config
+    from aejax.training import loop
 
     snippet = python_blocks(REPO / "docs" / "training.md")
     assert "ocp.CheckpointManager" in snippet and "import aejax" not in snippet

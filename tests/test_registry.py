@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 
 import aejax
-from aejax import Config, loop, losses, models, train
+from aejax import Config, models
 from aejax.errors import AejaxError
+from aejax.training import loop, losses
+from aejax.training import step as train
 from tests.helpers import run_cli
 
 PLUGIN = textwrap.dedent('''

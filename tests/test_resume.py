@@ -17,11 +17,12 @@ import jax
 import numpy as np
 import pytest
 
-from aejax import cli, loop
+from aejax import cli
 from aejax.config import Config
 from aejax.errors import AejaxError
-from aejax.restore import load_model
-from aejax.rundir import RunDir
+from aejax.training import loop
+from aejax.training.restore import load_model
+from aejax.training.rundir import RunDir
 from tests.helpers import REPO, fill_disk, run_cli, run_in_process, tmpfs
 
 ARGS = ["--model", "linear", "--latent-dim", "64", "--epochs", "4", "--train-examples", "3000"]
@@ -29,7 +30,8 @@ ARGS = ["--model", "linear", "--latent-dim", "64", "--epochs", "4", "--train-exa
 # `python -c SELF_SIGNAL EPOCH SIGNAL <aejax.train flags>`: the CLI's run, signalling itself after EPOCH.
 SELF_SIGNAL = r"""
 import os, signal, sys
-from aejax import cli, loop
+from aejax import cli
+from aejax.training import loop
 epoch, name, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
 args = cli.parse_args(argv)
 
@@ -140,7 +142,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, trained)
 HOLDER = r"""
 import json, sys
 from aejax.config import Config
-from aejax.rundir import RunDir
+from aejax.training.rundir import RunDir
 saved = json.loads(open(sys.argv[1] + "/config.json").read())
 run_dir = RunDir.open(sys.argv[1], Config.from_dict(saved["config"]), saved["seeds"], resume=True, overwrite=False)
 print("holding", flush=True)

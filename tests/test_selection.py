@@ -1,4 +1,4 @@
-"""Model selection on held-out training images (`aejax.selection`) and the scripts built on it."""
+"""Model selection on held-out training images (`experiments.selection`) and the scripts built on it."""
 
 import json
 
@@ -6,9 +6,11 @@ import jax
 import numpy as np
 import pytest
 
-from aejax import metrics, restore, selection
 from aejax.config import Config
 from aejax.errors import AejaxError
+from aejax.evaluation import metrics
+from aejax.training import restore
+from experiments import selection
 from tests.helpers import run_cli
 
 

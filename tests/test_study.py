@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from aejax import cli
 from aejax.configs.study import CONV, LINEAR
+from experiments.depth_study import study_main
 from tests.helpers import run_cli, run_in_process
 
 ROW_KEYS = {"model", "variant", "latent_dim", "compression_ratio", "epochs", "seed", "test_mse", "test_psnr_db",
@@ -60,7 +60,7 @@ def test_study_rejects_bad_flags(tmp_path, capsys):
                           (["--train-examples", "70000"], "train_examples must be an integer in 1..60000"),
                           (["--arms", "conv_original", "--depths", "32"],
                            "leaves out the fixed code size of arm(s) conv_original (392)")):
-        code, _, stderr = run_in_process(capsys, lambda argv: cli.study_main(LINEAR + CONV, argv),
+        code, _, stderr = run_in_process(capsys, lambda argv: study_main(LINEAR + CONV, argv),
                                          "--out", str(tmp_path / "s"), *args)
         assert not (tmp_path / "s").exists()
         assert code == 2 and message in stderr, stderr

@@ -4,9 +4,10 @@ import jax
 import numpy as np
 import pytest
 
-from aejax import Config, loop, sweeps
+from aejax import Config
 from aejax.errors import AejaxError
-from aejax.restore import load_model
+from aejax.training import loop, sweeps
+from aejax.training.restore import load_model
 
 
 def quiet(*_):

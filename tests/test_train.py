@@ -9,10 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aejax import loop, metrics, models, train
+from aejax import models
 from aejax.config import Config
 from aejax.errors import AejaxError
-from aejax.restore import load_model
+from aejax.evaluation import metrics
+from aejax.training import loop
+from aejax.training import step as train
+from aejax.training.restore import load_model
 
 
 def _state(config: Config, seed: int = 0):

@@ -1,7 +1,7 @@
 """Every JAX transform through every registered model: forward mode (`jvp`, `jacfwd`), reverse mode (`jacrev`),
 `hessian` and forward-over-reverse Hessian-vector products of `encode`, `decode` and the loss.
 
-The conv models compute with `aejax.ops` (matmul forms with their own derivative rules); each transform of
+The conv models compute with `aejax.models.ops` (matmul forms with their own derivative rules); each transform of
 them is checked against the same model computing with lax's own convolution and `nn.max_pool` (`conv_impl
 xla`, same parameters) to 1e-5. The other models are flax layers throughout; for them forward and reverse mode
 must agree with each other. Full Jacobians and Hessians are taken with respect to a 6x6 patch of the image (and
@@ -18,8 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aejax import metrics, models, train
+from aejax import models
 from aejax.config import Config
+from aejax.evaluation import metrics
+from aejax.training import step as train
 
 
 @pytest.fixture(autouse=True)

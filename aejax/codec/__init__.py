@@ -1,5 +1,5 @@
-"""A learned image codec: a trained `rd_factorized` / `rd_hyperprior` model (`aejax.rd_models`) and an entropy
-coder (constriction's range coder) turn images into bytes and back.
+"""A learned image codec: a trained `rd_factorized` / `rd_hyperprior` model (`aejax.models.rate_distortion`) and
+an entropy coder (constriction's range coder) turn images into bytes and back.
 
     codec = Codec.from_run("runs/rd", member={"lmbda": 0.01})
     files = codec.encode(images)           # uint8 or float [N, H, W, C] (or one [H, W, C]) -> list of bytes
@@ -42,10 +42,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aejax import chunks
 from aejax.config import Config
 from aejax.errors import AejaxError
-from aejax.rd_models import SCALE_TABLE, SYMBOL_BOUND, RateDistortionAutoencoder
+from aejax.evaluation import chunks
+from aejax.models.rate_distortion import SCALE_TABLE, SYMBOL_BOUND, RateDistortionAutoencoder
 
 MAGIC = b"AEJX"
 VERSION = 2  # 1: ANS-coded payloads (no longer read)
@@ -112,7 +112,7 @@ class Codec:
     def from_run(cls, run_dir: str | Path, seed: int | None = None,
                  member: int | dict[str, float] | None = None) -> Codec:
         """The codec of a trained run's model (`aejax.load_model`'s `seed` and `member`)."""
-        from aejax.restore import load_model
+        from aejax.training.restore import load_model
 
         return cls(*load_model(run_dir, seed=seed, member=member))
 

@@ -97,7 +97,7 @@ def code_curve(codes: np.ndarray, decode, images: np.ndarray, relative_steps: tu
     `decode` maps float codes to float reconstructions in [0, 1]. Returns one dict per step with `bits_per_image`,
     `mse`, `psnr_db`, `ssim`.
     """
-    from aejax import metrics
+    from aejax.evaluation import metrics
 
     scale = float(np.std(codes))
     points = []

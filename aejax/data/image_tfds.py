@@ -2,7 +2,7 @@
 and the reader of any tfds dataset prepared as ArrayRecord.
 
 `ArraysBuilder` writes uint8 `Tensor` images (no labels) to ArrayRecord from arrays computed in memory
-(`aejax.image_sets`), read back through `as_data_source`, as `aejax.mnist_tfds` does for MNIST. A set is
+(`aejax.data.image_sets`), read back through `as_data_source`, as `aejax.data.mnist_tfds` does for MNIST. A set is
 prepared once into the tfds data directory (`data_dir`, else `$TFDS_DATA_DIR`, else `~/tensorflow_datasets`);
 every later load compares what it reads with the arrays its source gives (a few milliseconds for these sizes),
 so damaged prepared files are one line naming the directory, never trained on.
@@ -17,8 +17,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from array_record.python import array_record_data_source  # noqa: F401 - tfds reads ArrayRecord lazily
 
+from aejax.data.image_sets import BUILDERS
 from aejax.errors import AejaxError
-from aejax.image_sets import BUILDERS
 
 
 class ArraysBuilder(tfds.core.GeneratorBasedBuilder):
@@ -26,7 +26,7 @@ class ArraysBuilder(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Built from scikit-image's bundled files, without TensorFlow."}
-    SET = ""  # the key of aejax.image_sets.BUILDERS
+    SET = ""  # the key of aejax.data.image_sets.BUILDERS
 
     def _info(self) -> tfds.core.DatasetInfo:
         _, shape, description = BUILDERS[self.SET]

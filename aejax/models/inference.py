@@ -18,9 +18,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from aejax.chunks import map_over_chunks
 from aejax.errors import AejaxError
-from aejax.metrics import to_float
+from aejax.evaluation.chunks import map_over_chunks
+from aejax.evaluation.metrics import to_float
 
 Array = jax.Array
 

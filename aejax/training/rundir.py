@@ -8,9 +8,9 @@ is written atomically (`aejax.files`). A run directory holds:
 
     config.json      the resolved config, the seeds (and sweep members), package versions, device and host
     metrics.jsonl    one line per epoch: train loss and test MSE per model, seconds, images/s
-    results.json     one row per model (`aejax.results.result_row`): test MSE, PSNR, SSIM, parameters, seconds
+    results.json     one row per model (`aejax.training.results.result_row`): test MSE, PSNR, SSIM, parameters, seconds
     recon.png        the first ten test digits and their reconstructions (first model)
-    tensorboard/     event files, one folder per model (`aejax.events`)
+    tensorboard/     event files, one folder per model (`aejax.training.events`)
     checkpoints/     orbax, a step every `checkpoint_every` epochs and the last, the latest `keep_checkpoints` kept
 """
 
@@ -26,13 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from aejax import inference, plots
 from aejax.config import Config
 from aejax.environment import environment
 from aejax.errors import AejaxError
-from aejax.events import EventLog
+from aejax.evaluation import plots
 from aejax.files import make_output_dir, write_atomic, write_json
-from aejax.parallel import is_writer
+from aejax.models import inference
+from aejax.training.events import EventLog
+from aejax.training.parallel import is_writer
 
 LOCK_FILE = ".lock"
 RUN_FILES = ("config.json", "metrics.jsonl", "results.json", "recon.png", "tensorboard", "checkpoints")

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aejax.chunks import sum_over_chunks
+from aejax.evaluation.chunks import sum_over_chunks
 
 Array = jax.Array
 HIGHEST = jax.lax.Precision.HIGHEST  # metrics and baselines never depend on a backend's fast matmul passes

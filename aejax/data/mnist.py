@@ -1,7 +1,7 @@
 """MNIST for a run: through tensorflow-datasets where it can be imported, else straight from the IDX files.
 
-`load_mnist` and `split_size` read the prepared tfds data (`aejax.mnist_tfds`: a TF-free builder, ArrayRecord,
-verified before use), preparing it once from the IDX files (`aejax.mnist_idx`). Where tensorflow-datasets (or
+`load_mnist` and `split_size` read the prepared tfds data (`aejax.data.mnist_tfds`: a TF-free builder, ArrayRecord,
+verified before use), preparing it once from the IDX files (`aejax.data.mnist_idx`). Where tensorflow-datasets (or
 ArrayRecord, which it reads) cannot be imported, as on a machine that lacks them, the same arrays come from the
 IDX files directly, each verified by its pinned checksum, with one warning line per process; `data_dir` is then
 unused. Either way: images `[N, 28, 28, 1]` uint8 and labels `[N]` int32 in IDX order.
@@ -14,38 +14,22 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from types import ModuleType
-from typing import NamedTuple
 
 import numpy as np
 
+from aejax.data.mnist_idx import PINNED_SHA256, SPLITS, Mnist, count, read_split
+from aejax.data.source import Source
 from aejax.errors import AejaxError
-from aejax.mnist_idx import (
-    FILES,
-    IMAGES_MAGIC,
-    LABELS_MAGIC,
-    PINNED_SHA256,
-    SPLITS,
-    VENDORED_DIR,
-    Mnist,
-    count,
-    find_source_dir,
-    read_idx,
-    read_split,
-)
-
-__all__ = ["FILES", "IMAGES_MAGIC", "LABELS_MAGIC", "PINNED_SHA256", "SPLITS", "VENDORED_DIR", "Mnist", "Source",
-           "array_source", "find_source_dir", "load_mnist", "mnist_source", "read_idx", "split_size",
-           "tfds_available"]
 
 _warned = []  # the tfds-missing warning is printed once per process
 
 
 def tfds_available() -> ModuleType | None:
-    """`aejax.mnist_tfds` where tensorflow-datasets and ArrayRecord can be imported, else None (warning once)."""
+    """`aejax.data.mnist_tfds` where tensorflow-datasets and ArrayRecord can be imported, else None (warning once)."""
     try:
-        from aejax import mnist_tfds
+        from aejax.data import mnist_tfds
     except Exception as e:  # ImportError where it is missing; anything from an installation that is broken
         if not _warned:
             _warned.append(True)
@@ -103,20 +87,6 @@ def load_mnist(split: str, *, data_dir: str | os.PathLike | None = None,
     return tfds.read_records(source, rows)
 
 
-class Source(NamedTuple):
-    """Training and test images of one run, wherever they come from: the training set's size, a loader of a
-    contiguous range of its rows (one host's shard, or the first `train_examples`), and the test images."""
-
-    n_train: int
-    rows: Callable[[range], np.ndarray]  # uint8 (or float in [0, 1]) [len(range), H, W, C]
-    test: np.ndarray  # [N_test, H, W, C], the training images' dtype
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """(H, W, C) of one image."""
-        return tuple(int(n) for n in self.test.shape[1:])
-
-
 def mnist_source(data_dir: str | os.PathLike | None = None, mnist_dir: str | os.PathLike | None = None) -> Source:
     """MNIST as a `Source` (prepared once if needed; the training rows are read only when asked for)."""
     def rows(r: range) -> np.ndarray:
@@ -124,31 +94,3 @@ def mnist_source(data_dir: str | os.PathLike | None = None, mnist_dir: str | os.
 
     return Source(split_size("train", data_dir=data_dir, mnist_dir=mnist_dir), rows,
                   load_mnist("test", data_dir=data_dir, mnist_dir=mnist_dir).images)
-
-
-def check_images(images, what: str) -> None:
-    """One-line errors for images a run cannot train on: they must be uint8 `[N, H, W, C]` (0..255) or float
-    `[N, H, W, C]` in [0, 1] (float 0..255, a missing channel axis, NaN, an empty set are refused)."""
-    shape, dtype = tuple(getattr(images, "shape", ())), np.dtype(getattr(images, "dtype", object))
-    if len(shape) != 4 or min(shape, default=0) < 1:
-        hint = "; add a channel axis: images[..., None]" if len(shape) == 3 else ""
-        raise AejaxError(f"{what} must be shaped [N, H, W, C] with N, H, W, C >= 1, got {list(shape)}{hint}")
-    if dtype == np.uint8:
-        return
-    if not np.issubdtype(dtype, np.floating):
-        raise AejaxError(f"{what} must be uint8 (0..255) or float in [0, 1], got dtype {dtype}")
-    low, high = float(np.min(images)), float(np.max(images))
-    if not (0.0 <= low and high <= 1.0):  # NaN fails both
-        raise AejaxError(f"float {what} must lie in [0, 1], got values in [{low:g}, {high:g}]; pass uint8 images as "
-                         f"they are, or divide by 255")
-
-
-def array_source(train_images: np.ndarray, test_images: np.ndarray) -> Source:
-    """Arrays already in memory (host or device) as a `Source`, checked first (`check_images`; the two sets
-    must share their image shape and dtype)."""
-    check_images(train_images, "training images")
-    check_images(test_images, "test images")
-    if tuple(train_images.shape[1:]) != tuple(test_images.shape[1:]) or train_images.dtype != test_images.dtype:
-        raise AejaxError(f"training and test images differ: {train_images.dtype} {list(train_images.shape[1:])} "
-                         f"against {test_images.dtype} {list(test_images.shape[1:])}; give both one shape and dtype")
-    return Source(len(train_images), lambda r: train_images[r.start:r.stop], test_images)

@@ -4,9 +4,9 @@ program over K models.
 The epoch function is written once for one model; `compile_program` lifts it with `jax.vmap` over a stack of K
 train states, K PRNG keys and K sets of swept hyper-parameters (K seeds, or sweep members x seeds; shared
 data), so one compiled program trains every seed of a study or every member of a sweep. The loss is a
-function from `aejax.losses`. The run loop around the program (data placement, resume, per-epoch actions,
-signals, run files) is `aejax.loop.run`; `python -m aejax.train` is the command line (`aejax.cli`); reloading
-a finished run is `aejax.restore.load_model`.
+function from `aejax.training.losses`. The run loop around the program (data placement, resume, per-epoch actions,
+signals, run files) is `aejax.training.loop.run`; `python -m aejax.train` is the command line (`aejax.cli`); reloading
+a finished run is `aejax.training.restore.load_model`.
 """
 
 from __future__ import annotations
@@ -23,8 +23,12 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from aejax import chunks, corruption, datasets, losses, metrics, models, optimizers, parallel, sweeps
+from aejax import models
 from aejax.config import MNIST_SHAPE, Config
+from aejax.data import corruption
+from aejax.data import registry as datasets
+from aejax.evaluation import chunks, metrics
+from aejax.training import losses, optimizers, parallel, sweeps
 
 Array = jax.Array
 PyTree = Any
@@ -49,10 +53,10 @@ class Trainer(NamedTuple):
 
     model: nn.Module
     tx: optax.GradientTransformation
-    loss: losses.Loss  # (model, params, inputs, targets, key) -> (scalar, aux dict); see aejax.losses
+    loss: losses.Loss  # (model, params, inputs, targets, key) -> (scalar, aux dict); see aejax.training.losses
     batch_size: int
     mesh: Mesh | None = None  # data parallel over this mesh's "data" axis; None: one device
-    noise: str = "none"  # input corruption for denoising (aejax.corruption); targets stay clean
+    noise: str = "none"  # input corruption for denoising (aejax.data.corruption); targets stay clean
     noise_level: float = 0.0
     precision: str = "default"  # float32 matmul precision of training (Config.matmul_precision)
     image_shape: tuple[int, ...] = MNIST_SHAPE  # (H, W, C) of one image
@@ -93,7 +97,7 @@ def _optimizer(config: Config, n_train: int, learning_rate: float | Array,
 
 
 def make_optimizer(config: Config, n_train: int, swept: Sequence[str] = ()) -> optax.GradientTransformation:
-    """The optimizer of `config` (`aejax.optimizers`: any optax optimizer by name, or a registered one), its
+    """The optimizer of `config` (`aejax.training.optimizers`: any optax optimizer by name, or a registered one), its
     learning rate the schedule. When `swept` names `lr` or `weight_decay`, they are `inject_hyperparams` state
     (`opt_state.hyperparams`), set per sweep member by `init_state`; the schedule scales its peak by them."""
     optimizers.check(config, tuple(swept))
@@ -106,7 +110,7 @@ def make_optimizer(config: Config, n_train: int, swept: Sequence[str] = ()) -> o
 def make_trainer(config: Config, n_train: int | None = None, swept: Sequence[str] = ()) -> Trainer:
     """The static pieces of training `config` (resolved against the registries here, `models.resolve`) on
     `n_train` images (default: the MNIST count `config` names; pass the size of the array actually trained on,
-    which sets the schedule's length); `swept` names the hyper-parameters a sweep varies (`aejax.sweeps`)."""
+    which sets the schedule's length); `swept` names the hyper-parameters a sweep varies (`aejax.training.sweeps`)."""
     config = models.resolve(config)
     n_train = default_train_size(config) if n_train is None else n_train
     mesh = parallel.make_mesh(config.batch_size) if config.data_parallel else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from aejax import metrics
+from aejax.evaluation import metrics
 
 Array = jax.Array
 

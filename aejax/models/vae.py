@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 
 from aejax.config import MNIST_SHAPE, Config
-from aejax.models import Autoencoder, check_float_input, compute_dtype, image_shape, pixels, register_model
+from aejax.models.layers import Autoencoder, check_float_input, pixels
+from aejax.models.registry import compute_dtype, image_shape, register_model
 
 Array = jax.Array
 

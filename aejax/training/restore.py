@@ -16,9 +16,11 @@ from pathlib import Path
 import flax.linen as nn
 import jax
 
-from aejax import checkpoint, models, sweeps, train
+from aejax import models
 from aejax.config import Config
 from aejax.errors import AejaxError
+from aejax.training import checkpoint, sweeps
+from aejax.training import step as train
 
 
 def load_model(run_dir: str | Path, seed: int | None = None,

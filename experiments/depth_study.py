@@ -1,5 +1,5 @@
-"""The depth study as library code: train each arm at each depth (seeds vmapped), add PCA, write the table
-and the figures. The scripts in `experiments/` only parse flags and call `run_study`.
+"""The depth study: train each arm at each depth (seeds vmapped), add PCA, write the table and the figures.
+`study.py`, `linear_depths.py` and `conv_depths.py` beside it are its command lines (`study_main`).
 
 Each (arm, depth) trains in its own run directory under `OUT/runs/` and is resumed, not redone, when the
 study is run again with the same settings; `OUT/results.json` and the figures are rewritten from the runs.
@@ -21,15 +21,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aejax import inference, loop, metrics, models, plots, train
+from aejax import cli, models
 from aejax.config import MNIST_PIXELS, MNIST_SHAPE, Config
-from aejax.configs.study import DEPTHS, Arm
+from aejax.configs.study import ARMS, DEPTHS, Arm, parse_arms
 from aejax.data import mnist_source
 from aejax.environment import environment
 from aejax.errors import AejaxError
+from aejax.evaluation import metrics, plots
 from aejax.files import make_output_dir, write_atomic, write_json
-from aejax.results import result_row
-from aejax.rundir import RunDir
+from aejax.models import inference
+from aejax.training import loop
+from aejax.training import step as train
+from aejax.training.results import result_row
+from aejax.training.rundir import RunDir
 
 GRID_DIGITS = 10  # the first ten test images: 7 2 1 0 4 1 4 9 5 9
 
@@ -204,3 +208,42 @@ def study_runs(study_dir: str | Path) -> dict[str, list[tuple[int, Path]]]:
         if depth.isdigit() and (path / "config.json").exists():
             runs.setdefault(label, []).append((int(depth), path))
     return {label: sorted(found) for label, found in runs.items()}
+
+
+def study_main(default_arms: Sequence[Arm], argv: list[str] | None = None,
+               prog: str = "python -m experiments.study") -> None:
+    """The shared command line of the study scripts (`experiments/study.py`, `linear_depths.py`, `conv_depths.py`)."""
+    p = cli.ArgumentParser(prog=prog, description="Compare autoencoders across code sizes on MNIST.")
+    p.add_argument("--out", required=True, help="output directory (runs/, results.json, figures)")
+    p.add_argument("--depths", default=None,
+                   help=f"code sizes, comma-separated (default: {','.join(map(str, DEPTHS))}); an arm whose "
+                        f"architecture fixes its size (conv_original: 392) runs at that size, which an explicit "
+                        f"--depths must list")
+    p.add_argument("--seeds", default="0,1,2", help="seeds, comma-separated (trained together with vmap)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs for every arm (default: each arm's, 5)")
+    p.add_argument("--arms", default=",".join(a.label for a in default_arms),
+                   help=f"arms to run, from: {', '.join(ARMS)}")
+    p.add_argument("--train-examples", type=int, default=None, help="train on the first N images only")
+    p.add_argument("--data-dir", default=None, help="where tfds keeps prepared data")
+    p.add_argument("--mnist-dir", default=None, help="directory with the four MNIST .gz IDX files")
+    p.add_argument("--compile-cache", default=None, metavar="DIR",
+                   help="keep compiled programs in DIR (JAX's persistent cache): a rerun loads them")
+    args = p.parse_args(argv)
+
+    def body() -> None:
+        if args.compile_cache:
+            train.use_compile_cache(args.compile_cache)
+        depths = DEPTHS if args.depths is None else cli.parse_ints(args.depths, "--depths")
+        seeds = cli.parse_ints(args.seeds, "--seeds")
+        if not depths or any(not 0 < d <= MNIST_PIXELS for d in depths):
+            raise AejaxError(f"--depths must be integers in 1..{MNIST_PIXELS}, got {args.depths!r}")
+        arms = parse_arms(args.arms)
+        unlisted = [f"{a.label} ({','.join(map(str, a.depths))})" for a in arms
+                    if args.depths is not None and a.depths is not None and not set(a.depths) & set(depths)]
+        if unlisted:
+            raise AejaxError(f"--depths {args.depths} leaves out the fixed code size of arm(s) {', '.join(unlisted)}; "
+                             f"add it to --depths or drop the arm from --arms")
+        run_study(arms, args.out, depths=depths, seeds=seeds, epochs=args.epochs,
+                        train_examples=args.train_examples, data_dir=args.data_dir, mnist_dir=args.mnist_dir)
+
+    cli.cli(body)

@@ -1,4 +1,5 @@
-"""The run loop: train one model per seed (and sweep member) into a run directory, around `aejax.train`'s program.
+"""The run loop: train one model per seed (and sweep member) into a run directory, around the compiled program
+of `aejax.training.step`.
 
 `run` places the data on the device once, claims the run directory, resumes from the newest checkpoint that
 has its metrics line, then keeps the device busy: epoch e+1 and its test evaluation are dispatched before
@@ -8,7 +9,7 @@ epoch e is read back. Reading an epoch back is a list of explicit per-epoch acti
     check_finite     a non-finite loss stops the run, keeping the last good checkpoint
     checkpoint       an asynchronous orbax save of a copy of the state (every `checkpoint_every` epochs, and
                      after the last epoch of the call)
-    tensorboard      the epoch's scalars (`aejax.events`)
+    tensorboard      the epoch's scalars (`aejax.training.events`)
     metrics_line     waits for the checkpoint, then writes the `metrics.jsonl` line (a resume starts from the
                      newest checkpoint that has its line, and drops the lines after it)
     log_line         one line through `log`
@@ -35,14 +36,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aejax import checkpoint, datasets, metrics, models, parallel, sweeps, train
+from aejax import models
 from aejax.config import Config
 from aejax.data import Source, array_source
+from aejax.data import registry as datasets
 from aejax.errors import AejaxError
-from aejax.events import EventLog
-from aejax.results import result_row
-from aejax.rundir import RunDir
-from aejax.train import EVAL_TAG, TrainState, epoch_key, make_trainer, seed_keys, unstack
+from aejax.evaluation import metrics
+from aejax.training import checkpoint, parallel, sweeps
+from aejax.training import step as train
+from aejax.training.events import EventLog
+from aejax.training.results import result_row
+from aejax.training.rundir import RunDir
+from aejax.training.step import EVAL_TAG, TrainState, epoch_key, make_trainer, seed_keys, unstack
 
 PyTree = Any
 
@@ -143,8 +148,8 @@ def run(config: Config, out_dir: str | Path, *, seeds: Sequence[int] | None = No
     """Train one model per seed (vmapped, shared data), evaluate, checkpoint, and write the run directory.
 
     `seeds` defaults to `[config.seed]`. `sweep` (setting -> values, e.g. `{"lr": [1e-3, 3e-3]}`; see
-    `aejax.sweeps`) trains every member of its grid times every seed in the same one program, one row each.
-    The images are `config.dataset`'s (`aejax.datasets`), or `data`, `(train_images, test_images)` arrays (host
+    `aejax.training.sweeps`) trains every member of its grid times every seed in the same one program, one row each.
+    The images are `config.dataset`'s (`aejax.data.registry`), or `data`, `(train_images, test_images)` arrays (host
     or device) of any shape `[N, H, W, C]`, uint8 or float in [0, 1] (checked first, `aejax.data.check_images`).
     Either way `config.image_shape` is set from the images (a config that names another shape is an error) and
     every model builds for it. `variant` labels the rows (default: the model name). With `resume`, a run of

@@ -9,8 +9,8 @@
   hubble_deep_field, immunohistochemistry and the left motorcycle view (1,910 patches); test from chelsea and
   rocket (386 patches).
 
-Both are deterministic functions of the installed scikit-image files. `aejax.image_tfds` turns them into tfds
-datasets (`aejax.datasets` reads them through tfds where it can be imported).
+Both are deterministic functions of the installed scikit-image files. `aejax.data.image_tfds` turns them into tfds
+datasets (`aejax.data.registry` reads them through tfds where it can be imported).
 """
 
 from __future__ import annotations

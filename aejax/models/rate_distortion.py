@@ -33,19 +33,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aejax import ops
 from aejax.config import MNIST_SHAPE, Config
-from aejax.losses import register_loss
-from aejax.models import (
-    CONV_DIMS,
-    Conv,
-    compute_dtype,
-    conv_impl,
-    conv_params,
-    image_shape,
-    pad_to_multiple,
-    register_model,
-)
+from aejax.models import ops
+from aejax.models.layers import CONV_DIMS, Conv, conv_params, pad_to_multiple
+from aejax.models.registry import compute_dtype, conv_impl, image_shape, register_model
+from aejax.training.losses import register_loss
 
 Array = jax.Array
 SYMBOL_BOUND = 255  # quantised code values are clipped to [-SYMBOL_BOUND, SYMBOL_BOUND]
@@ -143,7 +135,7 @@ def down5x5(x: Array, kernel: Array, impl: str = "ops") -> Array:
     """5x5 convolution at stride 2 with 2 zeros of padding each side (PyTorch's `Conv2d(..., 5, 2, 2)`):
     out[i] = sum over a of x[2i + a - 2] @ kernel[a] per axis; [B, H, W, C] -> [B, ceil(H/2), ceil(W/2), F].
 
-    `impl="ops"`: a 3x3 convolution (`aejax.ops.conv3x3`, matmuls with fast derivatives on CPU) over the
+    `impl="ops"`: a 3x3 convolution (`aejax.models.ops.conv3x3`, matmuls with fast derivatives on CPU) over the
     2x2 space-to-depth image, with the kernel zero-extended to 6x6 and regrouped by parity; `"xla"`: the lax
     convolution. Same values.
     """
@@ -159,7 +151,7 @@ def up5x5(x: Array, kernel: Array, impl: str = "ops") -> Array:
     out[2i + a - 2] += x[i] @ kernel[a] per axis; [B, H, W, C] -> [B, 2H, 2W, F].
 
     `impl="ops"`: each of the four output phases is a 3x3 convolution of the input, computed together as one
-    `aejax.ops.conv3x3` with 4F outputs and interleaved (depth to space); `"xla"`: the lax convolution of the
+    `aejax.models.ops.conv3x3` with 4F outputs and interleaved (depth to space); `"xla"`: the lax convolution of the
     2-dilated input with the flipped kernel. Same values.
     """
     if impl == "xla":

@@ -1,7 +1,7 @@
 """MNIST through tensorflow-datasets without TensorFlow, its prepared files verified before they are trusted.
 
 tfds's official `mnist` builder imports TensorFlow to extract and encode images. `MnistBuilder` reads the four
-IDX files (`aejax.mnist_idx`, each checked against its pinned sha256) and writes `Tensor`/`ClassLabel` features
+IDX files (`aejax.data.mnist_idx`, each checked against its pinned sha256) and writes `Tensor`/`ClassLabel` features
 to ArrayRecord, read back through `as_data_source` (no TensorFlow). Prepared data goes to `data_dir`, else
 `$TFDS_DATA_DIR`, else `~/tensorflow_datasets` (tfds's rule); a second preparation reuses the first. tfds writes
 into an `incomplete.*` directory and renames it only on success, and every source file is read and checked
@@ -28,9 +28,7 @@ import tensorflow_datasets as tfds
 from array_record.python import array_record_data_source  # noqa: F401 - tfds reads ArrayRecord lazily
 
 from aejax.config import MNIST_SHAPE
-from aejax.errors import AejaxError
-from aejax.files import write_json
-from aejax.mnist_idx import (
+from aejax.data.mnist_idx import (
     FILES,
     IMAGES_MAGIC,
     LABELS_MAGIC,
@@ -43,6 +41,8 @@ from aejax.mnist_idx import (
     idx_sha256,
     read_idx,
 )
+from aejax.errors import AejaxError
+from aejax.files import write_json
 
 MANIFEST = "aejax_sha256.json"  # the sha256 of each prepared file, written once their content is verified
 

@@ -1,8 +1,8 @@
 """Datasets by name (`Config.dataset`): each gives a run its training and test images and says their shape.
 
 - `mnist` (default): `aejax.data.mnist_source`, through tfds where it can be imported, else the IDX files.
-- `lfw_faces` (25x25x1) and `photo_patches` (32x32x3): `aejax.image_sets`, prepared once through TF-free tfds
-  builders (`aejax.image_tfds`) into the tfds data directory and read back with `data_source`; where tfds
+- `lfw_faces` (25x25x1) and `photo_patches` (32x32x3): `aejax.data.image_sets`, prepared once through TF-free tfds
+  builders (`aejax.data.image_tfds`) into the tfds data directory and read back with `data_source`; where tfds
   cannot be imported, the same arrays straight from their source.
 - any other name: a tfds dataset already prepared as ArrayRecord in `data_dir` (`tfds.data_source(name,
   data_dir=...)`, no TensorFlow, nothing downloaded), with an `image` feature (`Tensor` or `Image`, uint8, H x W
@@ -19,8 +19,8 @@ from typing import NamedTuple
 
 from aejax.config import MNIST_SHAPE, MNIST_TRAIN_SIZE
 from aejax.data import Source, array_source, mnist_source, tfds_available
+from aejax.data.image_sets import BUILDERS
 from aejax.errors import AejaxError, check_registration
-from aejax.image_sets import BUILDERS
 
 Loader = Callable[[str | None, str | None], Source]  # (data_dir, mnist_dir) -> Source
 
@@ -74,7 +74,7 @@ def _image_set(name: str) -> Loader:
         tfds = tfds_available()
         if tfds is None:
             return array_source(*BUILDERS[name][0]())
-        from aejax import image_tfds
+        from aejax.data import image_tfds
 
         return array_source(*image_tfds.load(name, data_dir))
 
@@ -86,7 +86,7 @@ def prepared_tfds(name: str, data_dir: str | os.PathLike | None) -> Source:
     if tfds_available() is None:
         raise AejaxError(f"dataset {name!r} is not one of {', '.join(_DATASETS)} and is read through "
                          f"tensorflow-datasets, which cannot be imported here")
-    from aejax import image_tfds
+    from aejax.data import image_tfds
 
     train, test = (image_tfds.read_prepared(name, split, data_dir) for split in ("train", "test"))
     return array_source(train, test)

@@ -13,15 +13,10 @@ import jax
 
 from aejax.config import Config
 from aejax.errors import AejaxError
-from aejax.models import (
-    Autoencoder,
-    ConvAutoencoder,
-    LinearAutoencoder,
-    compute_dtype,
-    conv_impl,
-    image_shape,
-    register_model,
-)
+from aejax.models.conv import ConvAutoencoder
+from aejax.models.layers import Autoencoder
+from aejax.models.linear import LinearAutoencoder
+from aejax.models.registry import compute_dtype, conv_impl, image_shape, register_model
 
 Array = jax.Array
 ENCODERS = ("linear", "conv")

@@ -24,9 +24,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aejax import models, optimizers
+from aejax import models
 from aejax.config import Config
 from aejax.errors import AejaxError
+from aejax.training import optimizers
 
 Array = jax.Array
 OPTIMIZER_HPARAMS = {"lr": "learning_rate", "weight_decay": "weight_decay"}  # setting -> inject_hyperparams name

@@ -32,7 +32,7 @@ PINNED_SHA256 = {
     "t10k-images-idx3-ubyte.gz": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
     "t10k-labels-idx1-ubyte.gz": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
-VENDORED_DIR = Path(__file__).resolve().parent.parent / "data" / "mnist"
+VENDORED_DIR = Path(__file__).resolve().parents[2] / "data" / "mnist"
 IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
 
 

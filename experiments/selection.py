@@ -16,11 +16,13 @@ from typing import Any
 import jax
 import numpy as np
 
-from aejax import loop, metrics, models
+from aejax import models
 from aejax.config import MNIST_PIXELS, Config
 from aejax.environment import environment
 from aejax.errors import AejaxError
+from aejax.evaluation import metrics
 from aejax.files import write_atomic, write_json
+from aejax.training import loop
 
 Array = jax.Array
 

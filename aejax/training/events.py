@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from aejax.parallel import is_writer
+from aejax.training.parallel import is_writer
 
 
 class EventLog:
@@ -44,7 +44,7 @@ class EventLog:
             writer.flush()
 
     def image(self, tag: str, png: Path, step: int) -> None:
-        """A PNG written by `aejax.plots`, under the first model."""
+        """A PNG written by `aejax.evaluation.plots`, under the first model."""
         if not self.enabled:
             return
         from PIL import Image
