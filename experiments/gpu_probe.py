@@ -1,11 +1,13 @@
 """The first-accelerator probe: what aejax needs to know about a device, within a fixed time budget.
 
-    python -m experiments.gpu_probe --budget 420 --out benchmarks/h200_probe.json
+    python -m experiments.gpu_probe --budget 420 --out benchmarks/<device>_probe.json
 
-Seven stages run in order, each with its own share of `--budget` (plus whatever earlier stages left unused); a
-stage stops its remaining measurements once its share is spent (they are listed under `skipped`), and a stage
-whose share cannot hold its first measurement is skipped whole. The JSON is rewritten after every stage, so a
-probe killed mid-way still leaves the stages it finished.
+Seven stages run in order, each with its own share of `--budget` (plus whatever earlier stages left unused).
+Every measurement is sized for the device: each stage times a small version of its work first (the calibration)
+and then takes, from each measurement's ladder of sizes, the largest whose predicted time fits what is left of
+its share; a measurement predicted not to fit is skipped (listed under `skipped`). Every stage makes at least its
+first, smallest measurement, so the probe ends near its budget on a slow CPU as on a GPU. The JSON is rewritten
+after every stage, so a probe killed mid-way still leaves the stages it finished.
 
     environment   versions, devices, backend, and the GPU's clocks where `nvidia-smi` answers
     roofline      matmul TFLOP/s in bfloat16, float32 at the default precision (TF32 on GPUs that have it) and
@@ -23,8 +25,8 @@ probe killed mid-way still leaves the stages it finished.
     bf16          test MSE after one epoch in bfloat16 against float32, linear d32 and conv_original
 
 Every printed line is `STAGE  WHAT  NUMBER UNIT [note]`; the docs (docs/performance.md) say what each means.
-`--tiny` shrinks every size so the whole probe runs in about a minute on a CPU (the tests run it so, in a
-process where tensorflow-datasets and tensorboardX cannot be imported).
+`--tiny` takes the smallest size of every ladder (the tests run it so, in a process where tensorflow-datasets and
+tensorboardX cannot be imported).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ import numpy as np
 
 from aejax import cli
 from aejax.config import Config
-from aejax.configs.study import LINEAR
+from aejax.configs.study import DEPTHS, LINEAR
 from aejax.data import load_mnist
 from aejax.environment import environment
 from aejax.errors import AejaxError
@@ -61,12 +63,15 @@ from experiments import depth_study as study
 REPO = Path(__file__).resolve().parent.parent
 STAGES = (("environment", 0.02), ("roofline", 0.10), ("correctness", 0.12), ("throughput", 0.28), ("study", 0.24),
           ("determinism", 0.16), ("bf16", 0.08))
-FULL = dict(matmul_n=8192, matmul_chain=20, bandwidth_mib=1024, scan_length=100_000, correctness_steps=20,
-            batches=(25, 128, 1024), ks=(1, 8, 64, 256), steps=50, study_epochs=5, study_train=None,
-            study_depths=(32, 64, 128, 256), hash_train=3000, bf16_train=None)
-TINY = dict(matmul_n=256, matmul_chain=4, bandwidth_mib=8, scan_length=2000, correctness_steps=3,
-            batches=(25,), ks=(1, 2), steps=4, study_epochs=1, study_train=500, study_depths=(32,),
-            hash_train=200, bf16_train=500)
+# Each measurement's ladder of sizes, smallest first: a stage takes the largest that its share's time left holds.
+# The study's sizes are (linear arms, depths, epochs, training images; None: all 60,000), the last the study's own.
+FULL = dict(matmul_n=(256, 512, 1024, 2048, 4096, 8192), matmul_chain=20, bandwidth_mib=(8, 32, 128, 512, 1024),
+            scan_length=(2000, 10_000, 100_000), correctness_steps=(3, 20), batches=(25, 128, 1024),
+            ks=(1, 8, 64, 256), steps=(4, 50),
+            study=((1, 1, 1, 500), (3, 1, 1, 500), (3, 4, 1, 2000), (3, 4, 1, 10_000), (3, 4, 5, None)),
+            hash_train=(200, 3000), bf16_train=(500, 5000, None))
+TINY = {name: (ladder[:1] if name not in ("batches", "ks") else ladder[:2 if name == "ks" else 1])
+        if isinstance(ladder, tuple) else 4 for name, ladder in FULL.items()}
 CORRECTNESS_MODELS = {"linear": Config(model="linear", latent_dim=32),
                       "conv_original": Config(model="conv_original", latent_dim=392),
                       "conv_strided": Config(model="conv_strided", latent_dim=32, conv_features=(32, 64),
@@ -75,16 +80,35 @@ TOLERANCE = 1e-4  # max |parameter difference| against the CPU at the highest pr
 
 
 class Deadline:
-    """The end of one stage's share of the budget."""
+    """The end of one stage's share of the budget, and what the stage has measured so far."""
 
     def __init__(self, at: float):
         self.at = at
+        self.measured = 0
 
     def left(self) -> float:
         return self.at - time.perf_counter()
 
-    def passed(self) -> bool:
-        return self.left() <= 0
+    def allows(self, predicted: float) -> bool:
+        """Whether a measurement predicted to take `predicted` seconds fits what is left; the stage's first
+        measurement always runs (so every stage reports something), and each one allowed is counted."""
+        if self.measured and predicted > self.left():
+            return False
+        self.measured += 1
+        return True
+
+
+def largest_fitting(ladder: tuple, cost: Callable[[Any], float], seconds: float) -> Any:
+    """The largest size of `ladder` (smallest first) whose predicted `cost` fits `seconds`, else the smallest."""
+    fitting = [size for size in ladder if cost(size) <= seconds]
+    return fitting[-1] if fitting else ladder[0]
+
+
+def timed_call(fn: Callable[[], Any]) -> tuple[Any, float]:
+    """(`fn()`, its wall seconds)."""
+    t0 = time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - t0
 
 
 def say(stage: str, what: str, value: float | str, unit: str = "", note: str = "") -> None:
@@ -157,33 +181,49 @@ def matmul_tflops(n: int, chain: int, dtype: str, precision: str) -> float:
 
 
 def stage_roofline(sizes: dict, images: np.ndarray, deadline: Deadline, context: dict) -> dict:
+    """Each measurement is calibrated at its smallest size first; the size it is then made at is the largest of
+    its ladder whose five calls (compile, warm-up, three timed) fit an even part of the share's time left."""
     report, skipped, errors = {"matmul_tflops": {}}, [], []
-    for label, dtype, precision in (("bfloat16", "bfloat16", "default"), ("float32_default", "float32", "default"),
-                                    ("float32_highest", "float32", "highest")):
-        if deadline.passed():
+    kinds = (("bfloat16", "bfloat16", "default"), ("float32_default", "float32", "default"),
+             ("float32_highest", "float32", "highest"))
+    chain, smallest = sizes["matmul_chain"], sizes["matmul_n"][0]
+    for i, (label, dtype, precision) in enumerate(kinds):
+        rate, seconds = timed_call(functools.partial(matmul_tflops, smallest, 2, dtype, precision))  # calibration
+        n = largest_fitting(sizes["matmul_n"], lambda m, r=rate, s=seconds: s + 5 * 2 * m ** 3 * chain / (r * 1e12),
+                            deadline.left() / (len(kinds) + 2 - i))
+        if not deadline.allows(5 * 2 * n ** 3 * chain / (rate * 1e12)):
             skipped.append(f"matmul {label}")
             continue
-        what = f"matmul {label} n={sizes['matmul_n']}"
-        tflops = guarded("roofline", what, errors, functools.partial(
-            matmul_tflops, sizes["matmul_n"], sizes["matmul_chain"], dtype, precision))
+        what = f"matmul {label} n={n}"
+        tflops = guarded("roofline", what, errors, functools.partial(matmul_tflops, n, chain, dtype, precision))
         if tflops is not None:
             report["matmul_tflops"][label] = tflops
             say("roofline", what, tflops, "TFLOP/s")
-    if not deadline.passed():
-        n = sizes["bandwidth_mib"] * (1 << 20) // 4
-        x = jnp.ones((n,), jnp.float32)
-        reps = 10
-        stream = jax.jit(lambda v: jax.lax.fori_loop(0, reps, lambda i, y: y * 1.0001 + 1e-4, v))
-        seconds = timed(lambda: stream(x))
-        report["bandwidth_gb_per_s"] = 2 * 4 * n * reps / seconds / 1e9
-        say("roofline", f"memory bandwidth ({sizes['bandwidth_mib']} MiB, read + write)",
-            report["bandwidth_gb_per_s"], "GB/s")
+
+    reps = 10
+    stream = jax.jit(lambda v: jax.lax.fori_loop(0, reps, lambda i, y: y * 1.0001 + 1e-4, v))
+
+    def bandwidth(mib: int) -> float:  # GB/s read + written
+        x = jnp.ones((mib * (1 << 20) // 4,), jnp.float32)
+        return 2 * 4 * x.size * reps / timed(lambda: stream(x)) / 1e9
+
+    rate = bandwidth(sizes["bandwidth_mib"][min(1, len(sizes["bandwidth_mib"]) - 1)])  # beyond the caches
+    mib = largest_fitting(sizes["bandwidth_mib"], lambda m: 5 * 2 * m * (1 << 20) * reps / (rate * 1e9),
+                          deadline.left() / 2)
+    if deadline.allows(5 * 2 * mib * (1 << 20) * reps / (rate * 1e9)):
+        report["bandwidth_gb_per_s"] = bandwidth(mib)
+        say("roofline", f"memory bandwidth ({mib} MiB, read + write)", report["bandwidth_gb_per_s"], "GB/s")
     else:
         skipped.append("bandwidth")
-    if not deadline.passed():
-        length = sizes["scan_length"]
+
+    def scan_us(length: int) -> float:
         scan = jax.jit(lambda c: jax.lax.scan(lambda s, _: (s + 1.0, None), c, None, length=length)[0])
-        report["scan_iteration_us"] = timed(lambda: scan(jnp.float32(0))) / length * 1e6
+        return timed(lambda: scan(jnp.float32(0))) / length * 1e6
+
+    per_iteration = scan_us(sizes["scan_length"][0]) / 1e6
+    length = largest_fitting(sizes["scan_length"], lambda n: 5 * n * per_iteration, deadline.left())
+    if deadline.allows(5 * length * per_iteration):
+        report["scan_iteration_us"] = scan_us(length)
         say("roofline", f"one scan iteration (length {length})", report["scan_iteration_us"], "us")
     else:
         skipped.append("scan iteration")
@@ -208,28 +248,39 @@ def max_difference(a: Any, b: Any) -> float:
 
 
 def stage_correctness(sizes: dict, images: np.ndarray, deadline: Deadline, context: dict) -> dict:
+    """Compilation dominates each measurement: the first one (linear's CPU reference at the fewest steps) is the
+    calibration, each later one is predicted to take as long as the last one of its model (a model's first,
+    three times the calibration), and the steps are the ladder's most when all thirteen would fit twice over."""
     cpu, here = jax.devices("cpu")[0], jax.devices()[0]
     rows, skipped, failed, errors = [], [], [], []
-    steps = sizes["correctness_steps"]
+    steps = sizes["correctness_steps"][0]
+    _, calibration = timed_call(lambda: train_steps(CORRECTNESS_MODELS["linear"].replace(batch_size=25, epochs=1),
+                                                    images, steps, cpu))
+    if deadline.left() > 2 * 13 * calibration * 3:
+        steps = sizes["correctness_steps"][-1]
     for name, model_config in CORRECTNESS_MODELS.items():
         base = model_config.replace(batch_size=25, epochs=1)
-        if deadline.passed():
+        predicted = calibration * (1 if name == "linear" else 3)
+        if not deadline.allows(predicted):
             skipped.append(name)
             continue
         impls = {} if name == "linear" else {"conv_impl": "ops"}
         reference_config = base.replace(matmul_precision="highest", **impls)
-        reference = guarded("correctness", f"{name} CPU reference", errors, functools.partial(
-            train_steps, reference_config, images, steps, cpu))
+        reference, predicted = timed_call(functools.partial(
+            guarded, "correctness", f"{name} CPU reference", errors,
+            functools.partial(train_steps, reference_config, images, steps, cpu)))
         if reference is None:
             continue
         reference = reference[0]
         for impl in (("ops", "xla") if name != "linear" else ("auto",)):
             for precision in ("highest", "default"):
-                if deadline.passed():
+                if not deadline.allows(predicted):
                     skipped.append(f"{name} {impl} {precision}")
                     continue
-                trained = guarded("correctness", f"{name} {impl} {precision}", errors, functools.partial(
-                    train_steps, base.replace(conv_impl=impl, matmul_precision=precision), images, steps, here))
+                config = base.replace(conv_impl=impl, matmul_precision=precision)
+                trained, predicted = timed_call(functools.partial(
+                    guarded, "correctness", f"{name} {impl} {precision}", errors,
+                    functools.partial(train_steps, config, images, steps, here)))
                 if trained is None:
                     continue
                 params, losses = trained
@@ -261,38 +312,56 @@ def time_epoch(config: Config, data: jax.Array, steps: int, k: int) -> float:
 
 
 def stage_throughput(sizes: dict, images: np.ndarray, deadline: Deadline, context: dict) -> dict:
+    """A measurement's wall time is predicted as its workload's last compile time plus three epochs at its last
+    measured seconds per image and seed (before a workload's first, the previous workload's); its steps are the
+    most of the ladder that fit an even part of the share's time left."""
     peak_tflops = context["peak_tflops"]
     rows, skipped, errors = [], [], []
     workloads = [("linear_d32", Config(model="linear", latent_dim=32), "auto"),
                  ("conv_original_ops", Config(model="conv_original", latent_dim=392), "ops"),
                  ("conv_original_xla", Config(model="conv_original", latent_dim=392), "xla")]
-    for label, base, impl in workloads:
-        for batch in sizes["batches"]:
-            config = base.replace(batch_size=batch, conv_impl=impl, epochs=1)
-            flops = benchmark.flops_per_image(config)
-            steps = min(sizes["steps"], len(images) // batch)
-            data = jax.device_put(images[: steps * batch])
-            for k in sizes["ks"]:
-                if deadline.passed():
-                    skipped.append(f"{label} b{batch} K{k}")
-                    continue
-                seconds = guarded("throughput", f"{label} b{batch} K={k}", errors,
-                                  functools.partial(time_epoch, config, data, steps, k))
-                if seconds is None:
-                    continue
-                ips = k * steps * batch / seconds
-                row = {"workload": label, "batch_size": batch, "k": k, "steps": steps,
-                       "us_per_step": seconds / steps * 1e6, "images_per_second": ips,
-                       "gflops": ips * flops / 1e9, "flops_per_image": flops,
-                       "fraction_of_peak": ips * flops / 1e12 / peak_tflops if peak_tflops else None}
-                rows.append(row)
-                share = f"{row['fraction_of_peak']:.1%} of peak" if peak_tflops else ""
-                say("throughput", f"{label} b{batch} K={k}", ips, "img/s",
-                    f"{row['us_per_step']:.0f} us/step {share}")
+    cases = [(label, base, impl, batch, k) for label, base, impl in workloads for batch in sizes["batches"]
+             for k in sizes["ks"]]
+    per_image: dict[str, float] = {}  # workload -> seconds per image and seed in a compiled epoch
+    compile_seconds: dict[str, float] = {}  # workload -> wall time outside its timed epochs
+
+    def predict(label: str, batch: int, k: int, steps: int) -> float:  # seconds
+        rate = per_image.get(label, max(per_image.values(), default=1e-5))
+        return compile_seconds.get(label, max(compile_seconds.values(), default=2.0)) + 3 * steps * batch * k * rate
+
+    for i, (label, base, impl, batch, k) in enumerate(cases):
+        steps = largest_fitting(sizes["steps"], functools.partial(predict, label, batch, k),
+                                deadline.left() / (len(cases) - i))
+        steps = min(steps, len(images) // batch)
+        if not deadline.allows(predict(label, batch, k, steps)):
+            skipped.append(f"{label} b{batch} K{k}")
+            continue
+        config = base.replace(batch_size=batch, conv_impl=impl, epochs=1)
+        data = jax.device_put(images[: steps * batch])
+        t0 = time.perf_counter()
+        seconds = guarded("throughput", f"{label} b{batch} K={k}", errors,
+                          functools.partial(time_epoch, config, data, steps, k))
+        if seconds is None:
+            continue
+        flops = benchmark.flops_per_image(config)
+        per_image[label] = seconds / (steps * batch * k)
+        compile_seconds[label] = max(0.0, time.perf_counter() - t0 - 3 * seconds)
+        ips = k * steps * batch / seconds
+        row = {"workload": label, "batch_size": batch, "k": k, "steps": steps,
+               "us_per_step": seconds / steps * 1e6, "images_per_second": ips,
+               "gflops": ips * flops / 1e9, "flops_per_image": flops,
+               "fraction_of_peak": ips * flops / 1e12 / peak_tflops if peak_tflops else None}
+        rows.append(row)
+        share = f"{row['fraction_of_peak']:.1%} of peak" if peak_tflops else ""
+        say("throughput", f"{label} b{batch} K={k}", ips, "img/s", f"{row['us_per_step']:.0f} us/step {share}")
     return {"rows": rows, "skipped": skipped, "errors": errors, "peak": "float32_default matmul"}
 
 
 def stage_study(sizes: dict, images: np.ndarray, deadline: Deadline, context: dict) -> dict:
+    """The smallest study first (its wall time is the fixed cost of one arm at one depth); then the largest size of
+    the ladder predicted to fit what is left (that fixed cost per arm and depth, plus every image of every epoch
+    and seed at twice the linear d32 model's measured seconds per image), whose rows are the ones reported. Only
+    the whole study (the ladder's last size) is comparable with docs/study."""
     data_dir = context["data_dir"]
     compile_seconds = [0.0]
 
@@ -303,31 +372,47 @@ def stage_study(sizes: dict, images: np.ndarray, deadline: Deadline, context: di
     jax.monitoring.register_event_duration_secs_listener(listener)
     published = {(r["variant"], r["latent_dim"], r["seed"]): r["test_mse"]
                  for r in json.loads((REPO / "docs" / "study" / "results.json").read_text())}
-    rows, skipped, errors = [], [], []
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        for depth in sizes["study_depths"]:  # one depth at a time, so the stage stops between depths
-            if deadline.passed():
-                skipped.append(f"d{depth}")
-                continue
-            rows += guarded("study", f"linear arms d{depth}", errors, functools.partial(
-                study.run_study, LINEAR, Path(tmp) / f"d{depth}", depths=(depth,), seeds=(0, 1, 2),
-                epochs=sizes["study_epochs"], train_examples=sizes["study_train"], data_dir=data_dir,
-                log=lambda line: None)) or []
-    wall = time.perf_counter() - t0
+    errors: list[str] = []
+    per_image = 2 * (context.get("linear_seconds_per_image") or 1e-5)
+
+    def run(size: tuple) -> tuple[list[dict], float, float]:
+        arms, depths, epochs, train = size
+        t0, compiled = time.perf_counter(), compile_seconds[0]
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = guarded("study", f"{arms} linear arms x {depths} depths", errors, functools.partial(
+                study.run_study, LINEAR[:arms], Path(tmp), depths=DEPTHS[:depths], seeds=(0, 1, 2), epochs=epochs,
+                train_examples=train, data_dir=data_dir, log=lambda line: None)) or []
+        return rows, time.perf_counter() - t0, compile_seconds[0] - compiled
+
+    ladder = sizes["study"]
+    deadline.allows(0.0)
+    rows, wall, compiled = run(ladder[0])
+    size, fixed = ladder[0], wall
+
+    def predict(s: tuple) -> float:
+        arms, depths, epochs, train = s
+        return arms * depths * (fixed + 3 * epochs * (train or len(images)) * per_image)
+
+    larger = largest_fitting(ladder, predict, deadline.left())
+    if larger != ladder[0] and deadline.allows(predict(larger)):
+        rows, wall, compiled = run(larger)
+        size = larger
+    skipped = [str(list(s)) for s in ladder if s != size and predict(s) > predict(size)]
     deviations = {f"{r['variant']}_d{r['latent_dim']}_s{r['seed']}":
                   r["test_mse"] - published[r["variant"], r["latent_dim"], r["seed"]]
                   for r in rows if (r["variant"], r["latent_dim"], r["seed"]) in published}
     worst = max((abs(v) for v in deviations.values()), default=None)
-    depths = len(sizes["study_depths"]) - len(skipped)
-    say("study", f"{len(LINEAR)} linear arms x {depths} depths x 3 seeds, wall", wall, "s")
-    say("study", "of which XLA compilation", compile_seconds[0], "s")
+    arms, depths, epochs, train = size
+    comparable = size == FULL["study"][-1]
+    say("study", f"{arms} linear arms x {depths} depths x 3 seeds, wall", wall, "s",
+        f"{epochs} epochs, {train or len(images)} images")
+    say("study", "of which XLA compilation", compiled, "s")
     if worst is not None:
-        say("study", "max |test MSE - docs/study|", worst, "", "" if sizes is FULL else "(tiny: not comparable)")
-    return {"wall_seconds": wall, "compile_seconds": compile_seconds[0], "rows": len(rows), "skipped": skipped,
-            "errors": errors,
-            "test_mse_deviation": deviations, "max_abs_deviation": worst, "epochs": sizes["study_epochs"],
-            "train_examples": sizes["study_train"], "depths": list(sizes["study_depths"])}
+        say("study", "max |test MSE - docs/study|", worst, "", "" if comparable else "(not the whole study)")
+    return {"wall_seconds": wall, "compile_seconds": compiled, "rows": len(rows), "skipped": skipped,
+            "errors": errors, "test_mse_deviation": deviations, "max_abs_deviation": worst,
+            "comparable_with_docs_study": comparable, "arms": arms, "epochs": epochs, "train_examples": train,
+            "depths": list(DEPTHS[:depths])}
 
 
 HASH_SCRIPT = """
@@ -346,32 +431,47 @@ def training_hash(model: str, n_train: int, data_dir: str | None) -> str:
 
 
 def stage_determinism(sizes: dict, images: np.ndarray, deadline: Deadline, context: dict) -> dict:
+    """The first training of each model, at the fewest images, is its calibration; the images are the ladder's most
+    when the model's remaining trainings (one more here, two or three in fresh processes, each predicted to take as
+    long plus the first process's start-up) fit twice over. A fresh process is predicted to take as long as the
+    last one did (before the first: the training plus 5 s of start-up)."""
     data_dir = context["data_dir"]
     rows, skipped = [], []
     gpu = jax.default_backend() == "gpu"
+    start_up = 5.0
     for model in ("linear", "conv_original"):
-        if deadline.passed():
+        n = sizes["hash_train"][0]
+        first, seconds = timed_call(lambda m=model, n=n: training_hash(m, n, data_dir)) if deadline.allows(
+            3 * start_up) else (None, 0.0)
+        if first is None:
             skipped.append(model)
             continue
-        n = sizes["hash_train"]
-        here = [training_hash(model, n, data_dir), training_hash(model, n, data_dir)]
+        larger = sizes["hash_train"][-1]
+        here = [first]
+        if larger != n and deadline.left() > 2 * 4 * (seconds * larger / n + start_up):
+            n = larger
+            here = [training_hash(model, n, data_dir)]
+        here.append(training_hash(model, n, data_dir))
         row = {"model": model, "train_examples": n, "in_process": here}
         variants = [("processes", {}), ("processes", {})]
         if gpu:
             variants.append(("deterministic_ops", {"XLA_FLAGS": "--xla_gpu_deterministic_ops=true"}))
+        predicted = seconds * (n / sizes["hash_train"][0]) + start_up
         for name, extra in variants:
-            if deadline.left() < 5:
+            if not deadline.allows(predicted):
                 skipped.append(f"{model} {name}")
                 continue
             path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
             env = {**os.environ, **extra, "PYTHONPATH": path}
+            t0 = time.perf_counter()
             try:
                 result = subprocess.run([sys.executable, "-c", HASH_SCRIPT, model, str(n), data_dir or ""],
                                         cwd=REPO, env=env, capture_output=True, text=True,
-                                        timeout=max(5, deadline.left()))
-            except subprocess.TimeoutExpired:  # the stage's share ran out while it ran
-                skipped.append(f"{model} {name} (stopped at the end of the stage's share)")
+                                        timeout=max(30, 2 * predicted))
+            except subprocess.TimeoutExpired:
+                skipped.append(f"{model} {name} (took over twice its predicted {predicted:.0f} s)")
                 continue
+            predicted = time.perf_counter() - t0
             value = (result.stdout.strip().splitlines() or ["?"])[-1] if result.returncode == 0 else (
                 "error: " + (result.stderr.strip().splitlines() or ["?"])[-1][:200])
             row.setdefault(name, []).append(value)
@@ -386,22 +486,30 @@ def stage_determinism(sizes: dict, images: np.ndarray, deadline: Deadline, conte
 
 
 def stage_bf16(sizes: dict, images: np.ndarray, deadline: Deadline, context: dict) -> dict:
+    """Four trainings on the ladder's most images whose four trainings are predicted to fit (2 s of compilation and
+    ten times the linear model's measured seconds per image, each); each is then allowed if it is predicted to take
+    as long as the last one did."""
     data_dir = context["data_dir"]
-    test = load_mnist("test", data_dir=data_dir).images
+    test = jax.device_put(load_mnist("test", data_dir=data_dir).images)
     rows, skipped = [], []
-    n = sizes["bf16_train"] or len(images)
+    per_image = context.get("linear_seconds_per_image") or 1e-5
+    predicted = 0.0
+    n = largest_fitting(sizes["bf16_train"], lambda m: 4 * (2.0 + 10 * (m or len(images)) * per_image),
+                        deadline.left()) or len(images)
     for model in ("linear", "conv_original"):
         for dtype in ("float32", "bfloat16"):
-            if deadline.passed():
+            if not deadline.allows(predicted):
                 skipped.append(f"{model} {dtype}")
                 continue
             config = CORRECTNESS_MODELS[model].replace(batch_size=25, epochs=1, dtype=dtype)
+            t0 = time.perf_counter()
             params, _ = train_steps(config, images[:n], n // 25, jax.devices()[0])
             trainer = train.make_trainer(config, n)
-            totals = train.evaluate(trainer, False, {"params": train.unstack(params, 0)}, jax.device_put(test))
+            totals = train.evaluate(trainer, False, {"params": train.unstack(params, 0)}, test)
             mse = metrics.finalize(totals)["mse"]
+            predicted = time.perf_counter() - t0
             rows.append({"model": model, "dtype": dtype, "train_examples": n, "test_mse": mse})
-            say("bf16", f"{model} {dtype} 1 epoch", mse, "test MSE")
+            say("bf16", f"{model} {dtype} 1 epoch", mse, "test MSE", f"{n} images")
     return {"rows": rows, "skipped": skipped}
 
 
@@ -411,28 +519,29 @@ STAGE_FUNCTIONS = {"environment": stage_environment, "roofline": stage_roofline,
                    "throughput": stage_throughput, "study": stage_study, "determinism": stage_determinism,
                    "bf16": stage_bf16}  # each (sizes, train images, deadline, context) -> its JSON section
 
+def stage_context(report: dict, data_dir: str | None) -> dict:
+    """What a stage learns from earlier ones: the measured matmul peak and the linear model's seconds per image."""
+    linear = [r for r in report["stages"].get("throughput", {}).get("rows", [])
+              if r["workload"] == "linear_d32" and r["k"] == 1]
+    return {"data_dir": data_dir,
+            "linear_seconds_per_image": 1 / linear[0]["images_per_second"] if linear else None,
+            "peak_tflops": report["stages"].get("roofline", {}).get("matmul_tflops", {}).get("float32_default")}
+
+
 def probe(budget: float, out: Path, sizes: dict, data_dir: str | None) -> dict:
     """Run the stages within `budget` seconds, rewriting `out` after each."""
     start = time.perf_counter()
     report: dict[str, Any] = {"budget_seconds": budget, "tiny": sizes is TINY, "sizes": dict(sizes), "stages": {}}
     images = load_mnist("train", data_dir=data_dir).images
     share_end = 0.0
-    minimum = {"environment": 0, "roofline": 3, "correctness": 5, "throughput": 5, "study": 10, "determinism": 10,
-               "bf16": 5}
     for name, share in STAGES:
         share_end += share
         deadline = Deadline(start + budget * share_end)
         t0 = time.perf_counter()
-        if name != "environment" and deadline.left() < (minimum[name] if sizes is FULL else 0.5):
-            report["stages"][name] = {"skipped": "its share of the budget was spent"}
-            say(name, "skipped", "its share of the budget was spent")
-        else:
-            context = {"data_dir": data_dir, "peak_tflops": report["stages"].get("roofline", {}).get(
-                "matmul_tflops", {}).get("float32_default")}
-            run = functools.partial(STAGE_FUNCTIONS[name], sizes, images, deadline, context)
-            errors: list[str] = []
-            result = guarded(name, "the stage", errors, run)
-            report["stages"][name] = {**(result or {"errors": errors}), "seconds": time.perf_counter() - t0}
+        run = functools.partial(STAGE_FUNCTIONS[name], sizes, images, deadline, stage_context(report, data_dir))
+        errors: list[str] = []
+        result = guarded(name, "the stage", errors, run)
+        report["stages"][name] = {**(result or {"errors": errors}), "seconds": time.perf_counter() - t0}
         report["elapsed_seconds"] = time.perf_counter() - start
         write_json(out, report)
     failed = report["stages"].get("correctness", {}).get("failed", [])
@@ -443,8 +552,9 @@ def probe(budget: float, out: Path, sizes: dict, data_dir: str | None) -> dict:
 def main(argv: list[str] | None = None) -> None:
     p = cli.ArgumentParser(prog="python -m experiments.gpu_probe", description=__doc__.splitlines()[0])
     p.add_argument("--budget", type=float, default=420.0, help="seconds for the whole probe (default 420)")
-    p.add_argument("--out", required=True, help="the JSON file to write, e.g. benchmarks/h200_probe.json")
-    p.add_argument("--tiny", action="store_true", help="tiny sizes: the whole probe in about a minute on a CPU")
+    p.add_argument("--out", required=True, help="the JSON file to write, e.g. benchmarks/<device>_probe.json")
+    p.add_argument("--tiny", action="store_true",
+                   help="the smallest size of every measurement (a quick check of the probe itself)")
     p.add_argument("--data-dir", default=None, help="where tfds keeps prepared data (default: tfds's)")
     p.add_argument("--overwrite", action="store_true", help="replace the result file if it exists")
     args = p.parse_args(argv)
