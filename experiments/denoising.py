@@ -71,7 +71,7 @@ def main() -> None:
             for arm in arms:
                 run_dir = out / "runs" / f"{arm.label}_d{args.latent_dim}_{args.noise}{level}"
                 result = loop.run(configs[level, arm.label], run_dir, data=data, resume=True)
-                outputs[f"{arm.label} AE"] = inference.reconstruct(result.model, result.params[0], noisy)
+                outputs[f"{arm.label} AE"] = inference.reconstruct(result.model, result.variables[0], noisy)
             for method, recon in outputs.items():
                 rows.append({"noise": args.noise, "level": level, "method": method,
                              **metrics.score(test_np, np.asarray(recon))})

@@ -89,7 +89,7 @@ def run_study(arms: Sequence[Arm], out_dir: str | Path, *, depths: Sequence[int]
         rows += result.rows
         history = RunDir(run_dir).read_metrics()
         curves[f"{label} d{depth}"] = [float(np.mean(h["train_loss"])) for h in history]
-        recons[label, depth] = np.asarray(inference.reconstruct(result.model, result.params[0],
+        recons[label, depth] = np.asarray(inference.reconstruct(result.model, result.variables[0],
                                                                 test_images[:GRID_DIGITS]), np.float32)
         plots.reconstructions(out_dir / f"recon_{label}_d{depth}.png", test_np[:GRID_DIGITS], recons[label, depth],
                               title=f"{label}, code {depth} (compression {MNIST_PIXELS / depth:.1f}x), "

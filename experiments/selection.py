@@ -54,7 +54,7 @@ def score_variants(variants: Mapping[str, Config], train_images: Array, test_ima
             f"{held.shape[0]:,} held out")
         result = loop.run(config, Path(out_dir) / name, data=(fit, held), resume=True, variant=name, log=log)
         row, mse_loss = result.rows[0], models.resolve(config).loss == "mse"
-        test = metrics.reconstruction_metrics(result.model.apply, {"params": result.params[0]}, test_images)
+        test = metrics.reconstruction_metrics(result.model.apply, result.variables[0], test_images)
         rows.append({"variant": name, "latent_dim": config.latent_dim, "held_out_mse": row["test_mse"],
                      "test_mse": test["mse"],
                      "held_out_se_per_image": se_per_image(row["test_mse"]),

@@ -79,14 +79,14 @@ def test_plugin_model_and_loss_train_and_reload(plugin, tmp_path, mnist_test_ima
     model, variables, config = aejax.load_model(tmp_path / "run")
     params = variables["params"]
     assert config.model_kwargs == {"gain": 2.0} and model.gain == 2.0
-    np.testing.assert_array_equal(params["enc"]["kernel"], result.params[0]["enc"]["kernel"])
+    np.testing.assert_array_equal(params["enc"]["kernel"], result.variables[0]["params"]["enc"]["kernel"])
 
 
 @pytest.mark.slow  # three fresh processes, ~15 s here; CI runs it (`pytest -m slow`)
 def test_plugin_reloads_in_a_fresh_process_and_runs_from_the_cli(plugin, tmp_path, mnist_test_images):
     result = _train_plugin_model(tmp_path, mnist_test_images)
     # A fresh process knows the model only after importing the plug-in, then reloads the same parameters.
-    np.save(tmp_path / "want.npy", np.asarray(result.params[0]["enc"]["kernel"]))
+    np.save(tmp_path / "want.npy", np.asarray(result.variables[0]["params"]["enc"]["kernel"]))
     script = (f"import numpy as np, aejax_test_plugin, aejax\n"
               f"model, variables, config = aejax.load_model({str(tmp_path / 'run')!r})\n"
               f"params = variables['params']\n"
@@ -183,3 +183,22 @@ def test_vae_and_sparse_train_from_the_cli_and_reload(tmp_path, prepared_data_di
         params = variables["params"]
         assert config.model == name and models.param_count(params) == row["params"]
         assert ("test_elbo_nats" if name == "vae" else "test_code_active") in row
+
+
+def test_a_run_resolves_its_config_once(tmp_path, mnist_test_images, monkeypatch):
+    """`resolve` marks what it returns, so the run passes the resolved config down instead of checking it again
+    at every layer (data shape, sweep, trainer, model); reloading resolves once more, from config.json."""
+    from aejax.models import registry
+
+    calls = []
+    real = registry._resolve
+    monkeypatch.setattr(registry, "_resolve", lambda config: calls.append(config) or real(config))
+    config = Config(model="conv_strided", latent_dim=16, batch_size=50, epochs=1)
+    loop.run(config, tmp_path / "run", data=(mnist_test_images[:200], mnist_test_images[200:300]), log=lambda _: None)
+    assert len(calls) == 1
+    resolved = models.resolve(config)
+    assert registry.is_resolved(resolved) and models.resolve(resolved) is resolved
+    assert not registry.is_resolved(resolved.replace(lr=0.01)) and resolved == models.resolve(config)
+    calls.clear()
+    aejax.load_model(tmp_path / "run")
+    assert len(calls) == 1

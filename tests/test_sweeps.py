@@ -33,13 +33,14 @@ def test_each_member_equals_its_own_run(config, sweep, tmp_path, mnist_test_imag
     for m, value in enumerate(values):
         member = sweeps.member_config(config, {name: value})
         alone = loop.run(member, tmp_path / f"alone{m}", seeds=[1], data=data, log=quiet)
-        np.testing.assert_allclose(_flat(together.params[2 * m + 1]), _flat(alone.params[0]), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(_flat(together.variables[2 * m + 1]["params"]), _flat(alone.variables[0]["params"]),
+                                   rtol=1e-5, atol=1e-5)
         assert together.rows[2 * m + 1]["test_mse"] == pytest.approx(alone.rows[0]["test_mse"], rel=1e-5)
     assert together.rows[0]["test_mse"] != together.rows[2]["test_mse"]  # the members differ
     model, variables, loaded = load_model(tmp_path / "sweep", seed=1, member={name: values[1]})
     params = variables["params"]
     assert loaded == sweeps.member_config(config, {name: values[1]})
-    np.testing.assert_array_equal(_flat(params), _flat(together.params[3]))
+    np.testing.assert_array_equal(_flat(params), _flat(together.variables[3]["params"]))
 
 
 def test_grid_and_bad_sweeps():

@@ -150,10 +150,10 @@ def test_run_writes_the_run_directory(tmp_path, mnist_test_images):
     for i, seed in enumerate((0, 1)):
         _, variables, _ = load_model(out, seed=seed)
         params = variables["params"]
-        for x, y in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(result.params[i])):
+        for x, y in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(result.variables[i]["params"])):
             np.testing.assert_array_equal(x, y)
-    assert not np.array_equal(result.params[0]["encoder_layers_0"]["kernel"],
-                              result.params[1]["encoder_layers_0"]["kernel"])
+    assert not np.array_equal(result.variables[0]["params"]["encoder_layers_0"]["kernel"],
+                              result.variables[1]["params"]["encoder_layers_0"]["kernel"])
     assert [r["seed"] for r in rows] == [0, 1] and rows[0]["test_mse"] != rows[1]["test_mse"]
     mean_image = np.asarray(images[:1000], np.float64).mean(axis=0) / 255  # the training set's mean image
     baseline = np.mean((np.asarray(images[:500], np.float64) / 255 - mean_image) ** 2)

@@ -76,7 +76,26 @@ def resolve(config: Config) -> Config:
     `model_kwargs` defaults under the given ones, the image shape (the dataset's, unless set), a code no larger
     than an image, a fixed code size, settings the model would not read, the optimizer and the loss's needs.
     Raises `AejaxError` (one line) for the first problem. Builds the module to check it, which touches no JAX
-    backend. Idempotent: what `config.json` holds is a resolved config."""
+    backend. Idempotent: what `config.json` holds is a resolved config.
+
+    A config this returns is marked resolved (`is_resolved`), so passing it down (to `make_trainer`, `build`,
+    the sweeps) resolves nothing again; a changed copy (`config.replace(...)`) is a new, unresolved config."""
+    if is_resolved(config):
+        return config
+    resolved = _resolve(config)
+    object.__setattr__(resolved, _RESOLVED, True)  # not a field: not compared, not in config.json
+    return resolved
+
+
+_RESOLVED = "_resolved"
+
+
+def is_resolved(config: Config) -> bool:
+    """Whether `config` came from `resolve` (and so needs no second check)."""
+    return getattr(config, _RESOLVED, False)
+
+
+def _resolve(config: Config) -> Config:
     spec = model_spec(config.model)
     if not isinstance(config.model_kwargs, dict):
         raise AejaxError(f"model_kwargs must be a mapping of names to values, got {config.model_kwargs!r}")

@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -47,21 +45,21 @@ from aejax.training import step as train
 from aejax.training.events import EventLog
 from aejax.training.results import result_row
 from aejax.training.rundir import RunDir
-from aejax.training.step import EVAL_TAG, TrainState, epoch_key, make_trainer, seed_keys, unstack
+from aejax.training.signals import Interrupted, stop_requests
+from aejax.training.step import EVAL_TAG, Trainer, TrainState, epoch_key, make_trainer, seed_keys, unstack
 
 PyTree = Any
 
 
 class RunResult(NamedTuple):
-    """What `run` trained: one results row per model (as in results.json), the model and each one's params.
+    """What `run` trained: one results row per model (as in results.json), the model and each one's variables.
 
     Models are the seeds, or with a sweep each member times each seed (member-major, as the rows)."""
 
     rows: list[dict[str, Any]]
     model: nn.Module
-    params: list[PyTree]  # one per row, in the order of the rows
     epochs_trained: int  # epochs trained by this call (0: the run was already finished and only reloaded)
-    variables: list[PyTree] = []  # each model's `{"params": ..., **model_state}`, in the order of the rows
+    variables: list[PyTree]  # each model's `{"params": ..., **model_state}`, in the order of the rows
 
 
 class EpochEnd(NamedTuple):
@@ -148,160 +146,241 @@ def run(config: Config, out_dir: str | Path, *, seeds: Sequence[int] | None = No
     """Train one model per seed (vmapped, shared data), evaluate, checkpoint, and write the run directory.
 
     `seeds` defaults to `[config.seed]`. `sweep` (setting -> values, e.g. `{"lr": [1e-3, 3e-3]}`; see
-    `aejax.training.sweeps`) trains every member of its grid times every seed in the same one program, one row each.
-    The images are `config.dataset`'s (`aejax.data.registry`), or `data`, `(train_images, test_images)` arrays (host
-    or device) of any shape `[N, H, W, C]`, uint8 or float in [0, 1] (checked first, `aejax.data.check_images`).
-    Either way `config.image_shape` is set from the images (a config that names another shape is an error) and
-    every model builds for it. `variant` labels the rows (default: the model name). With `resume`, a run of
-    the same config continues from its latest checkpoint (a finished one is reloaded, not retrained). `actions`
-    run after the built-in per-epoch actions (module docstring). Returns the rows (also in results.json) and the
-    trained parameters.
+    `aejax.training.sweeps`) trains every member of its grid times every seed in the same one program, one row
+    each. The images are `config.dataset`'s (`aejax.data.registry`), or `data`, `(train_images, test_images)`
+    arrays (host or device) of any shape `[N, H, W, C]`, uint8 or float in [0, 1] (checked first,
+    `aejax.data.check_images`). Either way `config.image_shape` is set from the images (a config that names
+    another shape is an error) and every model builds for it. `variant` labels the rows (default: the model
+    name). With `resume`, a run of the same config continues from its latest checkpoint (a finished one is
+    reloaded, not retrained). `actions` run after the built-in per-epoch actions (module docstring). Returns the
+    rows (also in results.json) and the trained variables.
     """
-    if data is None and (config.image_shape or datasets.known_shape(config.dataset)):
-        sweeps.members(models.resolve(config), sweep)  # the config's own errors before any data is read
-    check_seeds(config, seeds)
-    source = datasets.source(config.dataset, data_dir, mnist_dir) if data is None else array_source(*data)
-    config = models.resolve(with_data_shape(config, source))
-    seeds = check_seeds(config, seeds)
-    grid = sweeps.members(config, sweep)
-    lanes = [(member, seed) for member in grid for seed in seeds]  # one trained model each, member-major
-    names = [f"{sweeps.label(m) + ' ' if m else ''}seed {s}" for m, s in lanes]
-    n_train = source.n_train if config.train_examples is None else min(source.n_train, config.train_examples)
-    if n_train < config.batch_size:
-        raise AejaxError(f"batch_size {config.batch_size} is larger than the {n_train} training images")
-    trainer = make_trainer(config, n_train, swept=list(grid[0]))
-    sweeps.check_model(trainer.model, grid)
+    # 1. The config, resolved once against the registries and the data; the lanes (sweep members x seeds).
+    plan = prepare(config, seeds, sweep, data, data_dir, mnist_dir)
+    config, source = plan.config, plan.source
+    trainer = make_trainer(config, plan.n_train, swept=list(plan.grid[0]))
+    sweeps.check_model(trainer.model, plan.grid)
     with checkpoint.stop_when_full(Path(out_dir), config.keep_checkpoints):  # config.json may not fit either
-        run_dir = RunDir.open(out_dir, config, seeds, resume=resume, overwrite=overwrite,
-                              sweep=grid if sweep else None)
+        run_dir = RunDir.open(out_dir, config, plan.seeds, resume=resume, overwrite=overwrite,
+                              sweep=plan.grid if sweep else None)
     # The directory stays locked until the run ends or fails; a full disk stops it in one line, keeping every
     # complete checkpoint (`resume` continues once there is room).
     with contextlib.closing(run_dir), checkpoint.stop_when_full(run_dir.path, config.keep_checkpoints):
+        # 2. The state and the data on the device.
         program = train.compile_program(trainer)  # looked up here, so a benchmark can wrap it
-        keys = [seed_keys(s) for _, s in lanes]
-        init_keys = jnp.stack([k[0] for k in keys])
+        keys = [seed_keys(s) for _, s in plan.lanes]
         data_keys = jnp.stack([k[1] for k in keys])
-        hparams = sweeps.lane_hparams(grid, len(seeds))  # {} outside a sweep
-        state = program.init(init_keys, hparams)
-        if trainer.mesh is None:
-            train_images = jax.device_put(source.rows(range(n_train)))  # uint8 [N, H, W, C]
-            test_images = jax.device_put(source.test)
-        else:
-            test_images, state, hparams = parallel.replicate((source.test, state, hparams), trainer.mesh)
-            train_images = (parallel.shard_rows(source.rows, n_train, trainer.mesh) if config.shard_data
-                            else parallel.replicate(source.rows(range(n_train)), trainer.mesh))
+        hparams = sweeps.lane_hparams(plan.grid, len(plan.seeds))  # {} outside a sweep
+        state = program.init(jnp.stack([k[0] for k in keys]), hparams)
+        state, hparams, train_images, test_images = place(trainer, config, source, plan.n_train, state, hparams)
         mngr = checkpoint.manager(run_dir.path / "checkpoints", config.keep_checkpoints)
-        start_epoch, history = 0, []
-        if resume:  # the newest checkpoint whose epoch has its metrics line (the line is written after the save)
-            history = run_dir.read_metrics()
-            usable = [s for s in mngr.all_steps() if s <= len(history)]
-            if usable:
-                state, meta = checkpoint.restore(mngr, state, log=log, max_step=len(history))
-                start_epoch, history = int(meta["epoch"]), history[: int(meta["epoch"])]
-                log(f"resumed from {run_dir.path / 'checkpoints'} at epoch {start_epoch}")
-            else:
-                history = []
-
-        n_steps = n_train // config.batch_size
-        train_seconds = sum(h["epoch_seconds"] for h in history)
-        final = None  # the last epoch's scores, SSIM included: they are the results
-        events_dirs = [(sweeps.label(m) + "_" if m else "") + f"seed_{s}" for m, s in lanes]
-        ckpt_meta = {"seeds": seeds, "config": config.to_dict(), **({"sweep": grid} if sweep else {})}
-        done_at = time.perf_counter()  # when the device finished the last epoch read back
-
-        def save_checkpoint(end: EpochEnd, last: bool) -> None:
-            if last or end.epoch % config.checkpoint_every == 0:
-                checkpoint.save(mngr, end.epoch, end.state, {"epoch": end.epoch, **ckpt_meta}, wait=False)
-
-        def metrics_line(end: EpochEnd) -> None:
-            mngr.wait_until_finished()  # a metrics line never precedes the checkpoint saved for its epoch
-            run_dir.write_metrics(history)
-
-        def report(flight: InFlight, last: bool = False) -> bool:
-            """Read back one epoch (while the next one runs) and run every per-epoch action; `last`: no epoch of
-            this call follows (it is checkpointed whatever `checkpoint_every` says). True: an action asked to
-            stop."""
-            nonlocal train_seconds, final, done_at
-            losses = np.asarray(flight.losses)  # [K, steps]; waits for that epoch only
-            now = time.perf_counter()
-            seconds, done_at = now - max(flight.dispatched_at, done_at), now
-            entry = {"epoch": flight.epoch, "train_loss": losses.mean(axis=1).tolist(),
-                     "test_mse": _test_mse(flight.totals), "epoch_seconds": seconds,
-                     "images_per_second": len(lanes) * n_steps * config.batch_size / seconds}
-            if flight.aux:
-                entry["train_aux"] = {k: np.asarray(v).mean(axis=1).tolist() for k, v in flight.aux.items()}
-            end = EpochEnd(flight.epoch, config.epochs, losses, entry, flight.state, names,
-                           flight.epoch == start_epoch + 1)
-            check_finite(end, mngr)
-            save_checkpoint(end, last)
-            train_seconds += seconds
-            if flight.epoch == config.epochs:  # nothing runs after the last epoch: its full scores are the results
-                final = _scores(flight.totals, len(lanes))
-            history.append(entry)
-            events.epoch(entry)
-            metrics_line(end)
-            log_line(end, log)
-            return any([bool(action(end)) for action in actions])
-
-        def interrupted(epoch: int) -> Interrupted:
-            signum = received[0] if received else signal.SIGTERM  # another host was signalled
-            stopped = (f"stopped by {signal.Signals(signum).name} after epoch {epoch}/{config.epochs}; its "
-                       f"checkpoint is saved in {run_dir.path / 'checkpoints'}; continue with")
-            return Interrupted(f"{stopped} resume=True", cli=f"{stopped} --resume", exit_code=128 + signum)
-
-        with (stop_requests() as received, contextlib.closing(EventLog(run_dir.path, events_dirs)) as events,
-              contextlib.closing(mngr)):
-            pending, stop = None, False  # the epoch dispatched last, not yet read back
-            for epoch in range(start_epoch, config.epochs):
-                dispatched_at = time.perf_counter()
-                ekeys = jax.vmap(epoch_key, in_axes=(0, None))(data_keys, epoch)
-                state, (losses, aux) = program.epoch(state, train_images, ekeys, hparams)
-                totals = program.evaluate(epoch + 1 == config.epochs, train.variables(state), test_images)
-                flight = InFlight(epoch + 1, _copy(state), losses, aux, totals, dispatched_at)  # state is donated next
-                if pending is not None:  # the device runs `flight` while the host finishes `pending`
-                    stop = report(pending)
-                    if parallel.any_process(bool(received)) or stop:  # every host stops after the same epoch
-                        report(flight, last=True)  # the epoch in flight is finished and checkpointed, not lost
-                        pending = None
-                        break
-                pending = flight
-            if pending is not None:
-                stop = report(pending, last=True) or stop
-            if parallel.any_process(bool(received)):
-                raise interrupted(history[-1]["epoch"])
+        with contextlib.closing(mngr), contextlib.closing(EventLog(run_dir.path, plan.folders)) as events:
+            # 3. Resume from the newest checkpoint that has its metrics line.
+            state, history = restore(run_dir, mngr, state, log) if resume else (state, [])
+            start_epoch = len(history)
+            # 4. The epochs, each read back and acted on while the next one runs.
+            context = EpochContext(config, plan, trainer, run_dir, mngr, events, tuple(actions), log, start_epoch,
+                                   {"seeds": plan.seeds, "config": config.to_dict(),
+                                    **({"sweep": plan.grid} if sweep else {})})
+            state, final = train_epochs(context, program, state, train_images, test_images, data_keys, hparams,
+                                        history)
+            # 5. The results: test scores, rows, results.json and the reconstruction figure.
             if final is None:  # a finished run reloaded, or one an action stopped early
-                final = _scores(program.evaluate(True, train.variables(state), test_images), len(lanes))
+                final = _scores(program.evaluate(True, train.variables(state), test_images), len(plan.lanes))
             test_aux = {}
             if "train_aux" in history[-1]:  # a loss with terms of its own: score them on the test set too
                 eval_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(data_keys, EVAL_TAG)
                 test_aux = {k: np.asarray(v).tolist()
                             for k, v in program.eval_loss(train.variables(state), test_images, eval_keys,
                                                           hparams).items()}
-
-            params = [unstack(state.params, i) for i in range(len(lanes))]
-            model_variables = [unstack(train.variables(state), i) for i in range(len(lanes))]
+            model_variables = [unstack(train.variables(state), i) for i in range(len(plan.lanes))]
             baseline = metrics.mean_image_mse(train_images, test_images)
-            rows = []
-            for i, (member, seed) in enumerate(lanes):
-                warnings = []
-                if final[i]["mse"] > baseline:
-                    warnings.append(f"{names[i]} learned nothing: its test MSE {final[i]['mse']:.5f} is worse than "
-                                    f"predicting the training set's mean image ({baseline:.5f})")
-                    log(f"warning: {warnings[-1]}")
-                rows.append(result_row(
-                    model=config.model, variant=variant or config.model, latent_dim=config.latent_dim,
-                    pixels=config.pixels,
-                    epochs=history[-1]["epoch"], seed=seed, scores=final[i], params=models.param_count(params[i]),
-                    train_seconds=train_seconds / len(lanes), final_train_loss=history[-1]["train_loss"][i],
-                    train_seconds_total=train_seconds, seeds_trained_together=len(lanes),
-                    mean_image_test_mse=baseline, warnings=warnings,
-                    **({"sweep": member} if sweep else {}),
-                    **{f"test_{k}": v[i] for k, v in test_aux.items()}))
+            rows = result_rows(context, history, final, test_aux, model_variables, baseline, variant, bool(sweep))
             run_dir.write_results(rows)
             run_dir.write_reconstructions(trainer.model, model_variables[0], np.asarray(test_images[:10]),
-                                          f"{config.model}, code {config.latent_dim}, {names[0]}: "
+                                          f"{config.model}, code {config.latent_dim}, {plan.names[0]}: "
                                           f"test MSE {rows[0]['test_mse']:.5f}", events, history[-1]["epoch"])
-        return RunResult(rows, trainer.model, params, history[-1]["epoch"] - start_epoch, model_variables)
+        return RunResult(rows, trainer.model, history[-1]["epoch"] - start_epoch, model_variables)
+
+
+class Plan(NamedTuple):
+    """What a run trains, decided before anything is written: the resolved config, its images, and its lanes."""
+
+    config: Config  # resolved, image_shape from the data
+    source: Source
+    seeds: list[int]
+    grid: list[dict[str, float]]  # sweep members ([{}] without a sweep)
+    n_train: int
+    lanes: list[tuple[dict[str, float], int]]  # (member, seed) per trained model, member-major
+
+    @property
+    def names(self) -> list[str]:
+        """'seed 0' or 'lr=0.003 seed 0', one per lane."""
+        return [f"{sweeps.label(m) + ' ' if m else ''}seed {s}" for m, s in self.lanes]
+
+    @property
+    def folders(self) -> list[str]:
+        """Each lane's TensorBoard folder: 'seed_0' or 'lr=0.003_seed_0'."""
+        return [(sweeps.label(m) + "_" if m else "") + f"seed_{s}" for m, s in self.lanes]
+
+
+def prepare(config: Config, seeds: Sequence[int] | None, sweep: dict[str, Sequence[float]] | None,
+            data: tuple[np.ndarray, np.ndarray] | None, data_dir: str | None, mnist_dir: str | None) -> Plan:
+    """Check the seeds, read the images' source, resolve the config once (its image shape from the images) and
+    lay out the lanes. A config whose shape is known without data is checked before any data is read."""
+    seeds = check_seeds(config, seeds)
+    if data is None and (config.image_shape or datasets.known_shape(config.dataset)):
+        config = models.resolve(config)
+        sweeps.members(config, sweep)  # the config's own errors before any data is read
+    source = datasets.source(config.dataset, data_dir, mnist_dir) if data is None else array_source(*data)
+    config = models.resolve(with_data_shape(config, source))
+    grid = sweeps.members(config, sweep)
+    n_train = source.n_train if config.train_examples is None else min(source.n_train, config.train_examples)
+    if n_train < config.batch_size:
+        raise AejaxError(f"batch_size {config.batch_size} is larger than the {n_train} training images")
+    return Plan(config, source, seeds, grid, n_train, [(member, seed) for member in grid for seed in seeds])
+
+
+def place(trainer: Trainer, config: Config, source: Source, n_train: int, state: TrainState,
+          hparams: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array], jax.Array, jax.Array]:
+    """The state, the sweep's values and the uint8 images on the device (one device, or the trainer's mesh:
+    replicated, with the training rows split over the devices under `shard_data`)."""
+    if trainer.mesh is None:
+        return state, hparams, jax.device_put(source.rows(range(n_train))), jax.device_put(source.test)
+    test_images, state, hparams = parallel.replicate((source.test, state, hparams), trainer.mesh)
+    train_images = (parallel.shard_rows(source.rows, n_train, trainer.mesh) if config.shard_data
+                    else parallel.replicate(source.rows(range(n_train)), trainer.mesh))
+    return state, hparams, train_images, test_images
+
+
+def restore(run_dir: RunDir, mngr, state: TrainState,
+            log: Callable[[str], None]) -> tuple[TrainState, list[dict[str, Any]]]:
+    """The state of the newest checkpoint whose epoch has its metrics line (the line is written after the save)
+    and the metrics lines up to it; the fresh state and no history where none has."""
+    history = run_dir.read_metrics()
+    if not [s for s in mngr.all_steps() if s <= len(history)]:
+        return state, []
+    state, meta = checkpoint.restore(mngr, state, log=log, max_step=len(history))
+    log(f"resumed from {run_dir.path / 'checkpoints'} at epoch {int(meta['epoch'])}")
+    return state, history[: int(meta["epoch"])]
+
+
+class EpochContext(NamedTuple):
+    """What every epoch's read-back needs and does not change."""
+
+    config: Config
+    plan: Plan
+    trainer: Trainer
+    run_dir: RunDir
+    mngr: Any  # the orbax CheckpointManager
+    events: EventLog
+    actions: tuple[Action, ...]
+    log: Callable[[str], None]
+    start_epoch: int  # epochs done before this call
+    checkpoint_meta: dict[str, Any]  # the seeds, config and sweep, saved with every checkpoint
+
+
+def train_epochs(context: EpochContext, program: train.Program, state: TrainState, train_images: jax.Array,
+                 test_images: jax.Array, data_keys: jax.Array, hparams: dict[str, jax.Array],
+                 history: list[dict[str, Any]]) -> tuple[TrainState, list[dict[str, float]] | None]:
+    """Train the epochs left, dispatching epoch e+1 (and its test evaluation) before epoch e is read back;
+    `history` gets each epoch's metrics line. Returns the state and, when the last epoch was trained by this
+    call, its full test scores (SSIM included: they are the results). A signal or an action stops after the
+    epoch in flight, which is finished and checkpointed; a signal then raises `Interrupted`."""
+    config = context.config
+    final, pending, done_at = None, None, time.perf_counter()  # pending: dispatched, not yet read back
+    with stop_requests() as received:
+        for epoch in range(context.start_epoch, config.epochs):
+            dispatched_at = time.perf_counter()
+            ekeys = jax.vmap(epoch_key, in_axes=(0, None))(data_keys, epoch)
+            state, (losses, aux) = program.epoch(state, train_images, ekeys, hparams)
+            totals = program.evaluate(epoch + 1 == config.epochs, train.variables(state), test_images)
+            flight = InFlight(epoch + 1, _copy(state), losses, aux, totals, dispatched_at)  # state is donated next
+            if pending is not None:  # the device runs `flight` while the host finishes `pending`
+                end, done_at = read_back(context, pending, done_at)
+                stop = finish_epoch(context, end, history, last=False)
+                if parallel.any_process(bool(received)) or stop:  # every host stops after the same epoch
+                    pending = None
+                    end, done_at = read_back(context, flight, done_at)
+                    finish_epoch(context, end, history, last=True)  # finished and checkpointed, not lost
+                    final = _final_scores(context, flight)
+                    break
+            pending = flight
+        if pending is not None:
+            end, done_at = read_back(context, pending, done_at)
+            finish_epoch(context, end, history, last=True)
+            final = _final_scores(context, pending)
+    if parallel.any_process(bool(received)):
+        raise interrupted(context, received, history[-1]["epoch"])
+    return state, final
+
+
+def read_back(context: EpochContext, flight: InFlight, done_at: float) -> tuple[EpochEnd, float]:
+    """One epoch copied to the host (waiting for that epoch only) as an `EpochEnd`, and when it finished. Its
+    seconds run from the end of the epoch before (or its dispatch, if later) to now."""
+    losses = np.asarray(flight.losses)  # [K, steps]
+    now = time.perf_counter()
+    seconds = now - max(flight.dispatched_at, done_at)
+    n_steps = context.plan.n_train // context.config.batch_size
+    entry = {"epoch": flight.epoch, "train_loss": losses.mean(axis=1).tolist(),
+             "test_mse": _test_mse(flight.totals), "epoch_seconds": seconds,
+             "images_per_second": len(context.plan.lanes) * n_steps * context.config.batch_size / seconds}
+    if flight.aux:
+        entry["train_aux"] = {k: np.asarray(v).mean(axis=1).tolist() for k, v in flight.aux.items()}
+    end = EpochEnd(flight.epoch, context.config.epochs, losses, entry, flight.state, context.plan.names,
+                   flight.epoch == context.start_epoch + 1)
+    return end, now
+
+
+def finish_epoch(context: EpochContext, end: EpochEnd, history: list[dict[str, Any]], *, last: bool) -> bool:
+    """The per-epoch actions in order (module docstring); `last`: no epoch of this call follows, so it is
+    checkpointed whatever `checkpoint_every` says. True: an action asked to stop."""
+    check_finite(end, context.mngr)
+    if last or end.epoch % context.config.checkpoint_every == 0:
+        checkpoint.save(context.mngr, end.epoch, end.state, {"epoch": end.epoch, **context.checkpoint_meta},
+                        wait=False)
+    history.append(end.entry)
+    context.events.epoch(end.entry)
+    context.mngr.wait_until_finished()  # a metrics line never precedes the checkpoint saved for its epoch
+    context.run_dir.write_metrics(history)
+    log_line(end, context.log)
+    return any([bool(action(end)) for action in context.actions])
+
+
+def _final_scores(context: EpochContext, flight: InFlight) -> list[dict[str, float]] | None:
+    """The full test scores of the config's last epoch (evaluated with SSIM); None for an earlier epoch."""
+    return _scores(flight.totals, len(context.plan.lanes)) if flight.epoch == context.config.epochs else None
+
+
+def interrupted(context: EpochContext, received: list[int], epoch: int) -> Interrupted:
+    signum = received[0] if received else signal.SIGTERM  # another host was signalled
+    stopped = (f"stopped by {signal.Signals(signum).name} after epoch {epoch}/{context.config.epochs}; its "
+               f"checkpoint is saved in {context.run_dir.path / 'checkpoints'}; continue with")
+    return Interrupted(f"{stopped} resume=True", cli=f"{stopped} --resume", exit_code=128 + signum)
+
+
+def result_rows(context: EpochContext, history: list[dict[str, Any]], final: list[dict[str, float]],
+                test_aux: dict[str, list[float]], model_variables: list[PyTree], baseline: float,
+                variant: str | None, swept: bool) -> list[dict[str, Any]]:
+    """One results row per lane, warning (in the row and the log) where a model is worse than predicting the
+    training set's mean image."""
+    config, plan = context.config, context.plan
+    train_seconds = sum(h["epoch_seconds"] for h in history)
+    rows = []
+    for i, (member, seed) in enumerate(plan.lanes):
+        warnings = []
+        if final[i]["mse"] > baseline:
+            warnings.append(f"{plan.names[i]} learned nothing: its test MSE {final[i]['mse']:.5f} is worse than "
+                            f"predicting the training set's mean image ({baseline:.5f})")
+            context.log(f"warning: {warnings[-1]}")
+        rows.append(result_row(
+            model=config.model, variant=variant or config.model, latent_dim=config.latent_dim, pixels=config.pixels,
+            epochs=history[-1]["epoch"], seed=seed, scores=final[i],
+            params=models.param_count(model_variables[i]["params"]), train_seconds=train_seconds / len(plan.lanes),
+            final_train_loss=history[-1]["train_loss"][i], train_seconds_total=train_seconds,
+            seeds_trained_together=len(plan.lanes), mean_image_test_mse=baseline, warnings=warnings,
+            **({"sweep": member} if swept else {}), **{f"test_{k}": v[i] for k, v in test_aux.items()}))
+    return rows
 
 
 def with_data_shape(config: Config, source: Source) -> Config:
@@ -309,39 +388,4 @@ def with_data_shape(config: Config, source: Source) -> Config:
     if config.image_shape and tuple(config.image_shape) != source.shape:
         raise AejaxError(f"config image_shape {list(config.image_shape)} differs from the images' "
                          f"{list(source.shape)}; leave it unset to take the data's")
-    return config.replace(image_shape=source.shape)
-
-
-class Interrupted(AejaxError):
-    """SIGINT or SIGTERM arrived; the epoch in flight finished and was checkpointed."""
-
-    def __init__(self, message: str, *, cli: str, exit_code: int):
-        super().__init__(message, cli=cli)
-        self.exit_code = exit_code
-
-
-@contextlib.contextmanager
-def stop_requests() -> Iterator[list[int]]:
-    """Record SIGINT/SIGTERM (preemption) instead of dying mid-epoch; `run` stops once the epoch on the device
-    (the one after the epoch being reported) is finished and checkpointed.
-
-    A second signal stops at once (the checkpoint of the last reported epoch is on disk either way).
-    """
-    received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-
-    def handler(signum: int, frame) -> None:
-        if received:
-            raise KeyboardInterrupt
-        received.append(signum)
-        print(f"received {signal.Signals(signum).name}: stopping after the epoch in flight is checkpointed",
-              file=sys.stderr)
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield received
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+    return config if tuple(config.image_shape) == source.shape else config.replace(image_shape=source.shape)

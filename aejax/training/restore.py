@@ -52,6 +52,7 @@ def load_model(run_dir: str | Path, seed: int | None = None,
     else:
         raise AejaxError(f"{run_dir} has sweep members {grid}; member must be one of them or an index, "
                          f"got {member!r}")
+    config = models.resolve(config)  # once: the trainer and the member's model take it as it is
     trainer = train.make_trainer(config, swept=list(grid[0]))
     target = _abstract_state(trainer, len(grid) * len(seeds))
     state, _ = checkpoint.restore(checkpoint.manager(run_dir / "checkpoints", config.keep_checkpoints), target)

@@ -72,6 +72,8 @@ def members(config: Config, sweep: Mapping[str, Sequence[float]] | None) -> list
 def member_config(config: Config, member: Mapping[str, float]) -> Config:
     """The config one sweep member trains with: `config` with the member's values (validated)."""
     config = models.resolve(config)
+    if not member:
+        return config
     fields = {k: v for k, v in member.items() if k in CONFIG_HPARAMS}
     kwargs = {k: v for k, v in member.items() if k not in CONFIG_HPARAMS}
     if kwargs:
