@@ -14,6 +14,7 @@ user can cause print one line on stderr and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -138,7 +139,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
             value = parse_ints(value, flag(field.name))
         values[field.name] = value
     if "model" in values and "latent_dim" not in values:
-        if values["model"] in models.registered_models():
+        with contextlib.suppress(AejaxError):  # an unknown model is reported by resolve, below
             fixed = models.model_spec(values["model"]).latent_dim
             if fixed is not None:
                 values["latent_dim"] = fixed
@@ -163,16 +164,13 @@ DETERMINISTIC_XLA_FLAGS = ("--xla_gpu_deterministic_ops=true", "--xla_gpu_exclud
 
 
 def make_deterministic(config: Config) -> Config:
-    """Add XLA's GPU determinism flags to `XLA_FLAGS` (before JAX's backend starts, which reads them once) and
-    choose the `ops` convolutions, whose max-pool gradient those flags accept, where `conv_impl` is `auto`."""
-    from jax._src import xla_bridge
-
+    """Add XLA's GPU determinism flags to `XLA_FLAGS` and choose the `ops` convolutions, whose max-pool gradient
+    those flags accept, where `conv_impl` is `auto`. `main` calls it before anything starts JAX's backend, which
+    reads `XLA_FLAGS` once, when it starts."""
     reads = models.model_spec(config.model).reads(config)
     if "conv_impl" in reads and config.conv_impl == "xla":
         raise AejaxError("--deterministic with --conv-impl xla: the gradient of XLA's max-pool is a "
                          "select-and-scatter, which XLA's deterministic mode refuses on a GPU; use --conv-impl ops")
-    if xla_bridge.backends_are_initialized():
-        raise AejaxError("--deterministic must take effect before JAX's backend starts, and it has started")
     present = os.environ.get("XLA_FLAGS", "").split()
     os.environ["XLA_FLAGS"] = " ".join([*present, *(f for f in DETERMINISTIC_XLA_FLAGS if f not in present)])
     return config.replace(conv_impl="ops") if "conv_impl" in reads else config
@@ -180,8 +178,7 @@ def make_deterministic(config: Config) -> Config:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = ArgumentParser(prog="python -m aejax.train",
-                       description="Train an MNIST autoencoder (one per seed, trained together) into a run "
-                                   "directory.")
+                       description="Train an autoencoder (one per seed, trained together) into a run directory.")
     add_config_flags(p)
     run = p.add_argument_group("the run")
     run.add_argument("--out", required=True, help="run directory (config, metrics, results, checkpoints)")

@@ -1,15 +1,15 @@
-"""Host time between epochs: how long the device sits idle between two epochs of `train.run`, waiting for the
+"""Host time between epochs: how long the device sits idle between two epochs of `aejax.run`, waiting for the
 host to read back losses and metrics, checkpoint and write logs before it hands over the next epoch.
 
     python -m experiments.epoch_gap --out benchmarks/epoch_gap_cpu.json [--model linear --latent-dim 32]
         [--epochs 6] [--seeds 0,1,2]
 
-Trains one run with `train.run` into a temporary directory, with its compiled epoch and evaluation functions
+Trains one run with `aejax.run` into a temporary directory, with its compiled epoch and evaluation functions
 wrapped: each call is timestamped when it returns (the work is then queued on the device), and a watcher
 thread timestamps when its outputs are ready (the device finished it). The idle time before epoch e is the
 time epoch e was queued minus the time the device finished all earlier work (epoch e-1 and its evaluation);
 negative means epoch e was queued ahead, so the device never waited. Epoch 1 (compilation) has no gap. It wraps
-only `train.compile_program`, so it measures any version of `train.run`.
+only `train.compile_program`, so it measures any version of `aejax.run`.
 """
 
 import statistics

@@ -3,7 +3,7 @@ held-out rest, and only then look at the test set.
 
 `held_out_split` cuts the training images into a fitting part and a held-out part (the last `held_out`
 images, so the split is the same for every variant and every seed). `score_variants` trains each named config
-on the fitting part (through `train.run`, resumed when its run directory already holds it) and returns one
+on the fitting part (through `aejax.run`, resumed when its run directory already holds it) and returns one
 row per variant: its held-out error, chosen on, and its test error, reported beside it but never chosen on.
 """
 

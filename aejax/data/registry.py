@@ -42,10 +42,6 @@ def register_dataset(name: str, load: Loader, *, shape: tuple[int, int, int] | N
     _DATASETS[name] = DatasetSpec(load, None if shape is None else tuple(shape), train_size)
 
 
-def registered_datasets() -> tuple[str, ...]:
-    return tuple(_DATASETS)
-
-
 def known_shape(name: str) -> tuple[int, int, int] | None:
     """(H, W, C) of a registered dataset; None for one known only from its data."""
     return _DATASETS[name].shape if name in _DATASETS else None

@@ -36,9 +36,8 @@ from aejax.models.registry import (
     model_spec,
     param_count,
     register_model,
-    registered_models,
     resolve,
 )
 
 __all__ = ["Autoencoder", "ConvAutoencoder", "LinearAutoencoder", "ModelSpec", "StridedConvAutoencoder", "build",
-           "check_float_input", "model_spec", "param_count", "register_model", "registered_models", "resolve"]
+           "check_float_input", "model_spec", "param_count", "register_model", "resolve"]

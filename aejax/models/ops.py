@@ -116,12 +116,6 @@ def _windows(x: Array) -> Array:
     return x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, h // 2, w // 2, 4, c)
 
 
-def _unwindows(y: Array) -> Array:
-    """Inverse of `_windows`."""
-    b, h2, w2, _, c = y.shape
-    return y.reshape(b, h2, w2, 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, 2 * h2, 2 * w2, c)
-
-
 def _first_max_mask(windows: Array, axis: int) -> Array:
     """One-hot (along `axis`, of size 4) of the first maximum of each window."""
     idx = jnp.argmax(windows, axis=axis)

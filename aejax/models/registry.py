@@ -61,10 +61,6 @@ def register_model(name: str, builder: Callable[[Config], nn.Module], *, kwargs:
     _MODELS[name] = ModelSpec(builder, dict(kwargs or {}), reads_fn, loss, latent_dim)
 
 
-def registered_models() -> tuple[str, ...]:
-    return tuple(_MODELS)
-
-
 def model_spec(name: str) -> ModelSpec:
     if name not in _MODELS:
         raise AejaxError(f"unknown model {name!r}; choose one of {', '.join(_MODELS)} (or register_model it)")

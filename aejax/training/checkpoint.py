@@ -146,16 +146,25 @@ def stop_when_full(run_path: Path, keep: int) -> Iterator[None]:
     """Turn a full disk in the block (an orbax save, a results file, a figure) into one `AejaxError`: the path,
     the bytes free there, what a checkpoint of this run takes; partial steps removed, complete ones kept."""
     # Orbax logs each failed background write, traceback and all, from its threads, some after the save has
-    # raised: the filter stays on the "absl" logger once a run has installed it (it drops only full-disk records).
+    # raised: a filter on the "absl" logger drops those records (full-disk ones only) until the outermost block
+    # ends, by when the checkpoint manager inside it has been closed and its threads have finished.
     absl = logging.getLogger("absl")
-    if _not_a_full_disk not in absl.filters:
+    if not _filtering:
         absl.addFilter(_not_a_full_disk)
+    _filtering.append(run_path)
     try:
         yield
     except Exception as e:
         if not is_full(e):
             raise
         raise _out_of_space(e, Path(run_path), keep) from None
+    finally:
+        _filtering.pop()
+        if not _filtering:
+            absl.removeFilter(_not_a_full_disk)
+
+
+_filtering: list[Path] = []  # the `stop_when_full` blocks open now, outermost first
 
 
 def _not_a_full_disk(record: logging.LogRecord) -> bool:

@@ -3,7 +3,7 @@
 A loss is `loss(model, params, inputs, targets, key) -> (scalar, aux)`: `inputs` are what the model sees (a
 corrupted copy of the batch when denoising), `targets` the clean float batch `[B, H, W, C]` in [0, 1], `key`
 a PRNG key of this step (None where a caller has none; a loss that samples must then say so), and `aux` a dict
-of scalars that `train.run` averages per epoch into `metrics.jsonl` and evaluates on the test set into
+of scalars that `aejax.run` averages per epoch into `metrics.jsonl` and evaluates on the test set into
 `results.json`. Weights a loss reads from the model (`model.l1_weight`, `model.kl_weight`) are module
 attributes, so a sweep can vary them inside one compiled program.
 
@@ -42,10 +42,6 @@ def register_loss(name: str, fn: Loss, *, requires: Collection[str] = (), replac
     check_registration("loss", name, name in _LOSSES, fn, replace,
                        "(model, params, inputs, targets, key) -> (loss, aux)")
     _LOSSES[name] = LossSpec(fn, tuple(requires))
-
-
-def registered_losses() -> tuple[str, ...]:
-    return tuple(_LOSSES)
 
 
 def get_loss(name: str, model: nn.Module | None = None) -> Loss:

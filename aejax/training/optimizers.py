@@ -39,10 +39,6 @@ def register_optimizer(name: str, builder: Builder, *, replace: bool = False) ->
     _OPTIMIZERS[name] = builder
 
 
-def registered_optimizers() -> tuple[str, ...]:
-    return tuple(_OPTIMIZERS)
-
-
 def builder(name: str) -> Builder:
     """The optimizer function `name` stands for: a registered one, else optax's."""
     if name in _OPTIMIZERS:

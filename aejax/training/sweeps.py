@@ -1,6 +1,6 @@
 """Hyper-parameter sweeps trained in one compiled program: a grid of members, each a `Config` of its own.
 
-`train.run(config, out, sweep={"lr": [1e-3, 3e-3]})` trains every member times every seed as one vmapped
+`aejax.run(config, out, sweep={"lr": [1e-3, 3e-3]})` trains every member times every seed as one vmapped
 program: the swept values are arrays with a leading member axis, not constants compiled in. What can vary so:
 
 - `lr`, `weight_decay`: optimizer hyper-parameters, held in `optax.inject_hyperparams` state (a schedule keeps
