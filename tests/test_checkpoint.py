@@ -1,4 +1,6 @@
+import contextlib
 import errno
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -59,8 +61,9 @@ def test_a_save_that_fills_the_disk_inside_orbax_is_one_line_and_keeps_the_compl
         monkeypatch.setattr(checkpoint, "_check_room", lambda *_: None)
         fill_disk(disk)
         with pytest.raises(AejaxError, match=f"no space left on the device for {disk}/run/checkpoints/2") as info:
-            with checkpoint.stop_when_full(disk / "run", keep=3):
+            with checkpoint.stop_when_full(disk / "run", keep=3), contextlib.closing(mngr):  # as a run nests them
                 checkpoint.save(mngr, 2, state, {"epoch": 2})
+        assert checkpoint._not_a_full_disk not in logging.getLogger("absl").filters  # no filter left installed
         assert "\n" not in str(info.value) and "the checkpoint of epoch 1 is complete and kept" in str(info.value)
         assert sorted(p.name for p in (disk / "run" / "checkpoints").iterdir()) == ["1"]
         assert not [r for r in caplog.records if r.name == "absl" and r.levelname == "ERROR"]
