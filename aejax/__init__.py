@@ -9,7 +9,7 @@ batch axis; they trace under jit, grad and vmap). docs/library.md shows each.
 from typing import Any
 
 from aejax.config import Config
-from aejax.data.registry import register_dataset
+from aejax.data.datasets import register_dataset
 from aejax.errors import AejaxError
 from aejax.models import register_model  # importing aejax.models registers every built-in model
 from aejax.models.inference import decode, encode, reconstruct

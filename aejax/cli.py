@@ -26,7 +26,7 @@ from typing import Any
 
 from aejax import models
 from aejax.config import Config
-from aejax.data import registry as datasets
+from aejax.data import datasets
 from aejax.errors import AejaxError
 from aejax.training import loop, parallel
 from aejax.training import step as train

@@ -41,7 +41,7 @@ def _field(default: Any, help: str) -> Any:  # noqa: A002 - argparse's name for 
 class Config:
     """Every setting of one training run (each field's `help` metadata says what it does).
 
-    `dataset` names the images (`aejax.data.registry`) and `image_shape` is their (H, W, C): empty until a run or
+    `dataset` names the images (`aejax.data.datasets`) and `image_shape` is their (H, W, C): empty until a run or
     `models.resolve` sets it from the data or the dataset, so `config.json` records it and every model builds
     from it. `latent_dim` is the code size (the study's "encoding depth"); `conv_original` is the original
     study's conv model, fixed at widths (64, 8) and a 7x7x8 = 392 code on 28x28x1 images. `optimizer` is any
@@ -54,7 +54,7 @@ class Config:
     """
 
     dataset: str = _field("mnist", "the images: mnist, lfw_faces, photo_patches, or a tfds dataset prepared in "
-                                   "--data-dir (aejax.data.registry)")
+                                   "--data-dir (aejax.data.datasets)")
     image_shape: tuple[int, ...] = _field((), "the images' H,W,C; unset: the dataset's, set by a run from its data "
                                               "(config.json records it)")
 

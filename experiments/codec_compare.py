@@ -43,12 +43,11 @@ import numpy as np
 import aejax
 from aejax import cli
 from aejax.codec import Codec, payload_bits
-from aejax.data import load_mnist
-from aejax.data import registry as datasets
+from aejax.data import datasets, load_mnist
 from aejax.environment import environment
 from aejax.errors import AejaxError
 from aejax.evaluation import compression, metrics
-from aejax.evaluation.rate_distortion import bd_rate, bits_at, front
+from aejax.evaluation.rd_curves import bd_rate, bits_at, front
 from aejax.files import make_output_dir, refuse_overwrite, write_atomic, write_json
 from aejax.training import step as training
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from aejax import cli
 from aejax.config import Config
-from aejax.data import registry as datasets
+from aejax.data import datasets
 from aejax.evaluation import metrics
 from aejax.files import refuse_overwrite, write_atomic, write_json
 from aejax.training import loop

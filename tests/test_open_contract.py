@@ -13,8 +13,7 @@ import pytest
 import aejax
 import tests.stateful_plugin  # noqa: F401 - registers conv_bn from outside the package
 from aejax import Config, models
-from aejax.data import image_sets
-from aejax.data import registry as datasets
+from aejax.data import datasets, image_sets
 from aejax.errors import AejaxError
 from aejax.evaluation import metrics
 from aejax.models import inference

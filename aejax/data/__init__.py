@@ -1,6 +1,6 @@
 """Images for a run: a `Source` of training and test images (`source`), MNIST read from its IDX files or
 through a TF-free tensorflow-datasets builder (`mnist`, `mnist_idx`, `mnist_tfds`), the bundled image sets
-(`image_sets`, `image_tfds`), datasets by name (`registry`) and input corruption for denoising (`corruption`).
+(`image_sets`, `image_tfds`), datasets by name (`datasets`) and input corruption for denoising (`corruption`).
 """
 
 from aejax.data.mnist import load_mnist, mnist_source, split_size, tfds_available

@@ -10,7 +10,7 @@
   rocket (386 patches).
 
 Both are deterministic functions of the installed scikit-image files. `aejax.data.image_tfds` turns them into tfds
-datasets (`aejax.data.registry` reads them through tfds where it can be imported).
+datasets (`aejax.data.datasets` reads them through tfds where it can be imported).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from aejax.config import MNIST_SHAPE, MODEL_FIELDS, Config, check_model_kwargs, check_read
-from aejax.data import registry as datasets
+from aejax.data import datasets
 from aejax.errors import AejaxError, check_registration
 from aejax.training import losses, optimizers
 

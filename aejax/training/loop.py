@@ -36,8 +36,7 @@ import numpy as np
 
 from aejax import models
 from aejax.config import Config
-from aejax.data import Source, array_source
-from aejax.data import registry as datasets
+from aejax.data import Source, array_source, datasets
 from aejax.errors import AejaxError
 from aejax.evaluation import metrics
 from aejax.training import checkpoint, parallel, sweeps
@@ -147,7 +146,7 @@ def run(config: Config, out_dir: str | Path, *, seeds: Sequence[int] | None = No
 
     `seeds` defaults to `[config.seed]`. `sweep` (setting -> values, e.g. `{"lr": [1e-3, 3e-3]}`; see
     `aejax.training.sweeps`) trains every member of its grid times every seed in the same one program, one row
-    each. The images are `config.dataset`'s (`aejax.data.registry`), or `data`, `(train_images, test_images)`
+    each. The images are `config.dataset`'s (`aejax.data.datasets`), or `data`, `(train_images, test_images)`
     arrays (host or device) of any shape `[N, H, W, C]`, uint8 or float in [0, 1] (checked first,
     `aejax.data.check_images`). Either way `config.image_shape` is set from the images (a config that names
     another shape is an error) and every model builds for it. `variant` labels the rows (default: the model

@@ -25,8 +25,7 @@ from jax.sharding import Mesh
 
 from aejax import models
 from aejax.config import MNIST_SHAPE, Config
-from aejax.data import corruption
-from aejax.data import registry as datasets
+from aejax.data import corruption, datasets
 from aejax.evaluation import chunks, metrics
 from aejax.training import losses, optimizers, parallel, sweeps
 

@@ -1,6 +1,8 @@
-"""The package's layers: no import cycle among aejax's modules, and a Config that touches no JAX backend."""
+"""The package's layers and layout: no import cycle, the library never imports the command line or the experiments,
+a Config touches no JAX backend, and docs/library.md's layout table lists every module with its tests."""
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -95,3 +97,26 @@ def test_building_every_study_and_paper_config_initialises_no_backend():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
+
+
+def layout_table() -> dict[str, list[str]]:
+    """docs/library.md's layout table: module path -> the test files it names."""
+    rows = {}
+    for line in (REPO / "docs" / "library.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`aejax/"):
+            rows[cells[0].strip("`")] = re.findall(r"`(tests/[^`]+)`", cells[2])
+    return rows
+
+
+def test_the_layout_table_lists_every_module_with_tests_that_exist():
+    table = layout_table()
+    modules = sorted(str(p.relative_to(REPO)) for p in PACKAGE.rglob("*.py"))
+    assert sorted(table) == modules, set(table) ^ set(modules)
+    for module, tests in table.items():
+        assert tests, f"{module} names no test"
+        assert all((REPO / t).exists() for t in tests), (module, tests)
+        named = REPO / "tests" / f"test_{Path(module).stem}.py"
+        if named.exists() and Path(module).stem not in ("__init__", "__main__"):
+            assert str(named.relative_to(REPO)) in tests, f"{module}: its own test file {named.name} is not listed"
+        assert len((REPO / module).read_text().splitlines()) <= 400, f"{module} is over 400 lines"

@@ -1,8 +1,8 @@
-"""Rate-distortion fronts, bits at a PSNR and BD-rate (`aejax.evaluation.rate_distortion`)."""
+"""Rate-distortion fronts, bits at a PSNR and BD-rate (`aejax.evaluation.rd_curves`)."""
 
 import pytest
 
-from aejax.evaluation.rate_distortion import bd_rate, bits_at, front
+from aejax.evaluation.rd_curves import bd_rate, bits_at, front
 
 
 def test_codec_comparison_summaries_use_each_curves_front():
