@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aejax import models
-from aejax.config import Config
+from aejax.config import MOVED_TO_MODEL_KWARGS, Config
 from aejax.data import datasets
 from aejax.errors import AejaxError
 from aejax.training import loop, parallel
@@ -123,6 +123,16 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     for field in dataclasses.fields(Config):
         group.add_argument(flag(field.name), dest=field.name, default=None,
                            **_argparse_kwargs(field, hints[field.name]))
+    for (name, (key, _)), help_text in zip(MOVED_TO_MODEL_KWARGS.items(), MODEL_SHORTHANDS, strict=True):
+        group.add_argument(flag(name), dest=name, default=None, metavar="N,N" if key != "impl" else "IMPL",
+                           help=f"{help_text} (model_kwargs {key})")
+
+
+MODEL_SHORTHANDS = (  # the help of the flags that set a model_kwargs entry, in MOVED_TO_MODEL_KWARGS's order
+    "hidden widths of the linear model (and vae, sparse), mirrored in the decoder, e.g. 512",
+    "the two conv widths of the conv, conv_strided and sparse conv models, e.g. 32,64",
+    "how conv layers compute: ops (aejax.models.ops, fast on CPU), xla (lax convolutions, for GPU/TPU) or auto "
+    "(ops on CPU, else xla); the parameters are the same, so a checkpoint reloads under either")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -138,6 +148,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
         if typing.get_origin(hints[field.name]) is tuple:
             value = parse_ints(value, flag(field.name))
         values[field.name] = value
+    for name, (key, _) in MOVED_TO_MODEL_KWARGS.items():  # --hidden 512 sets model_kwargs hidden [512]
+        value = getattr(args, name, None)
+        if value is not None:
+            values[name] = value if key == "impl" else parse_ints(value, flag(name))
     if "model" in values and "latent_dim" not in values:
         with contextlib.suppress(AejaxError):  # an unknown model is reported by resolve, below
             fixed = models.model_spec(values["model"]).latent_dim
@@ -165,15 +179,15 @@ DETERMINISTIC_XLA_FLAGS = ("--xla_gpu_deterministic_ops=true", "--xla_gpu_exclud
 
 def make_deterministic(config: Config) -> Config:
     """Add XLA's GPU determinism flags to `XLA_FLAGS` and choose the `ops` convolutions, whose max-pool gradient
-    those flags accept, where `conv_impl` is `auto`. `main` calls it before anything starts JAX's backend, which
-    reads `XLA_FLAGS` once, when it starts."""
-    reads = models.model_spec(config.model).reads(config)
-    if "conv_impl" in reads and config.conv_impl == "xla":
+    those flags accept, where a conv model's `impl` is `auto`. `main` calls it before anything starts JAX's
+    backend, which reads `XLA_FLAGS` once, when it starts."""
+    takes_impl = "impl" in models.model_spec(config.model).kwargs
+    if takes_impl and config.model_kwargs.get("impl") == "xla":
         raise AejaxError("--deterministic with --conv-impl xla: the gradient of XLA's max-pool is a "
                          "select-and-scatter, which XLA's deterministic mode refuses on a GPU; use --conv-impl ops")
     present = os.environ.get("XLA_FLAGS", "").split()
     os.environ["XLA_FLAGS"] = " ".join([*present, *(f for f in DETERMINISTIC_XLA_FLAGS if f not in present)])
-    return config.replace(conv_impl="ops") if "conv_impl" in reads else config
+    return config.replace(model_kwargs={**config.model_kwargs, "impl": "ops"}) if takes_impl else config
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Collection
 from typing import Any
 
 from aejax.errors import AejaxError
@@ -30,7 +29,11 @@ DTYPES = ("float32", "bfloat16")
 NOISES = ("none", "gaussian", "salt_pepper", "mask")
 PRECISIONS = ("default", "high", "highest")
 CONV_IMPLS = ("auto", "ops", "xla")
-MODEL_FIELDS = ("hidden", "conv_features", "conv_impl")  # Config fields that only some models read
+# Settings that were Config fields before they became model_kwargs: (the model_kwargs name, the old default). A
+# config built with them, or read from an older config.json, moves a value other than that default into
+# model_kwargs, so both still load, and train the same models.
+MOVED_TO_MODEL_KWARGS = {"hidden": ("hidden", ()), "conv_features": ("features", (32, 32)),
+                         "conv_impl": ("impl", "auto")}
 
 
 def _field(default: Any, help: str) -> Any:  # noqa: A002 - argparse's name for it
@@ -62,8 +65,6 @@ class Config:
                                   "aejax.register_model")
     latent_dim: int = _field(32, f"code size (encoding depth), at most the pixels H*W*C; conv_original fixes it at "
                                  f"{CONV_ORIGINAL_CODE}")
-    hidden: tuple[int, ...] = _field((), "hidden widths of the linear model, mirrored in the decoder (e.g. 512)")
-    conv_features: tuple[int, ...] = _field((32, 32), "the two conv widths of the depth-matched conv model")
     epochs: int = _field(5, "passes over the training set")
     batch_size: int = _field(25, "images per optimizer step (the global batch under data_parallel)")
     lr: float = _field(1e-3, "learning rate (the peak rate of a schedule)")
@@ -82,9 +83,6 @@ class Config:
     matmul_precision: str = _field("default", "float32 matmul precision in training: default (the backend's: "
                                               "full fp32 on CPU, TF32 on recent GPUs, one bf16 pass on TPU), high "
                                               "or highest (full fp32 everywhere); evaluation is always highest")
-    conv_impl: str = _field("auto", "how conv layers compute: ops (aejax.models.ops matmul forms, fast on CPU), xla "
-                                    "(lax convolutions, for GPU/TPU) or auto (ops on CPU, else xla); the "
-                                    "parameters are the same, so a checkpoint reloads under either")
     seed: int = _field(0, "the one integer that fixes initialisation, data order and noise")
     train_examples: int | None = _field(None, "train on the first N training images only")
     keep_checkpoints: int = _field(3, "how many of the latest per-epoch checkpoints to keep")
@@ -94,14 +92,24 @@ class Config:
     noise: str = _field("none", f"denoising: corrupt the inputs with {', '.join(NOISES)}; targets stay clean")
     noise_level: float = _field(0.0, "gaussian noise std, or the salt_pepper / mask rate")
     model_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict, metadata={
-        "help": "the model's own settings as a JSON object, e.g. '{\"l1_weight\": 0.001}'; unset keys take "
-                "the model's defaults"})
+        "help": "the model's own settings as a JSON object, e.g. '{\"l1_weight\": 0.001}' or '{\"hidden\": "
+                "[512]}'; unset keys take the model's defaults (docs/models.md lists each model's)"})
+    # Not fields: arguments that set model_kwargs entries (`MOVED_TO_MODEL_KWARGS`), as `--hidden` and the like do.
+    hidden: dataclasses.InitVar[Any] = None
+    conv_features: dataclasses.InitVar[Any] = None
+    conv_impl: dataclasses.InitVar[Any] = None
 
-    def __post_init__(self) -> None:
-        for name in ("hidden", "conv_features", "image_shape"):
-            value = getattr(self, name)
-            if isinstance(value, list):
-                object.__setattr__(self, name, tuple(value))
+    def __post_init__(self, hidden: Any, conv_features: Any, conv_impl: Any) -> None:
+        if isinstance(self.image_shape, list):
+            object.__setattr__(self, "image_shape", tuple(self.image_shape))
+        moved = {}  # each one given, other than its old default, sets its model_kwargs entry
+        for old, value in (("hidden", hidden), ("conv_features", conv_features), ("conv_impl", conv_impl)):
+            name, default = MOVED_TO_MODEL_KWARGS[old]
+            value = list(value) if isinstance(value, (list, tuple)) else value
+            if value is not None and value != (list(default) if isinstance(default, tuple) else default):
+                moved[name] = value
+        if moved and isinstance(self.model_kwargs, dict):
+            object.__setattr__(self, "model_kwargs", {**self.model_kwargs, **moved})
         validate(self)
 
     @property
@@ -137,7 +145,7 @@ class Config:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Config:
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name for f in dataclasses.fields(cls)} | set(MOVED_TO_MODEL_KWARGS)
         unknown = sorted(set(values) - known)
         if unknown:
             raise AejaxError(f"unknown config key(s): {', '.join(unknown)}")
@@ -179,8 +187,6 @@ def validate(config: Config) -> None:
     _check(config.dtype in DTYPES, f"unknown dtype {config.dtype!r}; choose one of {', '.join(DTYPES)}")
     _check(config.matmul_precision in PRECISIONS,
            f"unknown matmul_precision {config.matmul_precision!r}; choose one of {', '.join(PRECISIONS)}")
-    _check(config.conv_impl in CONV_IMPLS,
-           f"unknown conv_impl {config.conv_impl!r}; choose one of {', '.join(CONV_IMPLS)}")
     for name in ("latent_dim", "epochs", "batch_size", "seed", "keep_checkpoints", "checkpoint_every"):
         _check(_is_int(getattr(config, name)), f"{name} must be an integer, got {getattr(config, name)!r}")
     _check(isinstance(config.image_shape, tuple) and (
@@ -219,17 +225,11 @@ def validate(config: Config) -> None:
     _check(config.weight_decay >= 0, f"weight_decay must be >= 0, got {config.weight_decay}")
     _check(0 <= config.warmup_epochs < config.epochs,
            f"warmup_epochs must be in [0, epochs), got {config.warmup_epochs}")
-    for name in ("hidden", "conv_features"):
-        values = getattr(config, name)
-        _check(isinstance(values, tuple) and all(_is_int(v) and v > 0 for v in values),
-               f"{name} must be a list of positive integers, got {values!r}")
-    _check(len(config.conv_features) == 2,
-           f"conv_features must have 2 entries (the two conv layers' channels), got {config.conv_features!r}")
     for name in ("model_kwargs", "optimizer_kwargs"):
         value = getattr(config, name)
         _check(isinstance(value, dict) and all(isinstance(k, str) for k in value),
                f"{name} must be a mapping of names to values, got {value!r}")
-    check_read(config, MODEL_FIELDS)  # the schedule's, optimizer's and noise's settings; the model's at resolve
+    check_read(config)  # the schedule's and noise's settings (the optimizer's and the model's at resolve)
 
 
 def check_model_kwargs(config: Config, allowed: dict[str, Any]) -> None:
@@ -257,14 +257,10 @@ def _default(name: str) -> Any:
     return next(f.default for f in dataclasses.fields(Config) if f.name == name)
 
 
-def check_read(config: Config, model_reads: Collection[str]) -> None:
-    """A setting that the chosen model (reading `model_reads` of `MODEL_FIELDS`), schedule or noise would not
-    read is an error, not ignored (the optimizer's are checked by `aejax.training.optimizers`)."""
-    this_model = (config.model,)
+def check_read(config: Config) -> None:
+    """A setting that the chosen schedule or noise would not read is an error, not ignored (the optimizer's are
+    checked by `aejax.training.optimizers`, the model's `model_kwargs` by `aejax.models.resolve`)."""
     readers = {  # setting -> (the field that decides whether it is read, the values that read it)
-        "hidden": ("model", this_model if "hidden" in model_reads else ()),
-        "conv_features": ("model", this_model if "conv_features" in model_reads else ()),
-        "conv_impl": ("model", this_model if "conv_impl" in model_reads else ()),
         "warmup_epochs": ("schedule", ("warmup_cosine",)),
         "noise_level": ("noise", tuple(n for n in NOISES if n != "none")),
     }

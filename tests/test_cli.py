@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from aejax import cli, models
+from aejax import cli
 from aejax.config import Config
 from tests.helpers import run_cli, run_in_process
 
@@ -78,12 +78,13 @@ def test_every_config_field_has_a_described_flag_that_sets_it(capsys):
                            "highest"])
     config, default = cli.config_from_args(args), Config()
     changed = {f.name for f in dataclasses.fields(Config) if getattr(config, f.name) != getattr(default, f.name)}
-    # hidden is read by linear models only, and model_kwargs hold each model's own defaults: both checked below
-    assert changed - {"model_kwargs"} == {f.name for f in dataclasses.fields(Config)} - {"hidden", "model_kwargs"}
-    assert config.model_kwargs == {} and models.resolve(default).model_kwargs == {"activation": "relu"}
+    assert changed == {f.name for f in dataclasses.fields(Config)}
+    # --conv-features, --conv-impl and --hidden set the model's model_kwargs entries
+    assert config.model_kwargs == {"features": [16, 8], "impl": "xla"}
     kwargs = cli.parse_args(["--out", "x", "--model", "sparse", "--model-kwargs", '{"l1_weight": 0.5}'])
-    assert cli.config_from_args(kwargs).model_kwargs == {"l1_weight": 0.5, "encoder": "linear"}
-    assert cli.config_from_args(cli.parse_args(["--out", "x", "--hidden", "512,64"])).hidden == (512, 64)
+    assert cli.config_from_args(kwargs).model_kwargs["l1_weight"] == 0.5
+    assert cli.config_from_args(cli.parse_args(["--out", "x", "--hidden", "512,64"])).model_kwargs == {
+        "activation": "relu", "hidden": [512, 64]}
     assert cli.config_from_args(cli.parse_args(["--out", "x", "--model", "conv_original"])).latent_dim == 392
 
 

@@ -37,14 +37,16 @@ from aejax.errors import AejaxError
     ({"model": "conv_original", "latent_dim": 32}, "conv_original has a fixed code of 392 values"),
     ({"seed": -1}, "seed must be >= 0"),
     ({"matmul_precision": "tf32"}, "unknown matmul_precision 'tf32'; choose one of default, high, highest"),
-    ({"conv_impl": "cudnn"}, "unknown conv_impl 'cudnn'"),
-    ({"conv_impl": "xla"}, "conv_impl='xla' is not read by model linear"),
+    ({"model": "conv", "conv_impl": "cudnn"}, "model_kwargs impl must be one of auto, ops, xla, got 'cudnn'"),
+    ({"conv_impl": "xla"}, "model linear takes no model_kwargs impl"),
     ({"shard_data": True}, "shard_data needs data_parallel"),
     ({"data_parallel": 1}, "data_parallel must be true or false"),
     # Settings the rest of the config would not read are errors, not silently ignored.
-    ({"model": "conv", "hidden": (64,)}, "hidden=\\[64\\] is not read by model conv"),
-    ({"conv_features": (8, 8)}, "conv_features=\\[8, 8\\] is not read by model linear"),
-    ({"model": "sparse", "model_kwargs": {"encoder": "conv"}, "hidden": (64,)}, "hidden=\\[64\\] is not read by"),
+    ({"model": "conv", "hidden": (64,)}, "model conv takes no model_kwargs hidden"),
+    ({"conv_features": (8, 8)}, "model linear takes no model_kwargs features"),
+    ({"model": "conv", "conv_features": (8, 8, 8)}, "model_kwargs features must be 2 positive integers"),
+    ({"model": "sparse", "model_kwargs": {"encoder": "conv"}, "hidden": (64,)},
+     "model_kwargs hidden not read by the conv encoder of model sparse"),
     # model_kwargs are checked against what the model registered, and the loss against the model.
     ({"model": "sparse", "model_kwargs": {"l1_wieght": 0.1}}, "model sparse takes no model_kwargs l1_wieght; "
                                                               "it takes l1_weight, encoder"),
@@ -55,7 +57,8 @@ from aejax.errors import AejaxError
     ({"model_kwargs": {"kl_weight": 1.0}}, "model linear takes no model_kwargs kl_weight"),
     ({"model": "vae", "loss": "mse_l1"}, "loss 'mse_l1' needs a model with l1_weight; VAE has none"),
     ({"loss": "elbo"}, "loss 'elbo' needs a model with encode_stats, kl_weight"),
-    ({"model": "conv_original", "latent_dim": 392, "conv_features": (8, 8)}, "not read by model conv_original"),
+    ({"model": "conv_original", "latent_dim": 392, "conv_features": (8, 8)},
+     "model conv_original takes no model_kwargs features"),
     ({"schedule": "cosine", "warmup_epochs": 0.5}, "warmup_epochs=0.5 is read only with schedule warmup_cosine"),
     ({"weight_decay": 1e-4}, "optimizer adam takes no weight_decay"),
     ({"noise_level": 0.3}, "noise_level=0.3 is read only with noise gaussian or salt_pepper or mask, not noise none"),
@@ -95,9 +98,10 @@ def test_settings_that_are_read_are_accepted():
 
 def test_a_model_brings_its_loss_and_its_kwargs_defaults_into_config_json():
     vae = models.resolve(Config(model="vae"))
-    assert vae.loss == "elbo" and vae.model_kwargs == {"kl_weight": 1.0}
+    assert vae.loss == "elbo" and vae.model_kwargs == {"kl_weight": 1.0, "hidden": []}
     sparse = models.resolve(Config(model="sparse", model_kwargs={"l1_weight": 0.01}))
-    assert sparse.loss == "mse_l1" and sparse.to_dict()["model_kwargs"] == {"l1_weight": 0.01, "encoder": "linear"}
+    assert sparse.loss == "mse_l1" and sparse.to_dict()["model_kwargs"] == {
+        "l1_weight": 0.01, "encoder": "linear", "hidden": [], "features": [32, 32], "impl": "auto"}
     assert Config.from_dict(json.loads(sparse.to_json())) == sparse == models.resolve(sparse)
     assert models.resolve(Config()).loss == "mse" and models.resolve(Config(loss="bce")).loss == "bce"
 
@@ -105,13 +109,29 @@ def test_a_model_brings_its_loss_and_its_kwargs_defaults_into_config_json():
 def test_replace_gives_a_new_model_its_own_kwargs_defaults():
     """The default linear model's kwargs (activation) do not follow a switch to a model that takes none."""
     linear = models.resolve(Config())
-    assert linear.model_kwargs == {"activation": "relu"}
-    assert models.resolve(linear.replace(model="conv_original", latent_dim=392)).model_kwargs == {}
+    assert linear.model_kwargs == {"activation": "relu", "hidden": []}
+    assert models.resolve(linear.replace(model="conv_original", latent_dim=392)).model_kwargs == {"impl": "auto"}
     sparse = models.resolve(Config(model="sparse", model_kwargs={"l1_weight": 0.5}))
-    assert models.resolve(sparse.replace(lr=0.1)).model_kwargs == {"l1_weight": 0.5, "encoder": "linear"}
-    assert models.resolve(sparse.replace(model="linear", loss="mse")).model_kwargs == {"activation": "relu"}
+    assert models.resolve(sparse.replace(lr=0.1)).model_kwargs == {
+        "l1_weight": 0.5, "encoder": "linear", "hidden": [], "features": [32, 32], "impl": "auto"}
+    assert models.resolve(sparse.replace(model="linear", loss="mse")).model_kwargs == {"activation": "relu",
+                                                                                        "hidden": []}
     assert models.resolve(linear.replace(model="linear", model_kwargs={"activation": "tanh"},
-                                         hidden=(8,))).model_kwargs == {"activation": "tanh"}
+                                         hidden=(8,))).model_kwargs == {"activation": "tanh", "hidden": [8]}
+
+
+def test_model_settings_live_in_model_kwargs_and_old_configs_still_load():
+    """hidden, conv_features and conv_impl were Config fields; given as arguments (or read from an older
+    config.json) they set the model's model_kwargs entries, so old runs reload as the same model."""
+    old = {**Config(model="conv_strided").to_dict(), "hidden": [], "conv_features": [32, 64], "conv_impl": "ops",
+           "model_kwargs": {"hidden": 0, "refine": False, "pool": True, "linear": True}}
+    config = models.resolve(Config.from_dict(old))
+    assert config.model_kwargs == {"features": [32, 64], "hidden": 0, "refine": False, "pool": True,
+                                   "linear": True, "impl": "ops"}
+    assert not {"hidden", "conv_features", "conv_impl"} & set(config.to_dict())
+    assert config == models.resolve(Config(model="conv_strided", model_kwargs={"features": [32, 64], "linear": True,
+                                                                               "impl": "ops"}))
+    assert Config.from_dict(json.loads(config.to_json())) == config
 
 
 def test_with_epochs_keeps_the_schedule_shape():

@@ -1,3 +1,5 @@
+import json
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -150,3 +152,17 @@ def test_strided_conv_autoencoder_equals_flax_reference_layers(kwargs):
     with jax.default_matmul_precision("highest"):
         want = jax.jit(reference)(p, x)
         np.testing.assert_allclose(_apply(model, variables, x), want, rtol=1e-5, atol=1e-6)
+
+
+def test_docs_list_every_models_settings_with_their_defaults():
+    """docs/models.md's table of model_kwargs names every registered built-in model and each of its settings."""
+    from aejax.models import registry
+    from tests.helpers import REPO
+
+    text = (REPO / "docs" / "models.md").read_text()
+    for name, spec in registry._MODELS.items():
+        if not spec.builder.__module__.startswith("aejax."):  # a plug-in registered by another test
+            continue
+        row = next(line for line in text.splitlines() if line.startswith("| ") and f"`{name}`" in line.split("|")[1])
+        for key, default in spec.kwargs.items():
+            assert f"`{key}` {json.dumps(default)}" in row, (name, key, row)

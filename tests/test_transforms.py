@@ -46,7 +46,7 @@ PATCH = (slice(None), slice(11, 17), slice(11, 17), 0)  # [1, 6, 6] of a [1, 28,
 
 def _setup(name: str, impl: str = "ops"):
     config = models.resolve(Config(model=name, **{"latent_dim": 32, **SETTINGS.get(name, {})}))
-    if "conv_impl" in models.model_spec(name).reads(config):
+    if config.model_kwargs.get("impl") == "auto" and config.model_kwargs.get("encoder") != "linear":
         config = config.replace(conv_impl=impl)
     trainer = train.make_trainer(config)
     return trainer, train.init_state(trainer, jax.random.key(0)).params

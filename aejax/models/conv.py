@@ -25,7 +25,7 @@ from aejax.models.layers import (
     pixels,
     pooled_shape,
 )
-from aejax.models.registry import compute_dtype, conv_impl, image_shape, register_model
+from aejax.models.registry import compute_dtype, conv_impl, image_shape, register_model, widths
 
 
 class ConvAutoencoder(Autoencoder):
@@ -157,12 +157,12 @@ def _conv_original(config: Config) -> ConvAutoencoder:
 
 
 
-register_model("conv", lambda c: ConvAutoencoder(c.latent_dim, tuple(c.conv_features), dtype=compute_dtype(c),
+register_model("conv", lambda c: ConvAutoencoder(c.latent_dim, widths(c, "features", 2), dtype=compute_dtype(c),
                                                  impl=conv_impl(c), image_shape=image_shape(c)),
-               reads=("conv_features", "conv_impl"))
-register_model("conv_original", _conv_original, reads=("conv_impl",), latent_dim=CONV_ORIGINAL_CODE)
+               kwargs={"features": [32, 32], "impl": "auto"})
+register_model("conv_original", _conv_original, kwargs={"impl": "auto"}, latent_dim=CONV_ORIGINAL_CODE)
 register_model("conv_strided", lambda c: StridedConvAutoencoder(
-    c.latent_dim, tuple(c.conv_features), c.model_kwargs["hidden"], c.model_kwargs["refine"], c.model_kwargs["pool"],
-    c.model_kwargs["linear"], dtype=compute_dtype(c), impl=conv_impl(c), image_shape=image_shape(c)),
-    kwargs={"hidden": 0, "refine": False, "pool": True, "linear": False},
-    reads=("conv_features", "conv_impl"))
+    c.latent_dim, widths(c, "features", 2), c.model_kwargs["hidden"], c.model_kwargs["refine"],
+    c.model_kwargs["pool"], c.model_kwargs["linear"], dtype=compute_dtype(c), impl=conv_impl(c),
+    image_shape=image_shape(c)),
+    kwargs={"features": [32, 32], "hidden": 0, "refine": False, "pool": True, "linear": False, "impl": "auto"})

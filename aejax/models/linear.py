@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from aejax.config import MNIST_SHAPE, Config
 from aejax.errors import AejaxError
 from aejax.models.layers import ACTIVATIONS, Array, Autoencoder, check_float_input, pixels
-from aejax.models.registry import compute_dtype, image_shape, register_model
+from aejax.models.registry import compute_dtype, image_shape, register_model, widths
 
 
 class LinearAutoencoder(Autoencoder):
@@ -54,11 +54,12 @@ def _linear(config: Config) -> LinearAutoencoder:
     activation = config.model_kwargs["activation"]
     if activation not in ACTIVATIONS:
         raise AejaxError(f"model_kwargs activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
-    if activation != "relu" and not config.hidden:
+    hidden = widths(config, "hidden")
+    if activation != "relu" and not hidden:
         raise AejaxError(f"model_kwargs activation {activation!r} needs hidden layers (hidden=...)",
                          cli=f"model_kwargs activation {activation!r} needs hidden layers (--hidden)")
-    return LinearAutoencoder(config.latent_dim, tuple(config.hidden), dtype=compute_dtype(config),
-                             activation=activation, image_shape=image_shape(config))
+    return LinearAutoencoder(config.latent_dim, hidden, dtype=compute_dtype(config), activation=activation,
+                             image_shape=image_shape(config))
 
 
-register_model("linear", _linear, kwargs={"activation": "relu"}, reads=("hidden",))
+register_model("linear", _linear, kwargs={"activation": "relu", "hidden": []})

@@ -284,5 +284,5 @@ def _builder(hyperprior: bool):
 
 register_loss("rate_distortion", rate_distortion, requires=("rd_terms", "lmbda"))
 for _name, _hyper in (("rd_factorized", False), ("rd_hyperprior", True)):
-    register_model(_name, _builder(_hyper), kwargs={"channels": 64, "lmbda": 0.01}, reads=("conv_impl",),
+    register_model(_name, _builder(_hyper), kwargs={"channels": 64, "lmbda": 0.01, "impl": "auto"},
                    loss="rate_distortion")

@@ -4,15 +4,16 @@ reads), `resolve` (a `Config` completed and checked against every registry, once
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from aejax.config import MNIST_SHAPE, MODEL_FIELDS, Config, check_model_kwargs, check_read
+from aejax.config import CONV_IMPLS, MNIST_SHAPE, Config, check_model_kwargs
 from aejax.data import datasets
 from aejax.errors import AejaxError, check_registration
 from aejax.training import losses, optimizers
@@ -24,18 +25,38 @@ def compute_dtype(config: Config) -> jnp.dtype:
 
 
 def conv_impl(config: Config) -> str:
-    """`config.conv_impl`, with `auto` resolved for this process's backend: `ops` on CPU, `xla` elsewhere."""
-    if config.conv_impl != "auto":
-        return config.conv_impl
-    return "ops" if jax.default_backend() == "cpu" else "xla"
+    """The conv layers' `model_kwargs` `impl` (ops, xla or auto), with `auto` resolved for this process's
+    backend: `ops` on CPU, `xla` elsewhere."""
+    impl = config.model_kwargs.get("impl", "auto")
+    if impl not in CONV_IMPLS:
+        raise AejaxError(f"model_kwargs impl must be one of {', '.join(CONV_IMPLS)}, got {impl!r}",
+                         cli=f"--conv-impl must be one of {', '.join(CONV_IMPLS)}, got {impl!r}")
+    if impl != "auto":
+        return impl
+    return "ops" if _checking.get() or jax.default_backend() == "cpu" else "xla"
+
+
+_checking = contextvars.ContextVar("checking", default=False)  # resolve builds a model to check it: no backend
+
+
+def widths(config: Config, name: str, count: int | None = None) -> tuple[int, ...]:
+    """A `model_kwargs` list of layer widths (`hidden`, `features`) as a tuple of positive integers (`count` of
+    them where the architecture fixes how many)."""
+    values = config.model_kwargs[name]
+    if not (isinstance(values, (list, tuple)) and all(type(v) is int and v > 0 for v in values)
+            and (count is None or len(values) == count)):
+        flag = {"hidden": "--hidden", "features": "--conv-features"}.get(name, f"model_kwargs {name}")
+        need = f"{count} positive integers" if count else "a list of positive integers"
+        raise AejaxError(f"model_kwargs {name} must be {need}, got {values!r}", cli=f"{flag} must be {need}, "
+                                                                                     f"got {values!r}")
+    return tuple(values)
 
 
 class ModelSpec(NamedTuple):
-    """How a registered model is built and which settings it reads."""
+    """How a registered model is built and the settings it takes."""
 
     builder: Callable[[Config], nn.Module]
     kwargs: Mapping[str, Any]  # the model_kwargs it accepts, with their defaults (JSON values)
-    reads: Callable[[Config], Collection[str]]  # which of Config's model-specific fields it reads
     loss: str  # its default loss
     latent_dim: int | None  # a fixed code size, or None for any
 
@@ -44,21 +65,18 @@ _MODELS: dict[str, ModelSpec] = {}
 
 
 def register_model(name: str, builder: Callable[[Config], nn.Module], *, kwargs: Mapping[str, Any] | None = None,
-                   reads: Collection[str] | Callable[[Config], Collection[str]] = (), loss: str = "mse",
-                   latent_dim: int | None = None, replace: bool = False) -> None:
-    """Make `Config(model=name)` build `builder(config)`, a flax module that keeps the contract above.
+                   loss: str = "mse", latent_dim: int | None = None, replace: bool = False) -> None:
+    """Make `Config(model=name)` build `builder(config)`, a flax module that keeps the contract in
+    `aejax.models`.
 
-    `kwargs`: the settings `Config.model_kwargs` may give it, with defaults (numbers, strings, booleans or lists
-    of them); `reads`: which of `hidden` / `conv_features` / `conv_impl` it reads (others must stay at their
-    defaults), or a function of the config saying so; `loss`: the loss a config of this model gets unless it names one;
+    `kwargs`: every setting of the model, which `Config.model_kwargs` may give it, with defaults (numbers,
+    strings, booleans or lists of them; the built-in models take `hidden` for dense widths, `features` for conv
+    widths, `impl` for how conv layers compute); the builder reads them from `config.model_kwargs`, which a
+    resolved config holds complete. `loss`: the loss a config of this model gets unless it names one;
     `latent_dim`: a fixed code size. Registering a taken name is an error unless `replace`.
     """
     check_registration("model", name, name in _MODELS, builder, replace, "its builder: Config -> flax module")
-    reads_fn = reads if callable(reads) else (lambda config, fields=tuple(reads): fields)
-    unknown = set(reads) - set(MODEL_FIELDS) if not callable(reads) else set()
-    if unknown:
-        raise AejaxError(f"reads may name {', '.join(MODEL_FIELDS)}, got {sorted(unknown)}")
-    _MODELS[name] = ModelSpec(builder, dict(kwargs or {}), reads_fn, loss, latent_dim)
+    _MODELS[name] = ModelSpec(builder, dict(kwargs or {}), loss, latent_dim)
 
 
 def model_spec(name: str) -> ModelSpec:
@@ -109,15 +127,17 @@ def _resolve(config: Config) -> Config:
     if spec.latent_dim is not None and resolved.latent_dim != spec.latent_dim:
         raise AejaxError(f"{config.model} has a fixed code of {spec.latent_dim} values; "
                          f"latent_dim must be {spec.latent_dim}, got {config.latent_dim}")
-    check_read(resolved, set(spec.reads(resolved)))
-    probe = resolved if resolved.conv_impl != "auto" else resolved.replace(conv_impl="ops")  # no backend query
-    losses.get_loss(resolved.loss, _construct(probe))
+    token = _checking.set(True)  # impl auto builds the same module either way: no need to start the backend
+    try:
+        losses.get_loss(resolved.loss, _construct(resolved))
+    finally:
+        _checking.reset(token)
     return resolved
 
 
 def build(config: Config) -> nn.Module:
     """The model a config names, resolved first (parameters stay fp32; `dtype` sets the compute precision;
-    `conv_impl` `auto` is decided for this process's backend)."""
+    a conv model's `impl` `auto` is decided for this process's backend)."""
     return _construct(resolve(config))
 
 

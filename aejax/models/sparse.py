@@ -16,7 +16,7 @@ from aejax.errors import AejaxError
 from aejax.models.conv import ConvAutoencoder
 from aejax.models.layers import Autoencoder
 from aejax.models.linear import LinearAutoencoder
-from aejax.models.registry import compute_dtype, conv_impl, image_shape, register_model
+from aejax.models.registry import compute_dtype, conv_impl, image_shape, register_model, widths
 
 Array = jax.Array
 ENCODERS = ("linear", "conv")
@@ -46,16 +46,23 @@ def _encoder(config: Config) -> str:
     return encoder
 
 
+KWARGS = {"l1_weight": 1e-4, "encoder": "linear", "hidden": [], "features": [32, 32], "impl": "auto"}
+READ_BY = {"hidden": "linear", "features": "conv", "impl": "conv"}  # the encoder each of them shapes
+
+
 def build(config: Config) -> SparseAutoencoder:
-    dtype = compute_dtype(config)
-    if _encoder(config) == "linear":
-        base = LinearAutoencoder(config.latent_dim, tuple(config.hidden), dtype=dtype, image_shape=image_shape(config))
+    dtype, encoder = compute_dtype(config), _encoder(config)
+    unread = [k for k, reader in READ_BY.items() if reader != encoder and config.model_kwargs[k] != KWARGS[k]]
+    if unread:
+        raise AejaxError(f"model_kwargs {', '.join(unread)} not read by the {encoder} encoder of model sparse; "
+                         f"leave {'it' if len(unread) == 1 else 'them'} at the default")
+    if encoder == "linear":
+        base = LinearAutoencoder(config.latent_dim, widths(config, "hidden"), dtype=dtype,
+                                 image_shape=image_shape(config))
     else:
-        base = ConvAutoencoder(config.latent_dim, tuple(config.conv_features), dtype=dtype, impl=conv_impl(config),
+        base = ConvAutoencoder(config.latent_dim, widths(config, "features", 2), dtype=dtype, impl=conv_impl(config),
                                image_shape=image_shape(config))
     return SparseAutoencoder(base, config.model_kwargs["l1_weight"])
 
 
-register_model("sparse", build, kwargs={"l1_weight": 1e-4, "encoder": "linear"},
-               reads=lambda c: ("hidden",) if _encoder(c) == "linear" else ("conv_features", "conv_impl"),
-               loss="mse_l1")
+register_model("sparse", build, kwargs=KWARGS, loss="mse_l1")

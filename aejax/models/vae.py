@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from aejax.config import MNIST_SHAPE, Config
 from aejax.models.layers import Autoencoder, check_float_input, pixels
-from aejax.models.registry import compute_dtype, image_shape, register_model
+from aejax.models.registry import compute_dtype, image_shape, register_model, widths
 
 Array = jax.Array
 
@@ -54,8 +54,8 @@ class VAE(Autoencoder):
 
 
 def build(config: Config) -> VAE:
-    return VAE(config.latent_dim, tuple(config.hidden), config.model_kwargs["kl_weight"],
+    return VAE(config.latent_dim, widths(config, "hidden"), config.model_kwargs["kl_weight"],
                dtype=compute_dtype(config), image_shape=image_shape(config))
 
 
-register_model("vae", build, kwargs={"kl_weight": 1.0}, reads=("hidden",), loss="elbo")
+register_model("vae", build, kwargs={"kl_weight": 1.0, "hidden": []}, loss="elbo")
