@@ -3,6 +3,7 @@ existing run is never overwritten by accident."""
 
 import dataclasses
 import json
+import os
 
 import pytest
 
@@ -144,21 +145,34 @@ def test_deterministic_refuses_xla_convolutions(tmp_path, capsys, synthetic_data
     assert not (tmp_path / "run").exists()
 
 
-def test_the_command_line_at_xlas_default_flags(tmp_path, prepared_data_dir):
-    """The suite compiles for speed of compiling (conftest); users compile at XLA's defaults. One run at those
-    trains, reloads and scores as the suite's own compilation of the same programs does (same HLO, other
-    machine code: equal to float32 rounding)."""
-    common = ["--model", "conv_strided", "--latent-dim", "16", "--epochs", "1", "--train-examples", "2000",
-              "--lr", "3e-3", "--data-dir", str(prepared_data_dir)]
-    users = run_cli("aejax.train", *common, "--out", str(tmp_path / "default"),
-                    env={"XLA_FLAGS": "", "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "cache")})
-    suites = run_cli("aejax.train", *common, "--out", str(tmp_path / "suite"))
-    assert users.returncode == 0 and suites.returncode == 0, users.stderr[-2000:] + suites.stderr[-2000:]
+def test_a_run_at_xlas_default_flags_trains_as_the_suite_compiles_it(tmp_path, mnist_test_images):
+    """The suite compiles for speed of compiling (conftest); users compile at XLA's defaults. One run in a process
+    at those trains and scores as this process's compilation of the same programs does (same HLO, other machine
+    code: equal to float32 rounding)."""
+    import subprocess
+    import sys
+
+    from aejax.training import loop
+    from tests.helpers import REPO
+
+    config = Config(model="conv_strided", latent_dim=16, epochs=2, batch_size=10, lr=2e-3)
+    data = (mnist_test_images[:1500], mnist_test_images[1500:])
+    script = ("import json, sys; import aejax; from aejax import data\n"
+              "path = data.VENDORED_DIR / 't10k-images-idx3-ubyte.gz'\n"
+              "images = data.read_idx(path, data.PINNED_SHA256[path.name])[:2000]\n"
+              "config = aejax.Config.from_dict(json.loads(sys.argv[2]))\n"
+              "result = aejax.run(config, sys.argv[1], data=(images[:1500], images[1500:]), log=lambda _: None)\n"
+              "print(json.dumps(result.rows[0]))\n")
+    users = subprocess.run([sys.executable, "-c", script, str(tmp_path / "default"), config.to_json()], cwd=REPO,
+                           env={**os.environ, "XLA_FLAGS": "", "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "cache")},
+                           capture_output=True, text=True, timeout=300)
+    assert users.returncode == 0, users.stderr[-2000:]
     saved = json.loads((tmp_path / "default" / "config.json").read_text())
-    assert "--xla_backend_optimization_level" not in saved["environment"]["xla_flags"]
-    rows = [json.loads((tmp_path / name / "results.json").read_text())[0] for name in ("default", "suite")]
-    assert rows[0]["test_mse"] < rows[0]["mean_image_test_mse"]
-    assert rows[0]["test_mse"] == pytest.approx(rows[1]["test_mse"], rel=1e-4)
+    assert "--xla_backend_optimization_level" not in (saved["environment"]["xla_flags"] or "")
+    row = json.loads(users.stdout.strip().splitlines()[-1])
+    suites = loop.run(config, tmp_path / "suite", data=data, log=lambda _: None).rows[0]
+    assert row["test_mse"] < row["mean_image_test_mse"]
+    assert row["test_mse"] == pytest.approx(suites["test_mse"], rel=1e-4)
 
 
 @pytest.mark.slow  # fresh processes; CI runs it (`pytest -m slow`)
