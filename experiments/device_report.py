@@ -65,7 +65,7 @@ def time_workloads(images, names: list[str], n_images: int, reps: int) -> dict:
 
 def main() -> None:
     p = cli.ArgumentParser(prog="python -m experiments.device_report", description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True, help="the JSON file to write, e.g. benchmarks/h100.json")
+    p.add_argument("--out", required=True, help="the JSON file to write, e.g. benchmarks/<device>.json")
     p.add_argument("--images", type=cli.positive_int, default=20_000, help="images per timed benchmark call")
     p.add_argument("--reps", type=cli.positive_int, default=3, help="timed repetitions per workload (median)")
     p.add_argument("--workloads", default=",".join(benchmark.WORKLOADS),

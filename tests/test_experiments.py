@@ -151,7 +151,7 @@ def test_hlo_fingerprint_ignores_source_locations_and_sees_the_program():
 
 
 # The GPU probe, tiny, on this CPU, where tensorflow-datasets, array_record and tensorboardX cannot be imported
-# (as on the device machine): every stage runs, in its share of the budget, and writes its part of the JSON.
+# (as on a machine without them): every stage runs, in its share of the budget, and writes its part of the JSON.
 PROBE = without("tensorflow_datasets", "array_record", "tensorboardX") + """
 import runpy, sys
 sys.argv = ["gpu_probe", *sys.argv[1:]]
