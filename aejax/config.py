@@ -25,6 +25,7 @@ CONV_ORIGINAL_FEATURES = (64, 8)
 CONV_ORIGINAL_CODE = 7 * 7 * CONV_ORIGINAL_FEATURES[1]  # the original conv model's 7x7x8 code on 28x28 images
 
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
+PLACEMENTS = ("auto", "device", "stream")
 DTYPES = ("float32", "bfloat16")
 NOISES = ("none", "gaussian", "salt_pepper", "mask")
 PRECISIONS = ("default", "high", "highest")
@@ -85,6 +86,10 @@ class Config:
                                               "or highest (full fp32 everywhere); evaluation is always highest")
     seed: int = _field(0, "the one integer that fixes initialisation, data order and noise")
     train_examples: int | None = _field(None, "train on the first N training images only")
+    data_placement: str = _field("auto", "where the training images are: device (on the device, an epoch one "
+                                         "compiled scan), stream (read from their source in chunks of steps, for "
+                                         "sets larger than memory), or auto (stream when the uint8 set exceeds "
+                                         "the device's budget; the choice is printed)")
     keep_checkpoints: int = _field(3, "how many of the latest per-epoch checkpoints to keep")
     checkpoint_every: int = _field(1, "save a checkpoint every N epochs (and after the last, or where a run stops)")
     data_parallel: bool = _field(False, "shard each batch over all devices (jax.sharding mesh)")
@@ -184,6 +189,8 @@ def validate(config: Config) -> None:
     _check(config.schedule in SCHEDULES,
            f"unknown schedule {config.schedule!r}; choose one of {', '.join(SCHEDULES)}")
     _check(config.noise in NOISES, f"unknown noise {config.noise!r}; choose one of {', '.join(NOISES)}")
+    _check(config.data_placement in PLACEMENTS,
+           f"unknown data_placement {config.data_placement!r}; choose one of {', '.join(PLACEMENTS)}")
     _check(config.dtype in DTYPES, f"unknown dtype {config.dtype!r}; choose one of {', '.join(DTYPES)}")
     _check(config.matmul_precision in PRECISIONS,
            f"unknown matmul_precision {config.matmul_precision!r}; choose one of {', '.join(PRECISIONS)}")

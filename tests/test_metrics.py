@@ -70,7 +70,16 @@ def test_mean_image_baseline(mnist_test_images):
     train, test = mnist_test_images[:1500], mnist_test_images[1500:]
     mean = np.asarray(train, np.float64).mean(axis=0) / 255
     want = np.mean((np.asarray(test, np.float64) / 255 - mean) ** 2)
-    assert metrics.mean_image_mse(jnp.asarray(train), jnp.asarray(test)) == pytest.approx(want, rel=1e-5)
+    def rows(r: range) -> np.ndarray:
+        read.append(len(r))
+        return train[r.start:r.stop]
+
+    read = []
+    got = metrics.mean_image_mse(rows, len(train), jnp.asarray(test), chunk=400)
+    assert got == pytest.approx(want, rel=1e-12)  # exact sums of the uint8 values, float64 after
+    assert read == [400, 400, 400, 300]  # a chunk at a time, never the whole set
+    floats = metrics.mean_image_mse(lambda r: train[r.start:r.stop] / np.float32(255), len(train), test / 255.0)
+    assert floats == pytest.approx(want, rel=1e-6)
 
 
 def test_nearest_neighbour_accuracy_by_hand():

@@ -17,8 +17,10 @@ import os
 from collections.abc import Callable
 from typing import NamedTuple
 
+import numpy as np
+
 from aejax.config import MNIST_SHAPE, MNIST_TRAIN_SIZE
-from aejax.data import Source, array_source, mnist_source, tfds_available
+from aejax.data import Source, array_source, check_images, mnist_source, tfds_available
 from aejax.data.image_sets import BUILDERS
 from aejax.errors import AejaxError, check_registration
 
@@ -78,14 +80,22 @@ def _image_set(name: str) -> Loader:
 
 
 def prepared_tfds(name: str, data_dir: str | os.PathLike | None) -> Source:
-    """A tfds dataset prepared as ArrayRecord in `data_dir`, its `image` feature as uint8 `[N, H, W, C]`."""
+    """A tfds dataset prepared as ArrayRecord in `data_dir`, its `image` feature as uint8 `[N, H, W, C]`: the
+    training split read on demand (a range of rows, or rows at any indices when streamed), never stacked whole;
+    the test split read whole."""
     if tfds_available() is None:
         raise AejaxError(f"dataset {name!r} is not one of {', '.join(_DATASETS)} and is read through "
                          f"tensorflow-datasets, which cannot be imported here")
     from aejax.data import image_tfds
 
-    train, test = (image_tfds.read_prepared(name, split, data_dir) for split in ("train", "test"))
-    return array_source(train, test)
+    train, test = (image_tfds.prepared_split(name, split, data_dir) for split in ("train", "test"))
+    test_images = test.rows(range(len(test)))
+    check_images(test_images, "test images")
+    first = train.take(np.arange(1))
+    if first.shape[1:] != test_images.shape[1:]:
+        raise AejaxError(f"dataset {name!r}: its training images are {list(first.shape[1:])}, its test images "
+                         f"{list(test_images.shape[1:])}; give both one shape")
+    return Source(len(train), train.rows, test_images, train.take)
 
 
 register_dataset("mnist", lambda data_dir, mnist_dir: mnist_source(data_dir, mnist_dir), shape=MNIST_SHAPE,

@@ -80,20 +80,42 @@ def load(name: str, data_dir: str | os.PathLike | None) -> tuple[np.ndarray, np.
     return got
 
 
-def read_prepared(name: str, split: str, data_dir: str | os.PathLike | None) -> np.ndarray:
-    """The `image` feature of one split of a tfds dataset prepared in `data_dir`, uint8 `[N, H, W, C]`."""
+def prepared_split(name: str, split: str, data_dir: str | os.PathLike | None) -> PreparedSplit:
+    """One split of a tfds dataset prepared in `data_dir`, read lazily: its size and a reader of its `image`
+    feature at any indices, as uint8 `[n, H, W, C]` (checked on the first image)."""
+    where = f"in {data_dir}" if data_dir is not None else "in tfds's data directory (give --data-dir)"
     try:
         source = tfds.data_source(name, split=split, data_dir=None if data_dir is None else os.fspath(data_dir),
                                   download=False)
-        images = _read(source)
+        prepared = PreparedSplit(name, source)
+        prepared.take(np.arange(min(1, len(source))))
+    except AejaxError:
+        raise
     except Exception as e:
-        where = f"in {data_dir}" if data_dir is not None else "in tfds's data directory (give --data-dir)"
         raise AejaxError(f"dataset {name!r}: no prepared {split} split with an image feature {where} "
                          f"({type(e).__name__}: {_first_line(e)})") from None
-    images = images[..., None] if images.ndim == 3 else images
-    if images.dtype != np.uint8:
-        raise AejaxError(f"dataset {name!r}: its images are {images.dtype}; aejax reads uint8 images")
-    return images
+    return prepared
+
+
+class PreparedSplit:
+    """A prepared split's `image` feature, read on demand (`take`, `rows`), never stacked whole."""
+
+    def __init__(self, name: str, source):
+        self.name, self.source = name, source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def take(self, indices) -> np.ndarray:
+        records = self.source.__getitems__([int(i) for i in indices])
+        images = np.stack([np.asarray(r["image"]) for r in records]) if records else np.zeros((0, 1, 1), np.uint8)
+        images = images[..., None] if images.ndim == 3 else images
+        if images.dtype != np.uint8:
+            raise AejaxError(f"dataset {self.name!r}: its images are {images.dtype}; aejax reads uint8 images")
+        return images
+
+    def rows(self, r: range) -> np.ndarray:
+        return self.take(np.arange(r.start, r.stop))
 
 
 def _first_line(error: Exception) -> str:

@@ -92,5 +92,17 @@ def mnist_source(data_dir: str | os.PathLike | None = None, mnist_dir: str | os.
     def rows(r: range) -> np.ndarray:
         return load_mnist("train", data_dir=data_dir, mnist_dir=mnist_dir, rows=r).images
 
+    opened = []  # the training split, opened (and verified) on the first `take`
+
+    def take(indices: np.ndarray) -> np.ndarray:  # [n] -> uint8 [n, 28, 28, 1]
+        if not opened:
+            tfds = tfds_available()
+            opened.append(read_split("train", mnist_dir, PINNED_SHA256).images if tfds is None
+                          else tfds.prepared_source("train", data_dir, mnist_dir, PINNED_SHA256))
+        split = opened[0]
+        if isinstance(split, np.ndarray):
+            return split[indices]
+        return np.stack([record["image"] for record in split.__getitems__(indices.tolist())])
+
     return Source(split_size("train", data_dir=data_dir, mnist_dir=mnist_dir), rows,
-                  load_mnist("test", data_dir=data_dir, mnist_dir=mnist_dir).images)
+                  load_mnist("test", data_dir=data_dir, mnist_dir=mnist_dir).images, take)

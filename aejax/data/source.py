@@ -14,11 +14,14 @@ from aejax.errors import AejaxError
 
 class Source(NamedTuple):
     """Training and test images of one run, wherever they come from: the training set's size, a loader of a
-    contiguous range of its rows (one host's shard, or the first `train_examples`), and the test images."""
+    contiguous range of its rows (one host's shard, or the first `train_examples`), the test images, and a
+    loader of rows at any indices (what a streamed run gathers its batches with; None where the source has
+    none, which then trains from device-resident images only)."""
 
     n_train: int
     rows: Callable[[range], np.ndarray]  # uint8 (or float in [0, 1]) [len(range), H, W, C]
     test: np.ndarray  # [N_test, H, W, C], the training images' dtype
+    take: Callable[[np.ndarray], np.ndarray] | None = None  # int indices [n] -> [n, H, W, C]
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -51,4 +54,5 @@ def array_source(train_images: np.ndarray, test_images: np.ndarray) -> Source:
     if tuple(train_images.shape[1:]) != tuple(test_images.shape[1:]) or train_images.dtype != test_images.dtype:
         raise AejaxError(f"training and test images differ: {train_images.dtype} {list(train_images.shape[1:])} "
                          f"against {test_images.dtype} {list(test_images.shape[1:])}; give both one shape and dtype")
-    return Source(len(train_images), lambda r: train_images[r.start:r.stop], test_images)
+    return Source(len(train_images), lambda r: train_images[r.start:r.stop], test_images,
+                  lambda indices: train_images[np.sort(indices)][np.argsort(np.argsort(indices))])

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -133,11 +133,23 @@ def score(images: Array, recon: Array, chunk: int = 1000) -> dict[str, float]:
     return finalize(totals(None, None, jnp.asarray(images), recon=jnp.asarray(recon, jnp.float32), chunk=chunk))
 
 
-def mean_image_mse(train_images: Array, test_images: Array) -> float:
+def mean_image_mse(train_rows: Callable[[range], Any], n_train: int, test_images: Any, chunk: int = 4096) -> float:
     """Test MSE of predicting the training set's mean image for every test image: what a model that learned
-    nothing about individual digits scores."""
-    mean = jnp.mean(to_float(train_images), axis=0)
-    return float(jnp.mean((to_float(test_images) - mean) ** 2))
+    nothing about individual images scores. `train_rows(range)` loads a range of the `n_train` training images
+    (uint8 or float in [0, 1]); both sets are read a chunk at a time, the mean from exact integer sums of uint8
+    values (float64 sums of float ones), so memory stays that of a chunk whatever the sets' sizes."""
+    total = None
+    for start in range(0, n_train, chunk):
+        part = np.asarray(train_rows(range(start, min(n_train, start + chunk))))
+        sums = part.sum(axis=0, dtype=np.int64 if part.dtype == np.uint8 else np.float64)
+        total = sums if total is None else total + sums
+    mean = total / (255.0 if part.dtype == np.uint8 else 1.0) / n_train  # float64 [H, W, C]
+    squared = 0.0
+    for start in range(0, len(test_images), chunk):
+        part = np.asarray(test_images[start:start + chunk])
+        part = part / 255.0 if part.dtype == np.uint8 else part.astype(np.float64)
+        squared += float(np.sum((part - mean) ** 2))
+    return squared / (len(test_images) * mean.size)
 
 
 class Pca(NamedTuple):

@@ -36,16 +36,17 @@ import numpy as np
 
 from aejax import models
 from aejax.config import Config
-from aejax.data import Source, array_source, datasets
 from aejax.errors import AejaxError
 from aejax.evaluation import metrics
 from aejax.training import checkpoint, parallel, sweeps
 from aejax.training import step as train
 from aejax.training.events import EventLog
+from aejax.training.plan import Plan, prepare
 from aejax.training.results import result_row
 from aejax.training.rundir import RunDir
 from aejax.training.signals import Interrupted, stop_requests
 from aejax.training.step import EVAL_TAG, Trainer, TrainState, epoch_key, make_trainer, seed_keys, unstack
+from aejax.training.streamed import stream_epoch
 
 PyTree = Any
 
@@ -74,20 +75,6 @@ class EpochEnd(NamedTuple):
 
 
 Action = Callable[[EpochEnd], bool | None]  # True: stop after the epoch in flight
-
-
-def check_seeds(config: Config, seeds: Sequence[int] | None) -> list[int]:
-    """The seeds a run trains: `seeds` when given (then `config.seed` must be its default or one of them),
-    else `[config.seed]`."""
-    if seeds is None:
-        return [config.seed]
-    seeds = list(seeds)
-    if not seeds or len(set(seeds)) != len(seeds) or any(type(s) is not int or s < 0 for s in seeds):
-        raise AejaxError(f"seeds must be distinct non-negative integers, got {seeds!r}")
-    if config.seed != Config.seed and config.seed not in seeds:
-        raise AejaxError(f"config.seed={config.seed} is not among seeds={seeds}: seeds replaces config.seed, "
-                         f"so give one or the other")
-    return seeds
 
 
 def _scores(totals: metrics.Totals, k: int) -> list[dict[str, float]]:
@@ -157,6 +144,7 @@ def run(config: Config, out_dir: str | Path, *, seeds: Sequence[int] | None = No
     # 1. The config, resolved once against the registries and the data; the lanes (sweep members x seeds).
     plan = prepare(config, seeds, sweep, data, data_dir, mnist_dir)
     config, source = plan.config, plan.source
+    log(plan.placement.describe(plan.n_train))
     trainer = make_trainer(config, plan.n_train, swept=list(plan.grid[0]))
     sweeps.check_model(trainer.model, plan.grid)
     with checkpoint.stop_when_full(Path(out_dir), config.keep_checkpoints):  # config.json may not fit either
@@ -171,7 +159,7 @@ def run(config: Config, out_dir: str | Path, *, seeds: Sequence[int] | None = No
         data_keys = jnp.stack([k[1] for k in keys])
         hparams = sweeps.lane_hparams(plan.grid, len(plan.seeds))  # {} outside a sweep
         state = program.init(jnp.stack([k[0] for k in keys]), hparams)
-        state, hparams, train_images, test_images = place(trainer, config, source, plan.n_train, state, hparams)
+        state, hparams, train_images, test_images = place(trainer, plan, state, hparams)
         mngr = checkpoint.manager(run_dir.path / "checkpoints", config.keep_checkpoints)
         with contextlib.closing(mngr), contextlib.closing(EventLog(run_dir.path, plan.folders)) as events:
             # 3. Resume from the newest checkpoint that has its metrics line.
@@ -193,7 +181,7 @@ def run(config: Config, out_dir: str | Path, *, seeds: Sequence[int] | None = No
                             for k, v in program.eval_loss(train.variables(state), test_images, eval_keys,
                                                           hparams).items()}
             model_variables = [unstack(train.variables(state), i) for i in range(len(plan.lanes))]
-            baseline = metrics.mean_image_mse(train_images, test_images)
+            baseline = metrics.mean_image_mse(source.rows, plan.n_train, source.test)
             rows = result_rows(context, history, final, test_aux, model_variables, baseline, variant, bool(sweep))
             run_dir.write_results(rows)
             run_dir.write_reconstructions(trainer.model, model_variables[0], np.asarray(test_images[:10]),
@@ -202,53 +190,19 @@ def run(config: Config, out_dir: str | Path, *, seeds: Sequence[int] | None = No
         return RunResult(rows, trainer.model, history[-1]["epoch"] - start_epoch, model_variables)
 
 
-class Plan(NamedTuple):
-    """What a run trains, decided before anything is written: the resolved config, its images, and its lanes."""
-
-    config: Config  # resolved, image_shape from the data
-    source: Source
-    seeds: list[int]
-    grid: list[dict[str, float]]  # sweep members ([{}] without a sweep)
-    n_train: int
-    lanes: list[tuple[dict[str, float], int]]  # (member, seed) per trained model, member-major
-
-    @property
-    def names(self) -> list[str]:
-        """'seed 0' or 'lr=0.003 seed 0', one per lane."""
-        return [f"{sweeps.label(m) + ' ' if m else ''}seed {s}" for m, s in self.lanes]
-
-    @property
-    def folders(self) -> list[str]:
-        """Each lane's TensorBoard folder: 'seed_0' or 'lr=0.003_seed_0'."""
-        return [(sweeps.label(m) + "_" if m else "") + f"seed_{s}" for m, s in self.lanes]
-
-
-def prepare(config: Config, seeds: Sequence[int] | None, sweep: dict[str, Sequence[float]] | None,
-            data: tuple[np.ndarray, np.ndarray] | None, data_dir: str | None, mnist_dir: str | None) -> Plan:
-    """Check the seeds, read the images' source, resolve the config once (its image shape from the images) and
-    lay out the lanes. A config whose shape is known without data is checked before any data is read."""
-    seeds = check_seeds(config, seeds)
-    if data is None and (config.image_shape or datasets.known_shape(config.dataset)):
-        config = models.resolve(config)
-        sweeps.members(config, sweep)  # the config's own errors before any data is read
-    source = datasets.source(config.dataset, data_dir, mnist_dir) if data is None else array_source(*data)
-    config = models.resolve(with_data_shape(config, source))
-    grid = sweeps.members(config, sweep)
-    n_train = source.n_train if config.train_examples is None else min(source.n_train, config.train_examples)
-    if n_train < config.batch_size:
-        raise AejaxError(f"batch_size {config.batch_size} is larger than the {n_train} training images")
-    return Plan(config, source, seeds, grid, n_train, [(member, seed) for member in grid for seed in seeds])
-
-
-def place(trainer: Trainer, config: Config, source: Source, n_train: int, state: TrainState,
-          hparams: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array], jax.Array, jax.Array]:
+def place(trainer: Trainer, plan: Plan, state: TrainState, hparams: dict[str, jax.Array],
+          ) -> tuple[TrainState, dict[str, jax.Array], jax.Array | None, jax.Array]:
     """The state, the sweep's values and the uint8 images on the device (one device, or the trainer's mesh:
-    replicated, with the training rows split over the devices under `shard_data`)."""
+    replicated, with the training rows split over the devices under `shard_data`); no training images where
+    they are streamed."""
+    config, source, n_train = plan.config, plan.source, plan.n_train
+    streamed = plan.placement.where == "stream"
     if trainer.mesh is None:
-        return state, hparams, jax.device_put(source.rows(range(n_train))), jax.device_put(source.test)
+        train_images = None if streamed else jax.device_put(source.rows(range(n_train)))
+        return state, hparams, train_images, jax.device_put(source.test)
     test_images, state, hparams = parallel.replicate((source.test, state, hparams), trainer.mesh)
-    train_images = (parallel.shard_rows(source.rows, n_train, trainer.mesh) if config.shard_data
-                    else parallel.replicate(source.rows(range(n_train)), trainer.mesh))
+    train_images = (None if streamed else parallel.shard_rows(source.rows, n_train, trainer.mesh)
+                    if config.shard_data else parallel.replicate(source.rows(range(n_train)), trainer.mesh))
     return state, hparams, train_images, test_images
 
 
@@ -279,7 +233,7 @@ class EpochContext(NamedTuple):
     checkpoint_meta: dict[str, Any]  # the seeds, config and sweep, saved with every checkpoint
 
 
-def train_epochs(context: EpochContext, program: train.Program, state: TrainState, train_images: jax.Array,
+def train_epochs(context: EpochContext, program: train.Program, state: TrainState, train_images: jax.Array | None,
                  test_images: jax.Array, data_keys: jax.Array, hparams: dict[str, jax.Array],
                  history: list[dict[str, Any]]) -> tuple[TrainState, list[dict[str, float]] | None]:
     """Train the epochs left, dispatching epoch e+1 (and its test evaluation) before epoch e is read back;
@@ -292,7 +246,11 @@ def train_epochs(context: EpochContext, program: train.Program, state: TrainStat
         for epoch in range(context.start_epoch, config.epochs):
             dispatched_at = time.perf_counter()
             ekeys = jax.vmap(epoch_key, in_axes=(0, None))(data_keys, epoch)
-            state, (losses, aux) = program.epoch(state, train_images, ekeys, hparams)
+            if train_images is None:  # streamed: the same batches, read from the source chunk by chunk
+                state, (losses, aux) = stream_epoch(program, context.trainer, state, context.plan.source,
+                                                    context.plan.n_train, ekeys, hparams)
+            else:
+                state, (losses, aux) = program.epoch(state, train_images, ekeys, hparams)
             totals = program.evaluate(epoch + 1 == config.epochs, train.variables(state), test_images)
             flight = InFlight(epoch + 1, _copy(state), losses, aux, totals, dispatched_at)  # state is donated next
             if pending is not None:  # the device runs `flight` while the host finishes `pending`
@@ -380,11 +338,3 @@ def result_rows(context: EpochContext, history: list[dict[str, Any]], final: lis
             seeds_trained_together=len(plan.lanes), mean_image_test_mse=baseline, warnings=warnings,
             **({"sweep": member} if swept else {}), **{f"test_{k}": v[i] for k, v in test_aux.items()}))
     return rows
-
-
-def with_data_shape(config: Config, source: Source) -> Config:
-    """`config` with `image_shape` set from the images; a config that names another shape is an error."""
-    if config.image_shape and tuple(config.image_shape) != source.shape:
-        raise AejaxError(f"config image_shape {list(config.image_shape)} differs from the images' "
-                         f"{list(source.shape)}; leave it unset to take the data's")
-    return config if tuple(config.image_shape) == source.shape else config.replace(image_shape=source.shape)

@@ -209,6 +209,29 @@ def train_epoch(trainer: Trainer, state: TrainState, images: Array, key: Array,
     return jax.lax.scan(body, state, (batches, step_keys))
 
 
+def epoch_order(key: Array, n: int, batch_size: int) -> tuple[Array, Array]:
+    """An epoch's batches of image indices `[steps, B]` and its per-step keys `[steps]`, from its key: the order
+    and the corruption and loss keys `train_epoch` draws, for a loader that gathers the batches itself."""
+    batches = epoch_batches(key, n, batch_size)
+    return batches, jax.random.split(jax.random.fold_in(key, 1), batches.shape[0])
+
+
+def train_chunk(trainer: Trainer, state: TrainState, batches: Array, step_keys: Array,
+                hparams: dict[str, Array] | None = None) -> tuple[TrainState, tuple[Array, dict[str, Array]]]:
+    """Consecutive steps of an epoch as one `lax.scan` over batches a loader streamed in: `batches` uint8 (or
+    float in [0, 1]) `[S, B, H, W, C]`, `step_keys` `[S]` (`epoch_order`'s). The steps are `train_epoch`'s, so
+    a streamed epoch trains as the device-resident one does. Returns the new state and (losses, aux), `[S]`."""
+
+    def body(state: TrainState, xs: tuple[Array, Array]) -> tuple[TrainState, Array]:
+        images, step_key = xs
+        batch = metrics.to_float(images)  # [B, H, W, C]
+        if trainer.mesh is not None:
+            batch = jax.lax.with_sharding_constraint(batch, parallel.batch_sharded(trainer.mesh))
+        return train_step(trainer, state, batch, step_key, hparams)
+
+    return jax.lax.scan(body, state, (batches, step_keys))
+
+
 def epoch_key(seed_key: Array, epoch: int) -> Array:
     """The data-order key of a 0-based `epoch`, derived (not carried), so a resumed run sees the same order."""
     return jax.random.fold_in(seed_key, epoch)
@@ -253,6 +276,8 @@ class Program(NamedTuple):
 
     init: Callable  # (keys [K], hparams {name: [K]}) -> TrainState[K]
     epoch: Callable  # (TrainState[K], images, keys [K], hparams) -> (TrainState[K], (losses, aux) [K, steps])
+    chunk: Callable  # (TrainState[K], batches [S, K, B, ...], step keys [K, S], hparams) -> (.., [K, S])
+    order: Callable  # (keys [K], n, batch_size) -> (batches [K, steps, B], step keys [K, steps])
     evaluate: Callable  # (with_ssim, variables[K], images) -> metrics.Totals with [K] leaves
     eval_loss: Callable  # (variables[K], images, keys [K], hparams) -> {"loss": [K], **aux}
 
@@ -287,6 +312,9 @@ def compile_program(trainer: Trainer) -> Program:
         init=jax.jit(jax.vmap(functools.partial(init_state, trainer))),
         epoch=jax.jit(at_precision(jax.vmap(functools.partial(train_epoch, trainer), in_axes=(0, None, 0, 0)),
                                    trainer.precision), donate_argnums=0),
+        chunk=jax.jit(at_precision(jax.vmap(functools.partial(train_chunk, trainer), in_axes=(0, 1, 0, 0)),
+                                   trainer.precision), donate_argnums=0),
+        order=jax.jit(jax.vmap(epoch_order, in_axes=(0, None, None)), static_argnums=(1, 2)),
         evaluate=jax.jit(at_precision(lambda with_ssim, variables, images: jax.vmap(
             functools.partial(evaluate, trainer, with_ssim), in_axes=(0, None))(variables, images), "highest"),
             static_argnums=0),
