@@ -133,9 +133,12 @@ class Config:
 
     def replace(self, **changes: Any) -> Config:
         """A copy with `changes`. A new `model` (`optimizer`) starts from its own `model_kwargs`
-        (`optimizer_kwargs`) defaults unless they are given too: the old one's settings are not the new one's."""
-        if changes.get("model", self.model) != self.model and "model_kwargs" not in changes:
-            changes["model_kwargs"] = {}
+        (`optimizer_kwargs`) defaults unless they are given too: the old one's settings are not the new one's. For
+        the same model, given `model_kwargs` update the present ones (its widths stay unless changed)."""
+        if changes.get("model", self.model) != self.model:
+            changes.setdefault("model_kwargs", {})
+        elif "model_kwargs" in changes and isinstance(changes["model_kwargs"], dict):
+            changes["model_kwargs"] = {**self.model_kwargs, **changes["model_kwargs"]}
         if changes.get("optimizer", self.optimizer) != self.optimizer and "optimizer_kwargs" not in changes:
             changes["optimizer_kwargs"] = {}
         return dataclasses.replace(self, **changes)

@@ -133,7 +133,7 @@ def test_deterministic_sets_xla_flags_before_the_backend_and_picks_the_ops_convo
         result = run_cli("aejax.train", *common, "--out", str(tmp_path / name))
         assert result.returncode == 0, result.stderr
     saved = json.loads((tmp_path / "a" / "config.json").read_text())
-    assert saved["config"]["conv_impl"] == "ops"
+    assert saved["config"]["model_kwargs"]["impl"] == "ops"
     assert all(flag in saved["environment"]["xla_flags"].split() for flag in cli.DETERMINISTIC_XLA_FLAGS)
     rows = [json.loads((tmp_path / name / "results.json").read_text())[0] for name in ("a", "b")]
     assert rows[0]["test_mse"] == rows[1]["test_mse"]

@@ -118,6 +118,8 @@ def test_replace_gives_a_new_model_its_own_kwargs_defaults():
                                                                                         "hidden": []}
     assert models.resolve(linear.replace(model="linear", model_kwargs={"activation": "tanh"},
                                          hidden=(8,))).model_kwargs == {"activation": "tanh", "hidden": [8]}
+    wide = models.resolve(Config(model="conv_strided", conv_features=(32, 64)))
+    assert wide.replace(model_kwargs={"refine": True}).model_kwargs["features"] == [32, 64]  # updated, not replaced
 
 
 def test_model_settings_live_in_model_kwargs_and_old_configs_still_load():

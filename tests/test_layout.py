@@ -29,7 +29,7 @@ def import_graph() -> dict[str, set[str]]:
             if isinstance(node, ast.Import):
                 edges |= {a.name for a in node.names if a.name in modules}
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                for alias in node.names:  # `from aejax import loop` names a module; `from aejax.x import y` x
+                for alias in node.names:  # `from aejax.training import loop` names a module; `from aejax.x import y` x
                     sub = f"{node.module}.{alias.name}"
                     edges.add(sub if sub in modules else node.module)
         graph[name] = {e for e in edges if e in modules and e != name}

@@ -170,7 +170,7 @@ def test_a_batchnorm_model_reloads_in_a_fresh_process_with_the_same_test_mse(tmp
     row = loop.run(Config(model="conv_bn", latent_dim=8, epochs=1, batch_size=50), tmp_path / "bn", data=data,
                    **QUIET).rows[0]
     np.save(tmp_path / "test.npy", data[1])
-    script = ("import numpy as np, tests.stateful_plugin, aejax\nfrom aejax import metrics\n"
+    script = ("import numpy as np, tests.stateful_plugin, aejax\nfrom aejax.evaluation import metrics\n"
               f"model, variables, _ = aejax.load_model({str(tmp_path / 'bn')!r})\n"
               f"print(repr(metrics.reconstruction_metrics(model.apply, variables, "
               f"np.load({str(tmp_path / 'test.npy')!r}))['mse']))")

@@ -236,10 +236,11 @@ class EpochContext(NamedTuple):
 def train_epochs(context: EpochContext, program: train.Program, state: TrainState, train_images: jax.Array | None,
                  test_images: jax.Array, data_keys: jax.Array, hparams: dict[str, jax.Array],
                  history: list[dict[str, Any]]) -> tuple[TrainState, list[dict[str, float]] | None]:
-    """Train the epochs left, dispatching epoch e+1 (and its test evaluation) before epoch e is read back;
-    `history` gets each epoch's metrics line. Returns the state and, when the last epoch was trained by this
-    call, its full test scores (SSIM included: they are the results). A signal or an action stops after the
-    epoch in flight, which is finished and checkpointed; a signal then raises `Interrupted`."""
+    """Train the epochs left, dispatching epoch e+1 (and its test evaluation) before epoch e is read back (a
+    streamed epoch, whose host work overlaps its own steps, is read back at once); `history` gets each epoch's
+    metrics line. Returns the state and, when the last epoch was trained by this call, its full test scores
+    (SSIM included: they are the results). A signal or an action stops after the epoch in flight, which is
+    finished and checkpointed; a signal then raises `Interrupted`."""
     config = context.config
     final, pending, done_at = None, None, time.perf_counter()  # pending: dispatched, not yet read back
     with stop_requests() as received:
@@ -253,6 +254,16 @@ def train_epochs(context: EpochContext, program: train.Program, state: TrainStat
                 state, (losses, aux) = program.epoch(state, train_images, ekeys, hparams)
             totals = program.evaluate(epoch + 1 == config.epochs, train.variables(state), test_images)
             flight = InFlight(epoch + 1, _copy(state), losses, aux, totals, dispatched_at)  # state is donated next
+            if train_images is None:  # streamed: the epoch ran while its chunks were handed over; read it now
+                end, done_at = read_back(context, flight, done_at)
+                last = epoch + 1 == config.epochs
+                stop = finish_epoch(context, end, history, last=last)
+                final = _final_scores(context, flight)
+                if parallel.any_process(bool(received)) or stop:
+                    if not last:
+                        save_if_skipped(context, end)  # nothing is in flight: this epoch is the one kept
+                    break
+                continue
             if pending is not None:  # the device runs `flight` while the host finishes `pending`
                 end, done_at = read_back(context, pending, done_at)
                 stop = finish_epoch(context, end, history, last=False)
@@ -302,6 +313,12 @@ def finish_epoch(context: EpochContext, end: EpochEnd, history: list[dict[str, A
     context.run_dir.write_metrics(history)
     log_line(end, context.log)
     return any([bool(action(end)) for action in context.actions])
+
+
+def save_if_skipped(context: EpochContext, end: EpochEnd) -> None:
+    """Checkpoint an epoch that `checkpoint_every` skipped, where the run stops after it."""
+    if end.epoch % context.config.checkpoint_every:
+        checkpoint.save(context.mngr, end.epoch, end.state, {"epoch": end.epoch, **context.checkpoint_meta})
 
 
 def _final_scores(context: EpochContext, flight: InFlight) -> list[dict[str, float]] | None:
