@@ -86,6 +86,11 @@ class Config:
                                               "or highest (full fp32 everywhere); evaluation is always highest")
     seed: int = _field(0, "the one integer that fixes initialisation, data order and noise")
     train_examples: int | None = _field(None, "train on the first N training images only")
+    validation_examples: float = _field(0, "training images held out to score every epoch, chosen with --seed: "
+                                           "a count (5000) or a fraction of the training set (0.1); 0: none. The "
+                                           "test set is then scored once, at the end")
+    early_stopping: int = _field(0, "stop once no model's validation MSE has improved for this many epochs "
+                                    "(0: never); needs validation_examples")
     data_placement: str = _field("auto", "where the training images are: device (on the device, an epoch one "
                                          "compiled scan), stream (read from their source in chunks of steps, for "
                                          "sets larger than memory), or auto (stream when the uint8 set exceeds "
@@ -197,7 +202,8 @@ def validate(config: Config) -> None:
     _check(config.dtype in DTYPES, f"unknown dtype {config.dtype!r}; choose one of {', '.join(DTYPES)}")
     _check(config.matmul_precision in PRECISIONS,
            f"unknown matmul_precision {config.matmul_precision!r}; choose one of {', '.join(PRECISIONS)}")
-    for name in ("latent_dim", "epochs", "batch_size", "seed", "keep_checkpoints", "checkpoint_every"):
+    for name in ("latent_dim", "epochs", "batch_size", "seed", "keep_checkpoints", "checkpoint_every",
+                 "early_stopping"):
         _check(_is_int(getattr(config, name)), f"{name} must be an integer, got {getattr(config, name)!r}")
     _check(isinstance(config.image_shape, tuple) and (
         config.image_shape == () or (len(config.image_shape) == 3 and all(_is_int(v) and v > 0
@@ -228,6 +234,13 @@ def validate(config: Config) -> None:
         _check(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
                f"{name} must be a finite number, got {value!r}")
     _check(config.lr > 0, f"lr must be > 0, got {config.lr}")
+    held = config.validation_examples
+    _check(isinstance(held, (int, float)) and not isinstance(held, bool) and math.isfinite(held) and held >= 0
+           and (held < 1 or float(held).is_integer()),
+           f"validation_examples must be a count of images or a fraction in (0, 1), got {held!r}")
+    _check(config.early_stopping >= 0, f"early_stopping must be >= 0 epochs, got {config.early_stopping}")
+    _check(not config.early_stopping or held > 0, "early_stopping needs validation_examples: it watches the "
+                                                  "validation MSE (the test set never steers a run)")
     _check(config.noise_level >= 0, f"noise_level must be >= 0, got {config.noise_level}")
     if config.noise in ("salt_pepper", "mask"):
         _check(config.noise_level <= 1,

@@ -76,7 +76,8 @@ def test_every_config_field_has_a_described_flag_that_sets_it(capsys):
                            "--loss", "bce", "--dtype", "bfloat16", "--seed", "7", "--train-examples", "1000",
                            "--keep-checkpoints", "2", "--checkpoint-every", "2", "--data-parallel", "--shard-data",
                            "--noise", "mask", "--noise-level", "0.2", "--conv-impl", "xla",
-                           "--data-placement", "stream", "--matmul-precision",
+                           "--data-placement", "stream", "--validation-examples", "100", "--early-stopping", "2",
+                           "--matmul-precision",
                            "highest"])
     config, default = cli.config_from_args(args), Config()
     changed = {f.name for f in dataclasses.fields(Config) if getattr(config, f.name) != getattr(default, f.name)}

@@ -29,14 +29,15 @@ class EventLog:
         return self._writers[i]
 
     def epoch(self, entry: dict[str, Any]) -> None:
-        """Scalars of one metrics.jsonl line: train_loss, test_mse, train aux (per model), images_per_second,
+        """Scalars of one metrics.jsonl line: train_loss, test_mse or val_mse, train aux (per model), images/s,
         epoch_seconds."""
         if not self.enabled:
             return
         for i in range(len(self.folders)):
             writer = self._writer(i)
-            for tag in ("train_loss", "test_mse"):
-                writer.add_scalar(tag, entry[tag][i], entry["epoch"])
+            for tag in ("train_loss", "test_mse", "val_mse"):
+                if tag in entry:
+                    writer.add_scalar(tag, entry[tag][i], entry["epoch"])
             for name, values in entry.get("train_aux", {}).items():
                 writer.add_scalar(f"train_{name}", values[i], entry["epoch"])
             for tag in ("images_per_second", "epoch_seconds"):

@@ -116,10 +116,11 @@ def check_finite(end: EpochEnd, mngr) -> None:
 
 
 def log_line(end: EpochEnd, log: Callable[[str], None]) -> None:
-    """`epoch 3/5  train_loss ...  test_mse ...  N img/s  S s`, averaged over the models."""
+    """`epoch 3/5  train_loss ...  test_mse (or val_mse) ...  N img/s  S s`, averaged over the models."""
     entry = end.entry
+    watch = "val_mse" if "val_mse" in entry else "test_mse"
     log(f"epoch {end.epoch}/{end.epochs}  train_loss {end.losses.mean():.5f}  "
-        f"test_mse {np.mean(entry['test_mse']):.5f}  "
+        f"{watch} {np.mean(entry[watch]):.5f}  "
         f"{entry['images_per_second']:,.0f} img/s  {entry['epoch_seconds']:.1f}s"
         + ("  (includes compilation)" if end.first else ""))
 
@@ -159,7 +160,7 @@ def run(config: Config, out_dir: str | Path, *, seeds: Sequence[int] | None = No
         data_keys = jnp.stack([k[1] for k in keys])
         hparams = sweeps.lane_hparams(plan.grid, len(plan.seeds))  # {} outside a sweep
         state = program.init(jnp.stack([k[0] for k in keys]), hparams)
-        state, hparams, train_images, test_images = place(trainer, plan, state, hparams)
+        state, hparams, train_images, test_images, watched = place(trainer, plan, state, hparams)
         mngr = checkpoint.manager(run_dir.path / "checkpoints", config.keep_checkpoints)
         with contextlib.closing(mngr), contextlib.closing(EventLog(run_dir.path, plan.folders)) as events:
             # 3. Resume from the newest checkpoint that has its metrics line.
@@ -169,10 +170,10 @@ def run(config: Config, out_dir: str | Path, *, seeds: Sequence[int] | None = No
             context = EpochContext(config, plan, trainer, run_dir, mngr, events, tuple(actions), log, start_epoch,
                                    {"seeds": plan.seeds, "config": config.to_dict(),
                                     **({"sweep": plan.grid} if sweep else {})})
-            state, final = train_epochs(context, program, state, train_images, test_images, data_keys, hparams,
+            state, final = train_epochs(context, program, state, train_images, watched, data_keys, hparams,
                                         history)
             # 5. The results: test scores, rows, results.json and the reconstruction figure.
-            if final is None:  # a finished run reloaded, or one an action stopped early
+            if final is None:  # validated, a finished run reloaded, or one stopped early: the test set now
                 final = _scores(program.evaluate(True, train.variables(state), test_images), len(plan.lanes))
             test_aux = {}
             if "train_aux" in history[-1]:  # a loss with terms of its own: score them on the test set too
@@ -191,19 +192,23 @@ def run(config: Config, out_dir: str | Path, *, seeds: Sequence[int] | None = No
 
 
 def place(trainer: Trainer, plan: Plan, state: TrainState, hparams: dict[str, jax.Array],
-          ) -> tuple[TrainState, dict[str, jax.Array], jax.Array | None, jax.Array]:
+          ) -> tuple[TrainState, dict[str, jax.Array], jax.Array | None, jax.Array, jax.Array]:
     """The state, the sweep's values and the uint8 images on the device (one device, or the trainer's mesh:
-    replicated, with the training rows split over the devices under `shard_data`); no training images where
-    they are streamed."""
+    replicated, with the training rows split over the devices under `shard_data`): the training images (none
+    where they are streamed), the test images, and the images scored every epoch (the validation split, else
+    the test images)."""
     config, source, n_train = plan.config, plan.source, plan.n_train
     streamed = plan.placement.where == "stream"
     if trainer.mesh is None:
         train_images = None if streamed else jax.device_put(source.rows(range(n_train)))
-        return state, hparams, train_images, jax.device_put(source.test)
+        test_images = jax.device_put(source.test)
+        watched = test_images if plan.validation is None else jax.device_put(plan.validation)
+        return state, hparams, train_images, test_images, watched
     test_images, state, hparams = parallel.replicate((source.test, state, hparams), trainer.mesh)
+    watched = test_images if plan.validation is None else parallel.replicate(plan.validation, trainer.mesh)
     train_images = (None if streamed else parallel.shard_rows(source.rows, n_train, trainer.mesh)
                     if config.shard_data else parallel.replicate(source.rows(range(n_train)), trainer.mesh))
-    return state, hparams, train_images, test_images
+    return state, hparams, train_images, test_images, watched
 
 
 def restore(run_dir: RunDir, mngr, state: TrainState,
@@ -234,7 +239,7 @@ class EpochContext(NamedTuple):
 
 
 def train_epochs(context: EpochContext, program: train.Program, state: TrainState, train_images: jax.Array | None,
-                 test_images: jax.Array, data_keys: jax.Array, hparams: dict[str, jax.Array],
+                 watched: jax.Array, data_keys: jax.Array, hparams: dict[str, jax.Array],
                  history: list[dict[str, Any]]) -> tuple[TrainState, list[dict[str, float]] | None]:
     """Train the epochs left, dispatching epoch e+1 (and its test evaluation) before epoch e is read back (a
     streamed epoch, whose host work overlaps its own steps, is read back at once); `history` gets each epoch's
@@ -252,7 +257,7 @@ def train_epochs(context: EpochContext, program: train.Program, state: TrainStat
                                                     context.plan.n_train, ekeys, hparams)
             else:
                 state, (losses, aux) = program.epoch(state, train_images, ekeys, hparams)
-            totals = program.evaluate(epoch + 1 == config.epochs, train.variables(state), test_images)
+            totals = program.evaluate(epoch + 1 == config.epochs, train.variables(state), watched)
             flight = InFlight(epoch + 1, _copy(state), losses, aux, totals, dispatched_at)  # state is donated next
             if train_images is None:  # streamed: the epoch ran while its chunks were handed over; read it now
                 end, done_at = read_back(context, flight, done_at)
@@ -291,7 +296,7 @@ def read_back(context: EpochContext, flight: InFlight, done_at: float) -> tuple[
     seconds = now - max(flight.dispatched_at, done_at)
     n_steps = context.plan.n_train // context.config.batch_size
     entry = {"epoch": flight.epoch, "train_loss": losses.mean(axis=1).tolist(),
-             "test_mse": _test_mse(flight.totals), "epoch_seconds": seconds,
+             context.plan.watch: _test_mse(flight.totals), "epoch_seconds": seconds,
              "images_per_second": len(context.plan.lanes) * n_steps * context.config.batch_size / seconds}
     if flight.aux:
         entry["train_aux"] = {k: np.asarray(v).mean(axis=1).tolist() for k, v in flight.aux.items()}
@@ -312,7 +317,7 @@ def finish_epoch(context: EpochContext, end: EpochEnd, history: list[dict[str, A
     context.mngr.wait_until_finished()  # a metrics line never precedes the checkpoint saved for its epoch
     context.run_dir.write_metrics(history)
     log_line(end, context.log)
-    return any([bool(action(end)) for action in context.actions])
+    return any([bool(action(end)) for action in context.actions]) or early_stop(context, history)
 
 
 def save_if_skipped(context: EpochContext, end: EpochEnd) -> None:
@@ -322,8 +327,31 @@ def save_if_skipped(context: EpochContext, end: EpochEnd) -> None:
 
 
 def _final_scores(context: EpochContext, flight: InFlight) -> list[dict[str, float]] | None:
-    """The full test scores of the config's last epoch (evaluated with SSIM); None for an earlier epoch."""
-    return _scores(flight.totals, len(context.plan.lanes)) if flight.epoch == context.config.epochs else None
+    """The full test scores of the config's last epoch (evaluated with SSIM); None for an earlier epoch, and
+    where each epoch scored the validation split."""
+    last = flight.epoch == context.config.epochs and context.plan.validation is None
+    return _scores(flight.totals, len(context.plan.lanes)) if last else None
+
+
+def _validation_fields(history: list[dict[str, Any]], lane: int) -> dict[str, Any]:
+    """A model's last and best validation MSE, its best epoch, and the split's size."""
+    scores = [h["val_mse"][lane] for h in history]
+    best = int(np.argmin(scores))
+    return {"val_mse": scores[-1], "best_val_mse": scores[best], "best_val_epoch": best + 1}
+
+
+def early_stop(context: EpochContext, history: list[dict[str, Any]]) -> bool:
+    """Whether no model's validation MSE has improved for `config.early_stopping` epochs (never when 0)."""
+    patience = context.config.early_stopping
+    if not patience or len(history) <= patience:
+        return False
+    scores = np.asarray([h["val_mse"] for h in history])  # [epochs, K]
+    best = scores.argmin(axis=0) + 1  # each model's best epoch, 1-based
+    stop = bool(np.all(len(history) - best >= patience))
+    if stop:
+        context.log(f"early stopping: no validation MSE improved in the last {patience} epochs (best epochs "
+                    f"{', '.join(map(str, best))})")
+    return stop
 
 
 def interrupted(context: EpochContext, received: list[int], epoch: int) -> Interrupted:
@@ -353,5 +381,6 @@ def result_rows(context: EpochContext, history: list[dict[str, Any]], final: lis
             params=models.param_count(model_variables[i]["params"]), train_seconds=train_seconds / len(plan.lanes),
             final_train_loss=history[-1]["train_loss"][i], train_seconds_total=train_seconds,
             seeds_trained_together=len(plan.lanes), mean_image_test_mse=baseline, warnings=warnings,
-            **({"sweep": member} if swept else {}), **{f"test_{k}": v[i] for k, v in test_aux.items()}))
+            **({"sweep": member} if swept else {}), **{f"test_{k}": v[i] for k, v in test_aux.items()},
+            **(_validation_fields(history, i) if plan.validation is not None else {})))
     return rows

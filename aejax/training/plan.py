@@ -40,6 +40,12 @@ class Plan(NamedTuple):
     n_train: int
     lanes: list[tuple[dict[str, float], int]]  # (member, seed) per trained model, member-major
     placement: stream.Placement  # where the training images are: on the device, or streamed from the source
+    validation: np.ndarray | None = None  # images held out of the training set, scored every epoch
+
+    @property
+    def watch(self) -> str:
+        """The metrics line's key of the images scored every epoch."""
+        return "test_mse" if self.validation is None else "val_mse"
 
     @property
     def names(self) -> list[str]:
@@ -64,13 +70,41 @@ def prepare(config: Config, seeds: Sequence[int] | None, sweep: dict[str, Sequen
     config = models.resolve(with_data_shape(config, source))
     grid = sweeps.members(config, sweep)
     n_train = source.n_train if config.train_examples is None else min(source.n_train, config.train_examples)
+    source, validation = hold_out(config, source, n_train)
+    n_train -= 0 if validation is None else len(validation)
     if n_train < config.batch_size:
         raise AejaxError(f"batch_size {config.batch_size} is larger than the {n_train} training images")
     where = stream.placement(config.data_placement, n_train, source.shape)
     if where.where == "stream" and (config.shard_data or jax.process_count() > 1):
         raise AejaxError("a streamed training set is read whole by one process and copied to each device; "
                          "shard_data and several processes need data_placement device")
-    return Plan(config, source, seeds, grid, n_train, [(member, seed) for member in grid for seed in seeds], where)
+    lanes = [(member, seed) for member in grid for seed in seeds]
+    return Plan(config, source, seeds, grid, n_train, lanes, where, validation)
+
+
+VALIDATION_TAG = 2 ** 31 - 2  # folded into the seed's key for the validation split (never an epoch number)
+
+
+def hold_out(config: Config, source: Source, n_train: int) -> tuple[Source, np.ndarray | None]:
+    """The training source less `config.validation_examples` images of its first `n_train`, chosen by a
+    permutation of `config.seed`'s key (the same for every seed trained together), and those images; `source`
+    and None without validation."""
+    held = config.validation_examples
+    count = int(held) if held >= 1 else int(round(held * n_train))
+    if not held:
+        return source, None
+    if not 0 < count < n_train:
+        raise AejaxError(f"validation_examples {held:g} holds out {count} of the {n_train} training images; "
+                         f"leave at least one batch to train on and hold out at least one image")
+    if source.take is None:
+        raise AejaxError("this dataset's source cannot read rows by index, so no validation split can be held "
+                         "out of it; give the validation images as the test set of a run of its own")
+    order = np.asarray(jax.random.permutation(jax.random.fold_in(jax.random.key(config.seed), VALIDATION_TAG),
+                                              n_train))
+    held_rows, kept = np.sort(order[:count]), np.sort(order[count:])  # sorted: sequential reads of the source
+    train = Source(len(kept), lambda r: source.take(kept[r.start:r.stop]), source.test,
+                   lambda indices: source.take(kept[np.asarray(indices)]))
+    return train, np.asarray(source.take(held_rows))
 
 
 def with_data_shape(config: Config, source: Source) -> Config:

@@ -1,0 +1,55 @@
+"""A run's plan (`aejax.training.plan`): the validation split held out of the training set, scored every epoch
+while the test set is scored once at the end, and early stopping on it."""
+
+import json
+
+import numpy as np
+import pytest
+
+from aejax.config import Config
+from aejax.data import array_source
+from aejax.errors import AejaxError
+from aejax.training import loop
+from aejax.training.plan import hold_out
+
+
+def test_the_validation_split_is_held_out_by_the_seed_and_disjoint_from_training():
+    ids = np.arange(1000)
+    images = np.stack([ids // 256, ids % 256], axis=-1).astype(np.uint8)[:, None, None, :]  # each image its id
+    source = array_source(images, images[:10])
+
+    def identities(x: np.ndarray) -> set[int]:
+        return set((x[:, 0, 0, 0].astype(int) * 256 + x[:, 0, 0, 1]).tolist())
+
+    train, held = hold_out(Config(validation_examples=0.1), source, 1000)
+    assert len(held) == 100 and train.n_train == 900
+    assert identities(held).isdisjoint(identities(train.rows(range(900))))
+    assert identities(held) | identities(train.take(ids[:900])) == set(range(1000))
+    again = hold_out(Config(validation_examples=100), source, 1000)[1]
+    other = hold_out(Config(validation_examples=100, seed=1), source, 1000)[1]
+    np.testing.assert_array_equal(held, again)
+    assert not np.array_equal(held, other)
+    with pytest.raises(AejaxError, match="holds out 1000 of the 1000 training images"):
+        hold_out(Config(validation_examples=1000), source, 1000)
+    with pytest.raises(AejaxError, match="early_stopping needs validation_examples"):
+        Config(early_stopping=2)
+    with pytest.raises(AejaxError, match="validation_examples must be a count of images or a fraction"):
+        Config(validation_examples=2.5)
+
+
+def test_validation_is_scored_every_epoch_the_test_set_once_and_early_stopping_stops(tmp_path, mnist_test_images):
+    """At a learning rate too small to move anything, no validation MSE improves after epoch 1: patience 1 stops
+    the 10-epoch run after epoch 2 (and the epoch in flight); the metrics lines carry val_mse only, and the test
+    set is scored once, into the results."""
+    config = Config(latent_dim=8, epochs=10, batch_size=50, lr=1e-12, validation_examples=200, early_stopping=1)
+    lines = []
+    result = loop.run(config, tmp_path / "run", data=(mnist_test_images[:1200], mnist_test_images[1200:1400]),
+                      log=lines.append)
+    history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert all("val_mse" in h and "test_mse" not in h for h in history)
+    assert any(line.startswith("early stopping: no validation MSE improved in the last 1 epochs") for line in lines)
+    row = result.rows[0]
+    assert row["epochs"] == 3 and row["best_val_epoch"] == 1 and row["val_mse"] == history[-1]["val_mse"][0]
+    assert 0 < row["test_mse"] != row["val_mse"]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["config"]["validation_examples"] == 200
