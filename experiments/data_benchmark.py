@@ -1,6 +1,6 @@
 """Memory and speed of the two ways a training set reaches the program: device-resident, and streamed from its
-source (`--data-placement`), on a synthetic 64x64x3 uint8 set this script prepares itself as a tfds dataset
-(ArrayRecord, no TensorFlow) in a temporary data directory, read by name as any prepared tfds set is.
+source (`--data-placement`), on a synthetic 64x64x3 uint8 set this script writes itself into a `.npy` file, given
+to `aejax.run` as `np.load(path, mmap_mode="r")` (so the set is on disk, not in memory).
 
     python -m experiments.data_benchmark --out benchmarks/data_cpu.json
 
@@ -34,12 +34,13 @@ TEST = 1000
 
 CHILD = """
 import json, resource, sys, time
+import numpy as np
 import aejax
-data_dir, n, placement, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-config = aejax.Config(dataset="aejax_blobs", model="linear", latent_dim=32, epochs=1, batch_size=256,
-                      train_examples=n, data_placement=placement)
+path, n, placement, out, TEST = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
+images = np.load(path, mmap_mode="r")
+config = aejax.Config(model="linear", latent_dim=32, epochs=1, batch_size=256, data_placement=placement)
 t0 = time.perf_counter()
-result = aejax.run(config, out, data_dir=data_dir, log=lambda line: None)
+result = aejax.run(config, out, data=(images[:n], np.asarray(images[-TEST:])), log=lambda line: None)
 print(json.dumps({"images": n, "placement": placement, "seconds": time.perf_counter() - t0,
                   "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                   "test_mse": result.rows[0]["test_mse"]}))
@@ -56,43 +57,30 @@ def blobs(rng: np.random.Generator, m: int) -> np.ndarray:
     return np.clip(255 * (0.15 + 0.85 * blob * colour), 0, 255).astype(np.uint8)
 
 
-def prepare(data_dir: Path, n: int) -> None:
-    """`n` training and `TEST` test images as the tfds dataset `aejax_blobs` in `data_dir`, generated block by
-    block (never whole in memory)."""
-    import tensorflow_datasets as tfds
-
-    class AejaxBlobs(tfds.core.GeneratorBasedBuilder):
-        VERSION = tfds.core.Version("1.0.0")
-
-        def _info(self):
-            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(
-                {"image": tfds.features.Tensor(shape=SHAPE, dtype=np.uint8)}))
-
-        def _split_generators(self, dl_manager):
-            return {"train": self._generate_examples(0, n), "test": self._generate_examples(1, TEST)}
-
-        def _generate_examples(self, seed: int, count: int):
-            rng = np.random.default_rng(seed)
-            for start in range(0, count, 5000):
-                for i, image in enumerate(blobs(rng, min(5000, count - start))):
-                    yield start + i, {"image": image}
-
-    AejaxBlobs(data_dir=str(data_dir), file_format="array_record").download_and_prepare()
+def synthetic_set(path: Path, n: int, seed: int = 0) -> None:
+    """`n` images into a `.npy` file, written block by block (never whole in memory)."""
+    rng = np.random.default_rng(seed)
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": (n, *SHAPE)})
+        for start in range(0, n, 5000):
+            f.write(blobs(rng, min(5000, n - start)).tobytes())
 
 
-def peak_rss(data_dir: Path, n: int, placement: str, work: Path) -> dict:
+def peak_rss(path: Path, n: int, placement: str, work: Path) -> dict:
     """A 1-epoch linear run in a fresh process: its own report (peak RSS, seconds, test MSE)."""
-    result = subprocess.run([sys.executable, "-c", CHILD, str(data_dir), str(n), placement,
-                             str(work / f"{placement}_{n}")], capture_output=True, text=True, timeout=1800)
+    result = subprocess.run([sys.executable, "-c", CHILD, str(path), str(n), placement,
+                             str(work / f"{placement}_{n}"), str(TEST)], capture_output=True, text=True, timeout=1800)
     if result.returncode != 0:
         raise SystemExit(f"the {placement} run on {n} images failed: {result.stderr.strip().splitlines()[-1]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def throughput(data_dir: Path, n: int, work: Path, repeats: int = 3) -> list[dict]:
+def throughput(path: Path, n: int, work: Path, repeats: int = 3) -> list[dict]:
     """Images/s of the last epoch, device-resident and streamed, interleaved, for two workloads."""
     import aejax
 
+    images = np.load(path, mmap_mode="r")
+    train, test = images[:n], np.asarray(images[-TEST:])
     workloads = {"conv_strided d32 b25": aejax.Config(model="conv_strided", latent_dim=32, batch_size=25, epochs=2),
                  "linear d256 b128": aejax.Config(model="linear", latent_dim=256, batch_size=128, epochs=2)}
     rows = []
@@ -101,8 +89,7 @@ def throughput(data_dir: Path, n: int, work: Path, repeats: int = 3) -> list[dic
         for i in range(repeats):
             for placement in ("device", "stream"):
                 out = work / f"{label.replace(' ', '_')}_{placement}_{i}"
-                aejax.run(config.replace(dataset="aejax_blobs", train_examples=n, data_placement=placement), out,
-                          data_dir=str(data_dir), log=lambda line: None)
+                aejax.run(config.replace(data_placement=placement), out, data=(train, test), log=lambda line: None)
                 last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
                 rates[placement].append(last["images_per_second"])
         device, streamed = statistics.median(rates["device"]), statistics.median(rates["stream"])
@@ -126,22 +113,21 @@ def main() -> None:
     sizes = [int(v) for v in args.sizes.split(",")]
     resident = [int(v) for v in args.resident.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        work, data_dir = Path(tmp), Path(tmp) / "tfds"
-        n = max(sizes + resident + [args.fits])
+        work, path = Path(tmp), Path(tmp) / "images.npy"
+        n = max(sizes + resident + [args.fits]) + TEST
         t0 = time.perf_counter()
-        prepare(data_dir, n)
-        size = sum(f.stat().st_size for f in data_dir.rglob("*") if f.is_file())
-        prepared = {"images": n, "bytes_on_disk": size, "seconds": time.perf_counter() - t0}
-        print(f"prepared {n:,} synthetic {'x'.join(map(str, SHAPE))} images ({size / 1e9:.2f} GB of ArrayRecord) "
-              f"in {prepared['seconds']:.0f} s", flush=True)
+        synthetic_set(path, n)
+        prepared = {"images": n, "bytes_on_disk": path.stat().st_size, "seconds": time.perf_counter() - t0}
+        print(f"wrote {n:,} synthetic {'x'.join(map(str, SHAPE))} images ({prepared['bytes_on_disk'] / 1e9:.2f} "
+              f"GB) in {prepared['seconds']:.0f} s", flush=True)
         memory = []
         for placement, counts in (("stream", sizes), ("device", resident)):
             for count in counts:
-                row = peak_rss(data_dir, count, placement, work)
+                row = peak_rss(path, count, placement, work)
                 memory.append(row)
                 print(f"{placement} {count:,} images: peak RSS {row['peak_rss_bytes'] / 1e9:.2f} GB, "
                       f"{row['seconds']:.0f} s, test MSE {row['test_mse']:.5f}", flush=True)
-        speed = throughput(data_dir, args.fits, work)
+        speed = throughput(path, args.fits, work)
     write_json(Path(args.out), {"image_shape": list(SHAPE), "test_images": TEST, "prepared": prepared,
                                 "memory": memory, "throughput": speed, "environment": environment()})
 

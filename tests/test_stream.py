@@ -77,3 +77,19 @@ def test_streaming_refuses_what_it_cannot_do(tmp_path, mnist_test_images):
     no_take = Source(500, lambda r: mnist_test_images[r.start:r.stop], mnist_test_images[500:600])
     with pytest.raises(AejaxError, match="cannot read rows by index"):
         next(stream.epoch_chunks(no_take, np.zeros((1, 2, 25), np.int64), 1))
+
+
+def test_a_memmap_is_read_by_positioned_reads_of_its_file(tmp_path):
+    """Rows and rows by index of a memmap (or a slice of one) equal the array's, read without the mapping."""
+    from aejax.data import array_source
+    from aejax.data.source import FileRows
+
+    images = (np.arange(50 * 4 * 4 * 3) % 251).astype(np.uint8).reshape(50, 4, 4, 3)
+    np.save(tmp_path / "x.npy", images)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    for view, array in ((mapped, images), (mapped[10:40], images[10:40])):
+        assert FileRows.of(view) is not None
+        source = array_source(view, images[:5])
+        np.testing.assert_array_equal(source.rows(range(3, 9)), array[3:9])
+        np.testing.assert_array_equal(source.take(np.array([7, 2, 2, 19])), array[[7, 2, 2, 19]])
+    assert FileRows.of(images) is None and FileRows.of(mapped[:, :2]) is None  # in memory; not contiguous

@@ -4,6 +4,7 @@ passes (`check_images`)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -54,5 +55,53 @@ def array_source(train_images: np.ndarray, test_images: np.ndarray) -> Source:
     if tuple(train_images.shape[1:]) != tuple(test_images.shape[1:]) or train_images.dtype != test_images.dtype:
         raise AejaxError(f"training and test images differ: {train_images.dtype} {list(train_images.shape[1:])} "
                          f"against {test_images.dtype} {list(test_images.shape[1:])}; give both one shape and dtype")
+    file_rows = FileRows.of(train_images)
+    if file_rows is not None:
+        return Source(len(train_images), file_rows.rows, test_images, file_rows.take)
     return Source(len(train_images), lambda r: train_images[r.start:r.stop], test_images,
-                  lambda indices: train_images[np.sort(indices)][np.argsort(np.argsort(indices))])
+                  lambda indices: train_images[np.asarray(indices)])
+
+
+class FileRows:
+    """The rows of a C-contiguous memmap (`np.load(path, mmap_mode="r")`, or a slice of one) read with positioned
+    reads of its file rather than through the mapping: pages a mapping touches count in the process's memory
+    until it ends, so an epoch over a set larger than memory would hold all of it; read this way, the process
+    holds a batch (the kernel's page cache, which it may drop, holds the rest)."""
+
+    def __init__(self, path: str, offset: int, shape: tuple[int, ...], dtype: np.dtype):
+        self.path, self.offset, self.shape, self.dtype = path, offset, shape, dtype
+        self.row_bytes = int(np.prod(shape[1:])) * dtype.itemsize
+        self._fd = os.open(path, os.O_RDONLY)  # positioned reads share it safely across loader threads
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+
+    @classmethod
+    def of(cls, images) -> FileRows | None:
+        """The file rows behind `images`, or None where it is not a contiguous memmap of a file."""
+        if not isinstance(images, np.memmap) or not images.flags.c_contiguous or not images.filename:
+            return None
+        root = images
+        while isinstance(root.base, np.ndarray):  # a slice's base is the memmap `np.load` made
+            root = root.base
+        if not isinstance(root, np.memmap):
+            return None
+        offset = root.offset + (images.ctypes.data - root.ctypes.data)
+        return cls(images.filename, offset, tuple(images.shape), images.dtype)
+
+    def _read(self, index: int, count: int) -> bytes:
+        data = os.pread(self._fd, count * self.row_bytes, self.offset + index * self.row_bytes)
+        if len(data) != count * self.row_bytes:
+            raise AejaxError(f"{self.path} ends before row {index + count} of the {self.shape[0]} it held")
+        return data
+
+    def rows(self, r: range) -> np.ndarray:
+        return np.frombuffer(self._read(r.start, len(r)), self.dtype).reshape(len(r), *self.shape[1:])
+
+    def take(self, indices) -> np.ndarray:
+        indices = np.asarray(indices)
+        out = np.empty((len(indices), *self.shape[1:]), self.dtype)
+        for i, index in enumerate(indices.tolist()):
+            out[i] = np.frombuffer(self._read(index, 1), self.dtype).reshape(self.shape[1:])
+        return out
