@@ -54,6 +54,7 @@ def test_run_checks_its_arrays_first(tmp_path):
     good = np.zeros((20, 8, 8, 1), np.uint8)
     for data, message in [((good.astype(np.float32) + 200, good), "must lie in \\[0, 1\\]"),
                           ((good[..., 0], good[..., 0]), "add a channel axis"),
+                          ((np.zeros((20, 3, 8, 8), np.uint8), good), "look channels-first.*transpose\\(0, 2, 3, 1\\)"),
                           ((good, np.zeros((5, 8, 9, 1), np.uint8)), "training and test images differ"),
                           ((good.astype(np.int32), good), "uint8 \\(0..255\\) or float"),
                           ((good, good), "config image_shape \\[28, 28, 1\\] differs")]:

@@ -32,11 +32,15 @@ class Source(NamedTuple):
 
 def check_images(images, what: str) -> None:
     """One-line errors for images a run cannot train on: they must be uint8 `[N, H, W, C]` (0..255) or float
-    `[N, H, W, C]` in [0, 1] (float 0..255, a missing channel axis, NaN, an empty set are refused)."""
+    `[N, H, W, C]` in [0, 1] (float 0..255, a missing channel axis, channels first, NaN, an empty set are
+    refused)."""
     shape, dtype = tuple(getattr(images, "shape", ())), np.dtype(getattr(images, "dtype", object))
     if len(shape) != 4 or min(shape, default=0) < 1:
         hint = "; add a channel axis: images[..., None]" if len(shape) == 3 else ""
         raise AejaxError(f"{what} must be shaped [N, H, W, C] with N, H, W, C >= 1, got {list(shape)}{hint}")
+    if shape[1] in (1, 3, 4) and shape[3] > 4 and shape[2] > 4:  # [N, C, H, W], the PyTorch habit
+        raise AejaxError(f"{what} look channels-first, {list(shape)} ([N, C, H, W]); aejax takes channels last: "
+                         f"images.transpose(0, 2, 3, 1)")
     if dtype == np.uint8:
         return
     if not np.issubdtype(dtype, np.floating):
