@@ -78,6 +78,43 @@ def test_sigkill_after_epoch_2_then_resume_is_bit_identical(tmp_path, prepared_d
     _assert_same_params(out, uninterrupted)
 
 
+# A streamed run (chunks of 10 steps) that kills itself while its third epoch is being handed over.
+STREAM_KILL = r"""
+import os, signal, sys
+from aejax import cli
+from aejax.data import stream
+from aejax.training import loop
+stream.CHUNK_BYTES = 25 * 784 * 10
+epochs, real = [], stream.epoch_chunks
+
+def chunks(*args, **kwargs):
+    epochs.append(1)
+    for i, chunk in enumerate(real(*args, **kwargs)):
+        if len(epochs) == 3 and i == 5:
+            os.kill(os.getpid(), signal.SIGKILL)
+        yield chunk
+
+stream.epoch_chunks = chunks
+args = cli.parse_args(sys.argv[1:])
+cli.cli(lambda: loop.run(cli.config_from_args(args), args.out, data_dir=args.data_dir, log=print))
+"""
+
+
+@pytest.mark.slow
+def test_a_streamed_run_killed_mid_epoch_resumes_bit_for_bit(tmp_path, prepared_data_dir, uninterrupted):
+    """SIGKILL halfway through a streamed epoch; the resumed run (streamed too) ends with the parameters of the
+    uninterrupted device-resident one: the same batches, and the loader's position is the epoch."""
+    out = tmp_path / "streamed"
+    common = [*ARGS, "--data-dir", str(prepared_data_dir), "--out", str(out), "--data-placement", "stream"]
+    killed = subprocess.run([sys.executable, "-c", STREAM_KILL, *common], cwd=REPO, capture_output=True, text=True,
+                            timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert killed.returncode == -signal.SIGKILL and "epoch 2/4" in killed.stdout and "epoch 3/4" not in killed.stdout
+    resumed = run_cli("aejax.train", *common, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "at epoch 2" in resumed.stdout and ": stream (as asked)" in resumed.stdout
+    _assert_same_params(out, uninterrupted)
+
+
 @pytest.mark.slow
 def test_sigterm_checkpoints_and_exits_nonzero(tmp_path, prepared_data_dir, uninterrupted):
     # SIGTERM while epoch 1 is being reported: epoch 2 is already running on the device; it is finished and
