@@ -1,10 +1,10 @@
 """The run loop: train one model per seed (and sweep member) into a run directory, around the compiled program
 of `aejax.training.step`.
 
-`run` places the data on the device once, claims the run directory, resumes from the newest checkpoint that
-has its metrics line, then keeps the device busy: epoch e+1 and its test evaluation are dispatched before
-epoch e is read back. Reading an epoch back is a list of explicit per-epoch actions, each a function of one
-`EpochEnd`:
+`run` places the data on the device once (or streams it, `aejax.data.stream`), claims the run directory, resumes
+from the newest checkpoint that has its metrics line, then keeps the device busy: epoch e+1 and its evaluation
+(of the validation split, else the test set) are dispatched before epoch e is read back. Reading an epoch back
+is a list of explicit per-epoch actions, each a function of one `EpochEnd`:
 
     check_finite     a non-finite loss stops the run, keeping the last good checkpoint
     checkpoint       an asynchronous orbax save of a copy of the state (every `checkpoint_every` epochs, and
