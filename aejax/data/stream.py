@@ -15,7 +15,6 @@ import os
 from collections.abc import Iterator
 from typing import NamedTuple
 
-import grain
 import numpy as np
 
 from aejax.config import PLACEMENTS
@@ -107,6 +106,11 @@ def epoch_chunks(source: Source, orders: np.ndarray, steps_per_chunk: int,
         images = source.take(part.transpose(1, 0, 2).reshape(-1))  # [s * K * B, H, W, C], step-major
         return np.asarray(images).reshape(s, lanes, batch, *images.shape[1:])
 
+    try:  # imported here: grain needs ArrayRecord, without which device-resident runs still train
+        import grain
+    except ImportError as e:
+        raise AejaxError(f"a streamed training set is read by grain, which cannot be imported here ({e}); "
+                         f"install grain, or use data_placement device") from None
     n_chunks = -(-steps // steps_per_chunk)
     threads = threads or min(4, os.cpu_count() or 1)
     dataset = grain.MapDataset.range(n_chunks).map(load)
