@@ -58,7 +58,7 @@ def _device_budget() -> tuple[int | None, str]:
     """Bytes auto may place on the device, and how that was decided."""
     import jax
 
-    device = jax.devices()[0]
+    device = jax.local_devices()[0]  # one this process can ask
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None
     if device.platform != "cpu" and stats and stats.get("bytes_limit"):
         return int(stats["bytes_limit"] * DEVICE_SHARE), f"{DEVICE_SHARE:.0%} of the device's memory"
