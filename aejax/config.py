@@ -214,7 +214,7 @@ def validate(config: Config) -> None:
     _check(config.latent_dim >= 1 and (pixels is None or config.latent_dim <= pixels),
            f"latent_dim must be in 1..{pixels or 'H*W*C'} (the values of one image), got {config.latent_dim}")
     _check(config.epochs >= 1, f"epochs must be >= 1, got {config.epochs}")
-    _check(config.seed >= 0, f"seed must be >= 0, got {config.seed}")
+    _check(0 <= config.seed < 2 ** 63, f"seed must be in 0..2**63-1 (a PRNG key's range), got {config.seed}")
     _check(isinstance(config.data_parallel, bool), f"data_parallel must be true or false, got {config.data_parallel!r}")
     _check(isinstance(config.shard_data, bool), f"shard_data must be true or false, got {config.shard_data!r}")
     _check(config.data_parallel or not config.shard_data, "shard_data needs data_parallel")

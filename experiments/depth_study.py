@@ -34,6 +34,7 @@ from aejax.training import loop
 from aejax.training import step as train
 from aejax.training.results import result_row
 from aejax.training.rundir import RunDir
+from aejax.training.signals import Interrupted
 
 GRID_DIGITS = 10  # the first ten test images: 7 2 1 0 4 1 4 9 5 9
 
@@ -243,7 +244,15 @@ def study_main(default_arms: Sequence[Arm], argv: list[str] | None = None,
         if unlisted:
             raise AejaxError(f"--depths {args.depths} leaves out the fixed code size of arm(s) {', '.join(unlisted)}; "
                              f"add it to --depths or drop the arm from --arms")
-        run_study(arms, args.out, depths=depths, seeds=seeds, epochs=args.epochs,
-                        train_examples=args.train_examples, data_dir=args.data_dir, mnist_dir=args.mnist_dir)
+        if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            raise AejaxError(f"--seeds must be distinct non-negative integers, got {args.seeds!r}")
+        try:
+            run_study(arms, args.out, depths=depths, seeds=seeds, epochs=args.epochs,
+                      train_examples=args.train_examples, data_dir=args.data_dir, mnist_dir=args.mnist_dir)
+        except Interrupted as e:  # the study resumes by being run again, not with a --resume flag
+            stopped = e.cli_message.rsplit("; continue with", 1)[0]
+            raise Interrupted(f"{stopped}; run the same command again to continue",
+                              cli=f"{stopped}; run the same command again to continue",
+                              exit_code=e.exit_code) from None
 
     cli.cli(body)

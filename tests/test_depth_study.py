@@ -55,6 +55,7 @@ def test_study_rejects_bad_flags(tmp_path, capsys):
     # way: `aejax.cli`'s tests check that path once, in a subprocess).
     for args, message in ((["--arms", "mlp"], "unknown arm(s) mlp"), (["--depths", "0"], "--depths must be"),
                           (["--seeds", "a,b"], "--seeds must be comma-separated integers"),
+                          (["--seeds", "-1"], "--seeds must be distinct non-negative integers"),
                           (["--epochs", "x"], "argument --epochs: invalid int value: 'x'"),
                           (["--epochs", "0"], "epochs must be >= 1"),  # checked before the directory is made
                           (["--train-examples", "70000"], "train_examples must be an integer in 1..60000"),

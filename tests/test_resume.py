@@ -161,6 +161,29 @@ def test_resume_skips_a_checkpoint_whose_metrics_line_is_missing(tmp_path, train
     assert rows[0]["test_mse"] == reference[0]["test_mse"]
 
 
+def test_a_metrics_file_cut_mid_line_resumes_from_the_epoch_before(tmp_path, trained):
+    config, data, reference, out = _copy_of(trained, tmp_path)
+    text = (out / "metrics.jsonl").read_text()
+    (out / "metrics.jsonl").write_text(text[: text.rindex("\n", 0, len(text) - 1) + 30])  # line 3 cut short
+    messages = []
+    rows = loop.run(config, out, data=data, resume=True, log=messages.append).rows
+    assert any("resumed" in m and "at epoch 2" in m for m in messages), messages
+    assert rows[0]["test_mse"] == reference[0]["test_mse"]
+
+
+def test_an_unreadable_config_json_is_named_and_the_run_left_alone(tmp_path, trained):
+    config, data, reference, out = _copy_of(trained, tmp_path)
+    (out / "config.json").write_text("{not json")
+    for resume in (False, True):
+        with pytest.raises(AejaxError, match="config.json cannot be read \\(JSONDecodeError") as info:
+            loop.run(config, out, data=data, resume=resume, log=lambda *_: None)
+        assert "\n" not in str(info.value) and (out / "checkpoints").exists()
+    with pytest.raises(AejaxError, match="is a file; load_model takes a run directory"):
+        load_model(out / "results.json")
+    rows = loop.run(config, out, data=data, overwrite=True, log=lambda *_: None).rows  # asked: replaced
+    assert rows[0]["test_mse"] == reference[0]["test_mse"]
+
+
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, trained):
     config, data, reference, out = _copy_of(trained, tmp_path)
     for f in (out / "checkpoints" / "3" / "state").rglob("*"):

@@ -39,6 +39,8 @@ def load_model(run_dir: str | Path, seed: int | None = None,
         config, seeds, grid = Config.from_dict(saved["config"]), list(saved["seeds"]), saved.get("sweep") or [{}]
     except FileNotFoundError:
         raise AejaxError(f"{run_dir} holds no aejax run (no config.json)") from None
+    except NotADirectoryError:
+        raise AejaxError(f"{run_dir} is a file; load_model takes a run directory") from None
     except (ValueError, KeyError, TypeError) as e:
         raise AejaxError(f"{run_dir / 'config.json'} is not a valid run config ({e})") from None
     if seed is not None and seed not in seeds:

@@ -74,11 +74,19 @@ class RunDir:
         config_file = path / "config.json"
         if config_file.exists():
             try:
-                saved = json.loads(config_file.read_text())
-                # Through Config, so settings added later (with their defaults) compare equal.
-                saved = {"config": Config.from_dict(saved["config"]).to_dict(), "seeds": saved["seeds"],
-                         **({"sweep": saved["sweep"]} if saved.get("sweep") else {})}
-            except (ValueError, KeyError, TypeError, AejaxError):
+                loaded = json.loads(config_file.read_text())
+            except (ValueError, OSError) as e:
+                if not overwrite:
+                    raise AejaxError(f"{config_file} cannot be read ({type(e).__name__}: {e}); the run in {path} is "
+                                     f"left as it is: repair or move it, or pass overwrite=True to replace the run",
+                                     cli=f"{config_file} cannot be read ({type(e).__name__}: {e}); the run in "
+                                         f"{path} is left as it is: repair or move it, or pass --overwrite to "
+                                         f"replace the run") from None
+                loaded = None
+            try:  # through Config, so settings added later (with their defaults) compare equal
+                saved = {"config": Config.from_dict(loaded["config"]).to_dict(), "seeds": loaded["seeds"],
+                         **({"sweep": loaded["sweep"]} if loaded.get("sweep") else {})}
+            except (ValueError, KeyError, TypeError, AttributeError, AejaxError):
                 saved = None
             if saved == wanted and resume:
                 return cls(path, lock)
@@ -107,10 +115,21 @@ class RunDir:
         return cls(path, lock)
 
     def read_metrics(self) -> list[dict[str, Any]]:
+        """The metrics lines up to the first that cannot be read (a file cut mid-line loses that epoch's line,
+        so a resume starts from the checkpoint before it)."""
         file = self.path / "metrics.jsonl"
         if not file.exists():
             return []
-        return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+        history = []
+        for line in file.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                break
+            if not isinstance(entry, dict) or entry.get("epoch") != len(history) + 1:
+                break
+            history.append(entry)
+        return history
 
     def write_metrics(self, history: list[dict[str, Any]]) -> None:
         if is_writer():
