@@ -107,6 +107,26 @@ def test_plugin_reloads_in_a_fresh_process_and_runs_from_the_cli(plugin, tmp_pat
     assert json.loads((tmp_path / "cli" / "config.json").read_text())["config"]["model_kwargs"] == {"gain": 0.5}
 
 
+def test_a_model_without_the_contracts_methods_is_refused_at_resolve():
+    import flax.linen as nn
+
+    class NoCode(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.sigmoid(nn.Dense(784)(x.reshape(x.shape[0], -1))).reshape(x.shape)
+
+    aejax.register_model("no_code", lambda config: NoCode(), replace=True)
+    with pytest.raises(AejaxError, match="model 'no_code' \\(NoCode\\) has no encode or decode method"):
+        models.resolve(Config(model="no_code"))
+
+
+def test_optimizer_arguments_are_checked_before_any_step():
+    for kwargs, message in (({"momentum": "fast"}, "optimizer_kwargs momentum must be a number, got 'fast'"),
+                            ({"momentum": float("inf")}, "optimizer_kwargs momentum must be a finite number")):
+        with pytest.raises(AejaxError, match=message):
+            models.resolve(Config(optimizer="sgd", optimizer_kwargs=kwargs))
+
+
 def test_registering_checks_names_and_builders():
     with pytest.raises(AejaxError, match="model 'linear' is already registered"):
         aejax.register_model("linear", lambda c: None)

@@ -145,6 +145,10 @@ def _construct(config: Config) -> nn.Module:
     model = model_spec(config.model).builder(config)
     if not isinstance(model, nn.Module):
         raise AejaxError(f"the builder of model {config.model!r} returned {type(model).__name__}, not a flax module")
+    missing = [name for name in ("encode", "decode") if not callable(getattr(model, name, None))]
+    if missing:
+        raise AejaxError(f"model {config.model!r} ({type(model).__name__}) has no {' or '.join(missing)} method; "
+                         f"every model keeps the contract in aejax.models: encode, decode_logits, decode, __call__")
     return model
 
 

@@ -17,6 +17,7 @@ same optimizer (a registered one needs its module imported first, like a plug-in
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -81,6 +82,11 @@ def check(config: Config, swept: tuple[str, ...] | list[str] = ()) -> None:
         if not isinstance(value, _JSON):
             raise AejaxError(f"optimizer_kwargs {key} must be a JSON value (number, string, boolean, list or "
                              f"null), got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise AejaxError(f"optimizer_kwargs {key} must be a finite number, got {value!r}")
+        if key in params and _numeric(params[key]) and value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise AejaxError(f"optimizer_kwargs {key} must be a number, got {value!r}")
     wants_decay = config.weight_decay != 0 or "weight_decay" in swept
     if wants_decay and not takes(config.optimizer, "weight_decay"):
         raise AejaxError(f"optimizer {config.optimizer} takes no weight_decay; leave weight_decay at 0 (and do not "
@@ -92,6 +98,13 @@ def check(config: Config, swept: tuple[str, ...] | list[str] = ()) -> None:
     except Exception as e:  # optax's own checks of its arguments
         raise AejaxError(f"optimizer {config.optimizer} with {config.optimizer_kwargs}: {type(e).__name__}: "
                          f"{str(e).strip().splitlines()[0] if str(e).strip() else 'refused'}") from None
+
+
+def _numeric(parameter: inspect.Parameter) -> bool:
+    """Whether an optimizer argument takes a number: a numeric default, or optax's array-like annotation."""
+    default, annotation = parameter.default, repr(parameter.annotation)
+    return (isinstance(default, (int, float)) and not isinstance(default, bool)) or (
+        "ndarray" in annotation and "str" not in annotation)
 
 
 def build(config: Config, learning_rate: Any, weight_decay: Any) -> optax.GradientTransformation:
