@@ -91,6 +91,8 @@ class Config:
                                            "test set is then scored once, at the end")
     early_stopping: int = _field(0, "stop once no model's validation MSE has improved for this many epochs "
                                     "(0: never); needs validation_examples")
+    select: str = _field("last", "which epoch's models the results score and load_model reloads: last, or best "
+                                 "(each model's epoch of lowest validation MSE; needs validation_examples)")
     data_placement: str = _field("auto", "where the training images are: device (on the device, an epoch one "
                                          "compiled scan), stream (read from their source in chunks of steps, for "
                                          "sets larger than memory), or auto (stream when the uint8 set exceeds "
@@ -239,6 +241,9 @@ def validate(config: Config) -> None:
            and (held < 1 or float(held).is_integer()),
            f"validation_examples must be a count of images or a fraction in (0, 1), got {held!r}")
     _check(config.early_stopping >= 0, f"early_stopping must be >= 0 epochs, got {config.early_stopping}")
+    _check(config.select in ("last", "best"), f"select must be last or best, got {config.select!r}")
+    _check(config.select == "last" or held > 0, "select best needs validation_examples: it picks each model's "
+                                                "epoch of lowest validation MSE")
     _check(not config.early_stopping or held > 0, "early_stopping needs validation_examples: it watches the "
                                                   "validation MSE (the test set never steers a run)")
     _check(config.noise_level >= 0, f"noise_level must be >= 0, got {config.noise_level}")

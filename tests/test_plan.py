@@ -53,3 +53,42 @@ def test_validation_is_scored_every_epoch_the_test_set_once_and_early_stopping_s
     assert row["epochs"] == 3 and row["best_val_epoch"] == 1 and row["val_mse"] == history[-1]["val_mse"][0]
     assert 0 < row["test_mse"] != row["val_mse"]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["config"]["validation_examples"] == 200
+
+
+def test_best_models_keep_each_models_own_best_epoch(tmp_path):
+    """Two models whose validation MSE is lowest at epochs 2 and 3: the kept stack takes each from its own epoch,
+    saves it when one improves, and a resume restores what was saved up to its epoch."""
+    import jax.numpy as jnp
+
+    from aejax.training import checkpoint
+    from aejax.training.select import BestModels
+
+    best = BestModels(checkpoint.manager(tmp_path / "best", 2), {"note": "test"})
+    history, scores = [], [[0.5, 0.4], [0.3, 0.6], [0.35, 0.2]]
+    for epoch, val in enumerate(scores, start=1):
+        history.append({"epoch": epoch, "val_mse": val})
+        best.update({"w": jnp.full((2, 3), float(epoch))}, epoch, history)
+    np.testing.assert_array_equal(best.state["w"], [[2, 2, 2], [3, 3, 3]])
+    resumed = BestModels(checkpoint.manager(tmp_path / "best", 2), {})
+    resumed.restore({"w": jnp.zeros((2, 3))}, 2, print)  # a resume at epoch 2 takes what epoch 2 saved
+    np.testing.assert_array_equal(resumed.state["w"], [[2, 2, 2], [1, 1, 1]])
+
+
+def test_select_best_scores_and_reloads_the_kept_models(tmp_path, mnist_test_images):
+    """The results score the kept models and load_model reloads them, from best_checkpoints/."""
+    import jax
+
+    from aejax.training.restore import load_model
+
+    config = Config(latent_dim=8, epochs=3, batch_size=50, lr=0.1, validation_examples=200, select="best")
+    data = (mnist_test_images[:1200], mnist_test_images[1200:1400])
+    result = loop.run(config, tmp_path / "best", seeds=[0, 1], data=data, log=lambda _: None)
+    history = [json.loads(line) for line in (tmp_path / "best" / "metrics.jsonl").read_text().splitlines()]
+    best = (np.asarray([h["val_mse"] for h in history]).argmin(axis=0) + 1).tolist()
+    assert [r["best_val_epoch"] for r in result.rows] == best and (tmp_path / "best" / "best_checkpoints").is_dir()
+    for seed, variables in zip((0, 1), result.variables, strict=True):
+        _, reloaded, _ = load_model(tmp_path / "best", seed=seed)
+        for a, b in zip(jax.tree_util.tree_leaves(reloaded), jax.tree_util.tree_leaves(variables), strict=True):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(AejaxError, match="select best needs validation_examples"):
+        Config(select="best")

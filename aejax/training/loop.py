@@ -44,6 +44,7 @@ from aejax.training.events import EventLog
 from aejax.training.plan import Plan, prepare
 from aejax.training.results import result_row
 from aejax.training.rundir import RunDir
+from aejax.training.select import BEST_DIR, BestModels
 from aejax.training.signals import Interrupted, stop_requests
 from aejax.training.step import EVAL_TAG, Trainer, TrainState, epoch_key, make_trainer, seed_keys, unstack
 from aejax.training.streamed import stream_epoch
@@ -166,12 +167,19 @@ def run(config: Config, out_dir: str | Path, *, seeds: Sequence[int] | None = No
             # 3. Resume from the newest checkpoint that has its metrics line.
             state, history = restore(run_dir, mngr, state, log) if resume else (state, [])
             start_epoch = len(history)
+            meta = {"seeds": plan.seeds, "config": config.to_dict(), **({"sweep": plan.grid} if sweep else {})}
+            best = None
+            if config.select == "best":
+                best = BestModels(checkpoint.manager(run_dir.path / BEST_DIR, 2), meta)
+                best.restore(state, start_epoch, log)
             # 4. The epochs, each read back and acted on while the next one runs.
-            context = EpochContext(config, plan, trainer, run_dir, mngr, events, tuple(actions), log, start_epoch,
-                                   {"seeds": plan.seeds, "config": config.to_dict(),
-                                    **({"sweep": plan.grid} if sweep else {})})
+            context = EpochContext(config, plan, trainer, run_dir, mngr, best, events, tuple(actions), log,
+                                   start_epoch, meta)
             state, final = train_epochs(context, program, state, train_images, watched, data_keys, hparams,
                                         history)
+            if best is not None:  # the results score, and load_model reloads, each model's best epoch
+                state = state if best.state is None else best.state
+                best.mngr.close()
             # 5. The results: test scores, rows, results.json and the reconstruction figure.
             if final is None:  # validated, a finished run reloaded, or one stopped early: the test set now
                 final = _scores(program.evaluate(True, train.variables(state), test_images), len(plan.lanes))
@@ -231,6 +239,7 @@ class EpochContext(NamedTuple):
     trainer: Trainer
     run_dir: RunDir
     mngr: Any  # the orbax CheckpointManager
+    best: BestModels | None  # with select best: each model's best state so far
     events: EventLog
     actions: tuple[Action, ...]
     log: Callable[[str], None]
@@ -313,6 +322,8 @@ def finish_epoch(context: EpochContext, end: EpochEnd, history: list[dict[str, A
         checkpoint.save(context.mngr, end.epoch, end.state, {"epoch": end.epoch, **context.checkpoint_meta},
                         wait=False)
     history.append(end.entry)
+    if context.best is not None:
+        context.best.update(end.state, end.epoch, history)
     context.events.epoch(end.entry)
     context.mngr.wait_until_finished()  # a metrics line never precedes the checkpoint saved for its epoch
     context.run_dir.write_metrics(history)

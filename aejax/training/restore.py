@@ -21,6 +21,7 @@ from aejax.config import Config
 from aejax.errors import AejaxError
 from aejax.training import checkpoint, sweeps
 from aejax.training import step as train
+from aejax.training.select import BEST_DIR
 
 
 def load_model(run_dir: str | Path, seed: int | None = None,
@@ -57,7 +58,8 @@ def load_model(run_dir: str | Path, seed: int | None = None,
     config = models.resolve(config)  # once: the trainer and the member's model take it as it is
     trainer = train.make_trainer(config, swept=list(grid[0]))
     target = _abstract_state(trainer, len(grid) * len(seeds))
-    state, _ = checkpoint.restore(checkpoint.manager(run_dir / "checkpoints", config.keep_checkpoints), target)
+    directory = run_dir / (BEST_DIR if config.select == "best" else "checkpoints")  # the models the results score
+    state, _ = checkpoint.restore(checkpoint.manager(directory, config.keep_checkpoints), target)
     lane = m * len(seeds) + (seeds.index(seed) if seed is not None else 0)
     member_config = sweeps.member_config(config, grid[m])
     return models.build(member_config), train.unstack(train.variables(state), lane), member_config

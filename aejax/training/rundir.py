@@ -36,7 +36,8 @@ from aejax.training.events import EventLog
 from aejax.training.parallel import is_writer
 
 LOCK_FILE = ".lock"
-RUN_FILES = ("config.json", "metrics.jsonl", "results.json", "recon.png", "tensorboard", "checkpoints")
+RUN_FILES = ("config.json", "metrics.jsonl", "results.json", "recon.png", "tensorboard", "checkpoints",
+             "best_checkpoints")
 
 
 @dataclasses.dataclass(frozen=True)
