@@ -12,6 +12,7 @@ is written atomically (`aejax.files`). A run directory holds:
     recon.png        the first ten test digits and their reconstructions (first model)
     tensorboard/     event files, one folder per model (`aejax.training.events`)
     checkpoints/     orbax, a step every `checkpoint_every` epochs and the last, the latest `keep_checkpoints` kept
+    best_checkpoints/  with select best: each model's best epoch so far, saved when one improves
 """
 
 from __future__ import annotations
