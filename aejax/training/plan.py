@@ -1,5 +1,6 @@
 """What a run trains, decided before anything is written: its seeds, its images' source, its config resolved
-once against the registries and the data, its sweep's members and lanes, and where its training images live."""
+once against the registries and the data, its validation split, its sweep's members and lanes, and where its
+training images live."""
 
 from __future__ import annotations
 
