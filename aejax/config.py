@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from typing import Any
 
 from aejax.errors import AejaxError
@@ -57,10 +58,16 @@ class Config:
     silently ignored.
     """
 
-    dataset: str = _field("mnist", "the images: mnist, lfw_faces, photo_patches, or a tfds dataset prepared in "
-                                   "--data-dir (aejax.data.datasets)")
+    dataset: str = _field("mnist", "the images: mnist, lfw_faces, photo_patches, folder:PATH (a folder of image "
+                                   "files), or a tfds dataset prepared in --data-dir (aejax.data.datasets)")
     image_shape: tuple[int, ...] = _field((), "the images' H,W,C; unset: the dataset's, set by a run from its data "
                                               "(config.json records it)")
+    channels: int | None = _field(None, "a folder's channels: 1 (grey) or 3 (RGB); unset: 3 if any file has "
+                                        "colour, else 1")
+    image_size: str | None = _field(None, "bring a folder's images to HxW (e.g. 64x64) by image_fit; unset: its "
+                                          "images must share one size")
+    image_fit: str = _field("resize", "how a folder's images reach image_size: resize (scale to cover it, then "
+                                      "centre-crop the rest) or crop (centre-crop, no scaling)")
 
     model: str = _field("linear", "architecture: linear, conv, conv_original, vae, sparse, or one added with "
                                   "aejax.register_model")
@@ -194,8 +201,19 @@ def validate(config: Config) -> None:
            f"loss must be a registered loss's name or unset, got {config.loss!r}")
     _check(isinstance(config.optimizer, str) and config.optimizer.isidentifier(),
            f"optimizer must be an optax optimizer's or a registered optimizer's name, got {config.optimizer!r}")
-    _check(isinstance(config.dataset, str) and bool(config.dataset) and not any(c.isspace() for c in config.dataset),
-           f"dataset must be a dataset's name, got {config.dataset!r}")
+    folder = isinstance(config.dataset, str) and config.dataset.startswith("folder:")
+    _check(isinstance(config.dataset, str) and bool(config.dataset) and (
+        folder or not any(c.isspace() for c in config.dataset)),
+        f"dataset must be a dataset's name or folder:PATH, got {config.dataset!r}")
+    _check(not folder or len(config.dataset) > len("folder:"), "dataset folder: needs a path, e.g. folder:images/")
+    _check(config.channels in (None, 1, 3), f"channels must be 1 (grey) or 3 (RGB), got {config.channels!r}")
+    _check(config.image_fit in ("resize", "crop"), f"image_fit must be resize or crop, got {config.image_fit!r}")
+    _check(config.image_size is None or (isinstance(config.image_size, str) and re.fullmatch(
+        r"[1-9][0-9]*x[1-9][0-9]*", config.image_size) is not None),
+        f"image_size must be HxW with positive integers (e.g. 64x64), got {config.image_size!r}")
+    _check(folder or (config.channels is None and config.image_size is None and config.image_fit == "resize"),
+           f"channels, image_size and image_fit apply to a folder of images (dataset folder:PATH), not to "
+           f"{config.dataset!r}")
     _check(config.schedule in SCHEDULES,
            f"unknown schedule {config.schedule!r}; choose one of {', '.join(SCHEDULES)}")
     _check(config.noise in NOISES, f"unknown noise {config.noise!r}; choose one of {', '.join(NOISES)}")

@@ -9,6 +9,12 @@ to `aejax.run` as `np.load(path, mmap_mode="r")` (so the set is on disk, not in 
 - Images/s streamed against device-resident on a set that fits (20,000 images), in one process, interleaved,
   the median of the last epochs of three runs each: conv_strided (code 32, batch 25) and linear (code 256,
   batch 128).
+- A folder of 50,000 PNG files of the same images (`--folder`): the time to prepare it (`aejax.data.folder`,
+  decoding every file into checksummed ArrayRecord shards), the time of a second start (listing and
+  verification only), each in a fresh process, and the peak RSS of a 1-epoch linear run streamed from it.
+- Where the process may make a memory cgroup (Linux, cgroup v1 or v2, as root): a 1-epoch linear run on 40,000
+  images given as arrays in memory, its training set device-resident, under a 4 GB cap (`--cap-gb`); it must end
+  with its results.json.
 
 Writes the JSON with the machine and versions, and prints a line per measurement.
 """
@@ -16,7 +22,9 @@ Writes the JSON with the machine and versions, and prints a line per measurement
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -32,8 +40,14 @@ from aejax.files import refuse_overwrite, write_json
 SHAPE = (64, 64, 3)
 TEST = 1000
 
-CHILD = """
-import json, resource, sys, time
+PEAK = """
+def peak_rss():  # this process's own high-water mark (ru_maxrss would carry over the parent's from fork)
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+"""
+
+CHILD = PEAK + """
+import json, sys, time
 import numpy as np
 import aejax
 path, n, placement, out, TEST = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
@@ -42,8 +56,37 @@ config = aejax.Config(model="linear", latent_dim=32, epochs=1, batch_size=256, d
 t0 = time.perf_counter()
 result = aejax.run(config, out, data=(images[:n], np.asarray(images[-TEST:])), log=lambda line: None)
 print(json.dumps({"images": n, "placement": placement, "seconds": time.perf_counter() - t0,
-                  "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                  "test_mse": result.rows[0]["test_mse"]}))
+                  "peak_rss_bytes": peak_rss(), "test_mse": result.rows[0]["test_mse"]}))
+"""
+
+
+FOLDER_CHILD = PEAK + """
+import json, sys, time
+import aejax
+folder, data_dir, out = sys.argv[1], sys.argv[2], sys.argv[3]
+t0 = time.perf_counter()
+if out == "-":
+    source = aejax.data.folder(folder, data_dir=data_dir, log=lambda line: None)
+    report = {"training_images": source.n_train, "test_images": len(source.test)}
+else:
+    config = aejax.Config(dataset="folder:" + folder, model="linear", latent_dim=32, epochs=1, batch_size=256,
+                          data_placement="stream")
+    report = {"test_mse": aejax.run(config, out, data_dir=data_dir, log=lambda line: None).rows[0]["test_mse"]}
+print(json.dumps({**report, "seconds": time.perf_counter() - t0, "peak_rss_bytes": peak_rss()}))
+"""
+
+CAPPED_CHILD = """
+import json, sys, time
+import numpy as np
+import aejax
+from experiments.data_benchmark import blobs
+n, out = int(sys.argv[1]), sys.argv[2]
+rng = np.random.default_rng(0)
+train = np.concatenate([blobs(rng, min(5000, n - i)) for i in range(0, n, 5000)])
+config = aejax.Config(model="linear", latent_dim=32, epochs=1, batch_size=256, data_placement="device")
+t0 = time.perf_counter()
+result = aejax.run(config, out, data=(train, blobs(rng, 1000)), log=lambda line: None)
+print(json.dumps({"images": n, "seconds": time.perf_counter() - t0, "test_mse": result.rows[0]["test_mse"]}))
 """
 
 
@@ -68,11 +111,89 @@ def synthetic_set(path: Path, n: int, seed: int = 0) -> None:
 
 def peak_rss(path: Path, n: int, placement: str, work: Path) -> dict:
     """A 1-epoch linear run in a fresh process: its own report (peak RSS, seconds, test MSE)."""
-    result = subprocess.run([sys.executable, "-c", CHILD, str(path), str(n), placement,
-                             str(work / f"{placement}_{n}"), str(TEST)], capture_output=True, text=True, timeout=1800)
+    return child(CHILD, str(path), str(n), placement, str(work / f"{placement}_{n}"), str(TEST))
+
+
+def child(code: str, *args: str, cwd: Path | None = None, cgroup: Path | None = None) -> dict:
+    """Run `code` in a fresh Python process (inside `cgroup`, a cgroup's folder, where given); its last line of
+    JSON."""
+    command = [sys.executable, "-c", code, *args]
+    if cgroup is not None:  # the shell joins the group, then becomes Python
+        command = ["sh", "-c", f'echo $$ > "{cgroup / "cgroup.procs"}" && exec "$@"', "sh", *command]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=3600, cwd=cwd)
     if result.returncode != 0:
-        raise SystemExit(f"the {placement} run on {n} images failed: {result.stderr.strip().splitlines()[-1]}")
+        lines = result.stderr.strip().splitlines() or [f"exit status {result.returncode}"]
+        raise SystemExit(f"a benchmark process failed: {lines[-1]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def image_folder(path: Path, n: int, work: Path) -> dict:
+    """Write `n` PNGs into `path` (100 sub-folders), then time preparing it, a second start, and a streamed run."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    t0 = time.perf_counter()
+
+    def write(start: int) -> None:
+        images = blobs(np.random.default_rng(start + 1), min(1000, n - start))
+        for i, image in enumerate(images):
+            folder = path / f"{(start + i) % 100:02d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(folder / f"{start + i:06d}.png")
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(write, range(0, n, 1000)))
+    written = {"files": n, "bytes": int(sum(f.stat().st_size for f in path.rglob("*.png"))),
+               "seconds": time.perf_counter() - t0}
+    print(f"wrote {n:,} PNG files ({written['bytes'] / 1e9:.2f} GB) in {written['seconds']:.0f} s", flush=True)
+    data_dir = str(work / "prepared")
+    first = child(FOLDER_CHILD, str(path), data_dir, "-")
+    print(f"folder prepared in {first['seconds']:.1f} s (peak RSS {first['peak_rss_bytes'] / 1e9:.2f} GB)",
+          flush=True)
+    second = child(FOLDER_CHILD, str(path), data_dir, "-")
+    print(f"second start (list + verify) {second['seconds']:.1f} s", flush=True)
+    streamed = child(FOLDER_CHILD, str(path), data_dir, str(work / "folder_run"))
+    print(f"streamed 1-epoch run from the folder: peak RSS {streamed['peak_rss_bytes'] / 1e9:.2f} GB, "
+          f"{streamed['seconds']:.0f} s", flush=True)
+    return {"written": written, "prepare": first, "second_start": second, "streamed_run": streamed}
+
+
+def memory_cgroup(cap_bytes: int) -> tuple[Path, str, str] | None:
+    """A fresh memory cgroup capped at `cap_bytes`: (its folder, its peak-usage file, its limit file), or None
+    where this process may not make one."""
+    candidates = ((Path("/sys/fs/cgroup/memory"), "memory.max_usage_in_bytes", "memory.limit_in_bytes"),
+                  (Path("/sys/fs/cgroup"), "memory.peak", "memory.max"))
+    for root, peak, limit in candidates:
+        group = root / f"aejax_benchmark_{os.getpid()}"
+        try:
+            group.mkdir()
+            (group / limit).write_text(str(cap_bytes))
+            return group, peak, limit
+        except OSError:
+            with contextlib.suppress(OSError):
+                group.rmdir()
+    return None
+
+
+def capped(n: int, cap_bytes: int, work: Path) -> dict:
+    """The device-resident run of `n` in-memory images in a fresh process under a memory cgroup of `cap_bytes`."""
+    group = memory_cgroup(cap_bytes)
+    if group is None:
+        print("no memory cgroup can be made here: the capped run is skipped", flush=True)
+        return {"skipped": "no memory cgroup can be made by this process"}
+    folder, peak, _ = group
+    out = work / f"capped_{n}"
+    try:
+        row = child(CAPPED_CHILD, str(n), str(out), cwd=Path(__file__).resolve().parents[1], cgroup=folder)
+        row["cgroup_peak_bytes"] = int((folder / peak).read_text())
+    finally:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+    row.update(cap_bytes=cap_bytes, results_json=(out / "results.json").exists())
+    print(f"device-resident {n:,} images under a {cap_bytes / 1e9:.1f} GB cap: finished in {row['seconds']:.0f} s, "
+          f"cgroup peak {row['cgroup_peak_bytes'] / 1e9:.2f} GB, results.json {row['results_json']}", flush=True)
+    return row
 
 
 def throughput(path: Path, n: int, work: Path, repeats: int = 3) -> list[dict]:
@@ -107,6 +228,9 @@ def main() -> None:
     p.add_argument("--sizes", default="50000,200000", help="training-set sizes of the streamed RSS runs")
     p.add_argument("--resident", default="40000,50000", help="training-set sizes of the device-resident RSS runs")
     p.add_argument("--fits", type=int, default=20_000, help="images of the throughput comparison")
+    p.add_argument("--folder", type=int, default=50_000, help="PNG files of the folder measurements (0: none)")
+    p.add_argument("--capped", type=int, default=40_000, help="images of the capped device-resident run (0: none)")
+    p.add_argument("--cap-gb", type=float, default=4.0, help="the memory cap of that run, in GB (10**9 bytes)")
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args()
     refuse_overwrite([args.out], args.overwrite)
@@ -128,8 +252,12 @@ def main() -> None:
                 print(f"{placement} {count:,} images: peak RSS {row['peak_rss_bytes'] / 1e9:.2f} GB, "
                       f"{row['seconds']:.0f} s, test MSE {row['test_mse']:.5f}", flush=True)
         speed = throughput(path, args.fits, work)
+        path.unlink()
+        folder = image_folder(work / "folder", args.folder, work) if args.folder else None
+        cap = capped(args.capped, int(args.cap_gb * 1e9), work) if args.capped else None
     write_json(Path(args.out), {"image_shape": list(SHAPE), "test_images": TEST, "prepared": prepared,
-                                "memory": memory, "throughput": speed, "environment": environment()})
+                                "memory": memory, "throughput": speed, "folder": folder, "capped": cap,
+                                "environment": environment()})
 
 
 if __name__ == "__main__":

@@ -25,6 +25,18 @@ def test_pca_reconstruction_matches_numpy_svd(mnist_test_images):
     np.testing.assert_allclose(np.abs(rows.components), np.abs(pcas[16].components), atol=1e-4)
 
 
+def test_pca_of_a_large_uint8_set_is_fitted_in_chunks_and_agrees(mnist_test_images, tmp_path):
+    np.save(tmp_path / "x.npy", mnist_test_images[:2000])
+    images = np.load(tmp_path / "x.npy", mmap_mode="r")  # on disk: read a chunk at a time
+    whole = metrics.fit_pca(jnp.asarray(images), [16])[16]
+    chunked = metrics.fit_pca(images, [16], whole_bytes=0, chunk=300)[16]
+    np.testing.assert_allclose(chunked.mean, whole.mean, atol=1e-6)
+    np.testing.assert_allclose(chunked.variance, whole.variance, rtol=1e-4)
+    x = jnp.asarray(images[:500])
+    mses = [metrics.reconstruction_metrics(metrics.Pca.reconstruct, p, x, chunk=250)["mse"] for p in (whole, chunked)]
+    assert mses[0] == pytest.approx(mses[1], rel=1e-5)
+
+
 def test_metrics_of_a_perfect_and_a_known_reconstruction(mnist_test_images):
     images = jnp.asarray(mnist_test_images[:100])
     perfect = metrics.reconstruction_metrics(lambda _, x: x, None, images, chunk=64)

@@ -115,6 +115,63 @@ def test_two_processes_each_load_their_rows_and_match_one_device(tmp_path):
     assert config.shard_data and model.apply(variables, np.zeros((1, 28, 28, 1))).shape == (1, 28, 28, 1)
 
 
+STREAM_WORKER = r"""
+import json, sys
+import jax
+import numpy as np
+from aejax import data
+from aejax.training import loop
+from aejax.training import parallel
+from aejax.config import Config
+assert parallel.maybe_initialize_distributed()
+images = data.read_idx(data.VENDORED_DIR / "t10k-images-idx3-ubyte.gz", None)[:2000]
+taken = []
+def take(indices):
+    taken.extend(np.asarray(indices).tolist())
+    return images[np.asarray(indices)]
+source = data.Source(2000, lambda r: images[r.start:r.stop], images[:1000], take)
+config = Config(latent_dim=16, epochs=2, batch_size=40, lr=2e-3, data_parallel=True, data_placement="stream")
+loop.run(config, sys.argv[1], data=source, log=lambda *_: None)
+print(json.dumps({"process": jax.process_index(), "taken": taken}))
+"""
+
+
+def two_processes(script: str, out) -> list[dict]:
+    """`script` run by 2 processes x 4 CPU devices (gloo collectives); each one's last line of JSON."""
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(out)], cwd=REPO, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env={**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu",
+                                   "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
+                                   "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i),
+                                   "XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+             for i in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, stderr) in zip(procs, outputs):
+        assert p.returncode == 0, stderr[-3000:]
+    return sorted((json.loads(stdout.strip().splitlines()[-1]) for stdout, _ in outputs), key=lambda r: r["process"])
+
+
+@pytest.mark.slow  # two processes with 4 devices each, ~30 s here; CI runs it (`pytest -m slow`)
+def test_two_processes_stream_their_own_part_of_each_batch_and_match_one_device(tmp_path):
+    """A streamed training set on 2 processes x 4 devices: each process reads only the images of its devices'
+    half of every batch, and the run trains as one device-resident process does."""
+    reports = two_processes(STREAM_WORKER, tmp_path / "two")
+    from aejax import data
+    from aejax.config import Config
+    images = data.read_idx(data.VENDORED_DIR / "t10k-images-idx3-ubyte.gz", None)[:2000]
+    taken = [np.asarray(r["taken"]) for r in reports]
+    assert [len(t) for t in taken] == [2000, 2000]  # 2 epochs x 50 steps x 20 images: half of every batch each
+    assert sorted(np.concatenate(taken).tolist()) == sorted(list(range(2000)) * 2)  # together, each image per epoch
+    loop.run(Config(latent_dim=16, epochs=2, batch_size=40, lr=2e-3), tmp_path / "one",
+             data=(images, images[:1000]), log=lambda *_: None)
+    curve = lambda d: [json.loads(line)["train_loss"][0]  # noqa: E731
+                       for line in (d / "metrics.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose(curve(tmp_path / "two"), curve(tmp_path / "one"), rtol=1e-4)
+
+
 def test_a_batch_the_devices_do_not_divide_names_the_nearest_that_do(monkeypatch):
     from aejax.training import parallel
 

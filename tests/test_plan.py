@@ -10,7 +10,7 @@ from aejax.config import Config
 from aejax.data import array_source
 from aejax.errors import AejaxError
 from aejax.training import loop
-from aejax.training.plan import hold_out
+from aejax.training.plan import held_out_test, hold_out
 
 
 def test_the_validation_split_is_held_out_by_the_seed_and_disjoint_from_training():
@@ -35,6 +35,26 @@ def test_the_validation_split_is_held_out_by_the_seed_and_disjoint_from_training
         Config(early_stopping=2)
     with pytest.raises(AejaxError, match="validation_examples must be a count of images or a fraction"):
         Config(validation_examples=2.5)
+
+
+def test_training_images_without_a_test_set_hold_a_tenth_out_as_one(tmp_path):
+    ids = np.arange(1000)
+    images = np.stack([ids // 256, ids % 256], axis=-1).astype(np.uint8)[:, None, None, :]  # each image its id
+
+    def identities(x: np.ndarray) -> set[int]:
+        return set((x[:, 0, 0, 0].astype(int) * 256 + x[:, 0, 0, 1]).tolist())
+
+    source = held_out_test(Config(), images)
+    assert (source.n_train, len(source.test)) == (900, 100) and "100 of the 1,000 training images" in source.note
+    assert identities(source.test).isdisjoint(identities(source.rows(range(900))))
+    np.testing.assert_array_equal(held_out_test(Config(), images).test, source.test)
+    assert not np.array_equal(held_out_test(Config(seed=1), images).test, source.test)
+    lines = []
+    result = loop.run(Config(latent_dim=2, epochs=1, batch_size=100), tmp_path / "run", data=(images, None),
+                      log=lines.append)
+    assert any("held out as the test set" in line for line in lines) and np.isfinite(result.rows[0]["test_mse"])
+    with pytest.raises(AejaxError, match="1 training images and no test images"):
+        held_out_test(Config(), images[:1])
 
 
 def test_validation_is_scored_every_epoch_the_test_set_once_and_early_stopping_stops(tmp_path, mnist_test_images):

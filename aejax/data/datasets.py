@@ -4,6 +4,7 @@
 - `lfw_faces` (25x25x1) and `photo_patches` (32x32x3): `aejax.data.image_sets`, prepared once through TF-free tfds
   builders (`aejax.data.image_tfds`) into the tfds data directory and read back with `data_source`; where tfds
   cannot be imported, the same arrays straight from their source.
+- `folder:PATH`: a folder of image files (`aejax.data.folder`), prepared once into ArrayRecord shards.
 - any other name: a tfds dataset already prepared as ArrayRecord in `data_dir` (`tfds.data_source(name,
   data_dir=...)`, no TensorFlow, nothing downloaded), with an `image` feature (`Tensor` or `Image`, uint8, H x W
   or H x W x C) and `train` and `test` splits. Its shape is known once it is read.
@@ -20,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 from aejax.config import MNIST_SHAPE, MNIST_TRAIN_SIZE
-from aejax.data import Source, array_source, check_images, mnist_source, tfds_available
+from aejax.data import Source, array_source, check_images, image_folder, mnist_source, tfds_available
 from aejax.data.image_sets import BUILDERS
 from aejax.errors import AejaxError, check_registration
 
@@ -53,9 +54,15 @@ def train_size(name: str) -> int | None:
     return _DATASETS[name].train_size if name in _DATASETS else None
 
 
-def source(name: str, data_dir: str | os.PathLike | None = None,
-           mnist_dir: str | os.PathLike | None = None) -> Source:
-    """The images of dataset `name` for a run, checked (`aejax.data.check_images`)."""
+def source(name: str, data_dir: str | os.PathLike | None = None, mnist_dir: str | os.PathLike | None = None, *,
+           channels: int | None = None, image_size: str | None = None, image_fit: str = "resize",
+           log: Callable[[str], None] = print) -> Source:
+    """The images of dataset `name` for a run, checked (`aejax.data.check_images`); `channels`, `image_size` and
+    `image_fit` are a folder's (`folder:PATH`, `aejax.data.folder`), which
+    logs a line to `log` when it prepares one."""
+    if name.startswith(image_folder.PREFIX):
+        return image_folder.folder(name[len(image_folder.PREFIX):], channels=channels, image_size=image_size,
+                             image_fit=image_fit, data_dir=data_dir, log=log)
     if name in _DATASETS:
         loaded = _DATASETS[name].load(data_dir, mnist_dir)
     else:

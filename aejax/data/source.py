@@ -17,12 +17,16 @@ class Source(NamedTuple):
     """Training and test images of one run, wherever they come from: the training set's size, a loader of a
     contiguous range of its rows (one host's shard, or the first `train_examples`), the test images, and a
     loader of rows at any indices (what a streamed run gathers its batches with; None where the source has
-    none, which then trains from device-resident images only)."""
+    none, which then trains from device-resident images only). A source whose rows are ordered by a hash of
+    each image's name (`aejax.data.folder`) gives it as `split_hash`, and a validation split then takes its first
+    rows, so adding images moves none between the splits."""
 
     n_train: int
     rows: Callable[[range], np.ndarray]  # uint8 (or float in [0, 1]) [len(range), H, W, C]
     test: np.ndarray  # [N_test, H, W, C], the training images' dtype
     take: Callable[[np.ndarray], np.ndarray] | None = None  # int indices [n] -> [n, H, W, C]
+    split_hash: np.ndarray | None = None  # [n_train] ascending in [0, 1): rows ordered by a hash of their names
+    note: str = ""  # a line about where the images come from, printed by a run
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -1,6 +1,7 @@
 """The streamed pipeline, for training sets that do not fit on the device: where the training images live
 (`placement`), and each epoch's batches gathered from the source on the host by grain and handed over a chunk
-of steps at a time (`epoch_chunks`).
+of steps at a time (`epoch_chunks`). With several processes, each gathers only its own part of every batch:
+the positions its devices hold on the mesh.
 
 The order is the device-resident path's: the batches of image indices come from the same per-epoch key
 (`aejax.training.step.epoch_order`), so a streamed epoch trains on the same batches, in the same order, with
@@ -89,15 +90,18 @@ def chunk_steps(steps: int, lanes: int, batch_size: int, image_shape: tuple[int,
     return max(1, min(steps, CHUNK_BYTES // per_step))
 
 
-def epoch_chunks(source: Source, orders: np.ndarray, steps_per_chunk: int,
-                 threads: int | None = None) -> Iterator[np.ndarray]:
+def epoch_chunks(source: Source, orders: np.ndarray, steps_per_chunk: int, threads: int | None = None,
+                 columns: range | None = None) -> Iterator[np.ndarray]:
     """An epoch's training images, chunk by chunk, as uint8 `[S, K, B, H, W, C]` (the last chunk may be shorter),
-    for `orders` `[K, steps, B]`, each lane's batches of indices into `source`'s training rows. grain gathers
-    the chunks on `threads` background threads (default: the CPU count, at most 4), two ahead of the one being
-    trained on."""
+    for `orders` `[K, steps, B]`, each lane's batches of indices into `source`'s training rows; with `columns`,
+    only those positions of each batch (the part of it this process's devices hold: B is then their count).
+    grain gathers the chunks on `threads` background threads (default: the CPU count, at most 4), two ahead of
+    the one being trained on."""
     if source.take is None:
         raise AejaxError("this dataset's source cannot read rows by index, so it cannot be streamed; use "
                          "data_placement device")
+    if columns is not None:
+        orders = orders[:, :, columns.start:columns.stop]
     lanes, steps, batch = orders.shape
 
     def load(c: int) -> np.ndarray:

@@ -133,11 +133,14 @@ def score(images: Array, recon: Array, chunk: int = 1000) -> dict[str, float]:
     return finalize(totals(None, None, jnp.asarray(images), recon=jnp.asarray(recon, jnp.float32), chunk=chunk))
 
 
-def mean_image_mse(train_rows: Callable[[range], Any], n_train: int, test_images: Any, chunk: int = 4096) -> float:
+def mean_image_mse(train_rows: Callable[[range], Any], n_train: int, test_images: Any, chunk: int = 4096,
+                   chunk_bytes: int = 32 << 20) -> float:
     """Test MSE of predicting the training set's mean image for every test image: what a model that learned
     nothing about individual images scores. `train_rows(range)` loads a range of the `n_train` training images
-    (uint8 or float in [0, 1]); both sets are read a chunk at a time, the mean from exact integer sums of uint8
-    values (float64 sums of float ones), so memory stays that of a chunk whatever the sets' sizes."""
+    (uint8 or float in [0, 1]); both sets are read a chunk at a time (`chunk` images, fewer where their float64
+    copy would pass `chunk_bytes`), the mean from exact integer sums of uint8 values (float64 sums of float
+    ones), so memory stays that of a chunk whatever the sets' sizes."""
+    chunk = max(1, min(chunk, chunk_bytes // (8 * int(np.prod(test_images.shape[1:])))))
     total = None
     for start in range(0, n_train, chunk):
         part = np.asarray(train_rows(range(start, min(n_train, start + chunk))))
@@ -179,10 +182,34 @@ def _pca_basis(x: Array) -> tuple[Array, Array, Array]:
     return mean, vecs[:, ::-1].T, values[::-1]  # [D], [D, D] rows by decreasing variance, [D]
 
 
-def fit_pca(x: Array, ks: Sequence[int]) -> dict[int, Pca]:
+@jax.jit
+def _components(cov: Array) -> tuple[Array, Array]:
+    values, vecs = jnp.linalg.eigh(cov)  # ascending eigenvalues
+    return vecs[:, ::-1].T, values[::-1]  # [D, D] rows by decreasing variance, [D]
+
+
+PCA_WHOLE_BYTES = 2 ** 30  # larger uint8 sets are fitted a chunk of rows at a time, never as one float copy
+
+
+def fit_pca(x: Array, ks: Sequence[int], *, whole_bytes: int = PCA_WHOLE_BYTES, chunk: int = 4096) -> dict[int, Pca]:
     """PCA fitted once on `x` (uint8 images `[N, H, W, C]`, scaled to [0, 1], or float rows `[N, D]`),
-    truncated to each k in `ks`."""
-    mean, basis, variance = _pca_basis(jnp.asarray(x))
+    truncated to each k in `ks`. A uint8 set whose float32 copy would exceed `whole_bytes` (a memmap, say) is
+    read `chunk` rows at a time: its mean from exact integer sums, its covariance summed in float64 (the two ways
+    agree to float32 rounding; the whole way is the one the study's tables were made with)."""
+    if np.dtype(x.dtype) != np.uint8 or 4 * int(np.prod(x.shape)) <= whole_bytes:
+        mean, basis, variance = _pca_basis(jnp.asarray(x))
+    else:
+        n, d = len(x), int(np.prod(x.shape[1:]))
+        total = np.zeros(d, np.int64)
+        for start in range(0, n, chunk):
+            total += np.asarray(x[start:start + chunk]).reshape(-1, d).sum(0, dtype=np.int64)
+        mean64 = total / (255.0 * n)
+        cov = np.zeros((d, d), np.float64)
+        for start in range(0, n, chunk):
+            rows = np.asarray(x[start:start + chunk]).reshape(-1, d) / 255.0 - mean64  # [chunk, D] float64
+            cov += rows.T @ rows
+        mean = jnp.asarray(mean64, jnp.float32)
+        basis, variance = _components(jnp.asarray(cov / n, jnp.float32))
     return {k: Pca(mean, basis[:k], variance[:k]) for k in ks}
 
 

@@ -19,10 +19,10 @@ from aejax.files import write_atomic  # noqa: E402
 
 def _image(x: np.ndarray) -> np.ndarray:
     """One image `[H, W, C]` (uint8, or float in [0, 1]) as imshow takes it: `[H, W]` grey or `[H, W, 3]` RGB,
-    float in [0, 1]."""
+    float in [0, 1]; an image of another channel count shows its first channel in grey."""
     x = np.asarray(x)
     x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else np.clip(x.astype(np.float32), 0.0, 1.0)
-    return x[..., 0] if x.ndim == 3 and x.shape[-1] == 1 else x
+    return x[..., 0] if x.ndim == 3 and x.shape[-1] != 3 else x
 
 
 def _save(fig, path: str | Path) -> None:

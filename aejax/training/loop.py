@@ -36,6 +36,7 @@ import numpy as np
 
 from aejax import models
 from aejax.config import Config
+from aejax.data import Source
 from aejax.errors import AejaxError
 from aejax.evaluation import metrics
 from aejax.training import checkpoint, parallel, sweeps
@@ -128,23 +129,23 @@ def log_line(end: EpochEnd, log: Callable[[str], None]) -> None:
 
 def run(config: Config, out_dir: str | Path, *, seeds: Sequence[int] | None = None,
         sweep: dict[str, Sequence[float]] | None = None, data_dir: str | None = None, mnist_dir: str | None = None,
-        resume: bool = False, overwrite: bool = False, data: tuple[np.ndarray, np.ndarray] | None = None,
+        resume: bool = False, overwrite: bool = False, data: tuple[np.ndarray, np.ndarray] | Source | None = None,
         variant: str | None = None, log: Callable[[str], None] = print,
         actions: Sequence[Action] = ()) -> RunResult:
     """Train one model per seed (vmapped, shared data), evaluate, checkpoint, and write the run directory.
 
     `seeds` defaults to `[config.seed]`. `sweep` (setting -> values, e.g. `{"lr": [1e-3, 3e-3]}`; see
     `aejax.training.sweeps`) trains every member of its grid times every seed in the same one program, one row
-    each. The images are `config.dataset`'s (`aejax.data.datasets`), or `data`, `(train_images, test_images)`
-    arrays (host or device) of any shape `[N, H, W, C]`, uint8 or float in [0, 1] (checked first,
-    `aejax.data.check_images`). Either way `config.image_shape` is set from the images (a config that names
-    another shape is an error) and every model builds for it. `variant` labels the rows (default: the model
-    name). With `resume`, a run of the same config continues from its latest checkpoint (a finished one is
-    reloaded, not retrained). `actions` run after the built-in per-epoch actions (module docstring). Returns the
-    rows (also in results.json) and the trained variables.
+    each. The images are `config.dataset`'s (`aejax.data.datasets`), or `data`: `(train_images, test_images)`
+    arrays (host or device) of any shape `[N, H, W, C]`, uint8 or float in [0, 1] (checked first; test_images
+    None: a tenth held out), or a `Source` (`aejax.data.folder`). Either way `config.image_shape` is set from
+    the images (a config that names another shape is an error) and every model builds for it. `variant` labels
+    the rows (default: the model name). With `resume`, a run of the same config continues from its latest
+    checkpoint (a finished one is reloaded, not retrained). `actions` run after the built-in per-epoch actions
+    (module docstring). Returns the rows (also in results.json) and the trained variables.
     """
     # 1. The config, resolved once against the registries and the data; the lanes (sweep members x seeds).
-    plan = prepare(config, seeds, sweep, data, data_dir, mnist_dir)
+    plan = prepare(config, seeds, sweep, data, data_dir, mnist_dir, log)
     config, source = plan.config, plan.source
     log(plan.placement.describe(plan.n_train))
     trainer = make_trainer(config, plan.n_train, swept=list(plan.grid[0]))

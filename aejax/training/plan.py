@@ -4,7 +4,7 @@ training images live."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import jax
@@ -12,7 +12,7 @@ import numpy as np
 
 from aejax import models
 from aejax.config import Config
-from aejax.data import Source, array_source, datasets, stream
+from aejax.data import Source, array_source, check_images, datasets, stream
 from aejax.errors import AejaxError
 from aejax.training import sweeps
 
@@ -60,14 +60,23 @@ class Plan(NamedTuple):
 
 
 def prepare(config: Config, seeds: Sequence[int] | None, sweep: dict[str, Sequence[float]] | None,
-            data: tuple[np.ndarray, np.ndarray] | None, data_dir: str | None, mnist_dir: str | None) -> Plan:
+            data: tuple[np.ndarray, np.ndarray] | Source | None, data_dir: str | None, mnist_dir: str | None,
+            log: Callable[[str], None] = print) -> Plan:
     """Check the seeds, read the images' source, resolve the config once (its image shape from the images) and
     lay out the lanes. A config whose shape is known without data is checked before any data is read."""
     seeds = check_seeds(config, seeds)
     if data is None and (config.image_shape or datasets.known_shape(config.dataset)):
         config = models.resolve(config)
         sweeps.members(config, sweep)  # the config's own errors before any data is read
-    source = datasets.source(config.dataset, data_dir, mnist_dir) if data is None else array_source(*data)
+    if data is None:
+        source = datasets.source(config.dataset, data_dir, mnist_dir, channels=config.channels,
+                                 image_size=config.image_size, image_fit=config.image_fit, log=log)
+    elif isinstance(data, Source):
+        source = data
+    else:
+        source = array_source(*data) if data[1] is not None else held_out_test(config, data[0])
+    if source.note:
+        log(source.note)
     config = models.resolve(with_data_shape(config, source))
     grid = sweeps.members(config, sweep)
     n_train = source.n_train if config.train_examples is None else min(source.n_train, config.train_examples)
@@ -76,14 +85,44 @@ def prepare(config: Config, seeds: Sequence[int] | None, sweep: dict[str, Sequen
     if n_train < config.batch_size:
         raise AejaxError(f"batch_size {config.batch_size} is larger than the {n_train} training images")
     where = stream.placement(config.data_placement, n_train, source.shape)
-    if where.where == "stream" and (config.shard_data or jax.process_count() > 1):
-        raise AejaxError("a streamed training set is read whole by one process and copied to each device; "
-                         "shard_data and several processes need data_placement device")
+    if where.where == "stream" and config.shard_data:
+        raise AejaxError("shard_data splits a device-resident training set's rows over the devices; a streamed "
+                         "set is already read a batch at a time, each process its devices' part: drop shard_data "
+                         "or use data_placement device")
+    if where.where == "stream" and jax.process_count() > 1 and not config.data_parallel:
+        raise AejaxError("several processes stream their parts of each batch under data_parallel; turn it on")
     lanes = [(member, seed) for member in grid for seed in seeds]
     return Plan(config, source, seeds, grid, n_train, lanes, where, validation)
 
 
 VALIDATION_TAG = 2 ** 31 - 2  # folded into the seed's key for the validation split (never an epoch number)
+TEST_TAG = 2 ** 31 - 3  # and for a test set held out of training images given without one
+TEST_FRACTION = 0.1
+
+
+def held_out_test(config: Config, images) -> Source:
+    """Training images given without a test set as a `Source` whose test set is a tenth of them, chosen by a
+    permutation of `config.seed`'s key, and whose training set is the rest (a memmap stays on disk)."""
+    check_images(images, "training images")
+    n = len(images)
+    count = max(1, int(round(TEST_FRACTION * n)))
+    if n - count < 1:
+        raise AejaxError(f"{n} training images and no test images: give a test set, or more images to hold a "
+                         f"tenth of them out as one")
+    whole = array_source(images, images[:1])
+    order = np.asarray(jax.random.permutation(jax.random.fold_in(jax.random.key(config.seed), TEST_TAG), n))
+    train, test = split_off(whole, np.sort(order[:count]), np.sort(order[count:]))
+    note = (f"no test images given: {count:,} of the {n:,} training images (a tenth, chosen with the seed) are "
+            f"held out as the test set")
+    return train._replace(test=test, note=note)
+
+
+def split_off(source: Source, held: np.ndarray, kept: np.ndarray) -> tuple[Source, np.ndarray]:
+    """`source` less the rows `held` (sorted), read into memory and returned beside it; `kept` (sorted) are the
+    rows the returned source keeps."""
+    train = Source(len(kept), lambda r: source.take(kept[r.start:r.stop]), source.test,
+                   lambda indices: source.take(kept[np.asarray(indices)]), note=source.note)
+    return train, np.asarray(source.take(held))
 
 
 def hold_out(config: Config, source: Source, n_train: int) -> tuple[Source, np.ndarray | None]:
@@ -100,12 +139,16 @@ def hold_out(config: Config, source: Source, n_train: int) -> tuple[Source, np.n
     if source.take is None:
         raise AejaxError("this dataset's source cannot read rows by index, so no validation split can be held "
                          "out of it; give the validation images as the test set of a run of its own")
-    order = np.asarray(jax.random.permutation(jax.random.fold_in(jax.random.key(config.seed), VALIDATION_TAG),
-                                              n_train))
-    held_rows, kept = np.sort(order[:count]), np.sort(order[count:])  # sorted: sequential reads of the source
-    train = Source(len(kept), lambda r: source.take(kept[r.start:r.stop]), source.test,
-                   lambda indices: source.take(kept[np.asarray(indices)]))
-    return train, np.asarray(source.take(held_rows))
+    if source.split_hash is not None:  # rows ordered by a hash of their names: the first ones, as stable
+        count = count if held >= 1 else int(np.searchsorted(source.split_hash[:n_train], held))
+        if not 0 < count < n_train:
+            raise AejaxError(f"validation_examples {held:g} holds out {count} of the {n_train} training images; "
+                             f"leave at least one batch to train on and hold out at least one image")
+        order = np.arange(n_train)
+    else:
+        order = np.asarray(jax.random.permutation(
+            jax.random.fold_in(jax.random.key(config.seed), VALIDATION_TAG), n_train))
+    return split_off(source, np.sort(order[:count]), np.sort(order[count:]))  # sorted: sequential reads
 
 
 def with_data_shape(config: Config, source: Source) -> Config:
