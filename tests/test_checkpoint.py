@@ -27,9 +27,26 @@ def test_roundtrip_keeps_the_last_few(tmp_path):
         checkpoint.save(mngr, epoch, state, {"epoch": epoch})
     assert list(mngr.all_steps()) == [2, 3]
     restored, meta = checkpoint.restore(mngr, jax.tree_util.tree_map(jnp.zeros_like, state))
-    assert meta == {"epoch": 3}
+    assert meta == {"epoch": 3, checkpoint.STATE_SHA256: checkpoint.state_digest(state)}
     for a, b in zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(state)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_step_whose_arrays_differ_from_its_checksum_is_set_aside(tmp_path):
+    state = _state(Config(latent_dim=8))
+    mngr = checkpoint.manager(tmp_path / "ckpt", max_to_keep=3)
+    for epoch in (1, 2):
+        checkpoint.save(mngr, epoch, jax.tree_util.tree_map(lambda x, e=epoch: x + e, state), {"epoch": epoch})
+    meta = next((tmp_path / "ckpt" / "2" / "meta").glob("metadata"))
+    meta.write_text(meta.read_text().replace('"state_sha256": "', '"state_sha256": "0'))  # not what was saved
+    lines = []
+    restored, meta = checkpoint.restore(mngr, state, log=lines.append)
+    assert meta["epoch"] == 1 and "differ from the checksum recorded when it was saved" in lines[0]
+    assert lines[1] == "restored the previous good checkpoint, step 1"
+    assert (tmp_path / "corrupt_checkpoints" / "2").is_dir()
+    np.testing.assert_array_equal(restored.step, state.step + 1)
+    changed = checkpoint.state_digest(jax.tree_util.tree_map(lambda x: x.at[(0,) * x.ndim].add(1), state))
+    assert changed != checkpoint.state_digest(state)
 
 
 def test_restore_into_another_architecture_names_the_shapes(tmp_path):
@@ -69,7 +86,7 @@ def test_a_save_that_fills_the_disk_inside_orbax_is_one_line_and_keeps_the_compl
         assert not [r for r in caplog.records if r.name == "absl" and r.levelname == "ERROR"]
         (disk / "filler").unlink()
         restored, meta = checkpoint.restore(checkpoint.manager(disk / "run" / "checkpoints", max_to_keep=3), state)
-        assert meta == {"epoch": 1}
+        assert meta["epoch"] == 1
 
 
 @pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device", "/x"),

@@ -120,6 +120,16 @@ def test_a_registered_chain_trains_sweeps_and_receives_weight_decay(tmp_path, mn
     assert optimizers.takes("clipped_lion", "weight_decay") and not optimizers.takes("adam", "weight_decay")
 
 
+def test_an_optimizer_with_a_schedule_of_its_own_is_refused_one_with_a_warmup_from_zero_is_not():
+    aejax.register_optimizer("own_schedule", lambda learning_rate: optax.adam(optax.exponential_decay(1e-3, 100, 0.9)),
+                             replace=True)
+    with pytest.raises(AejaxError, match="optimizer own_schedule ignores the learning_rate it is given"):
+        models.resolve(Config(optimizer="own_schedule"))
+    aejax.register_optimizer("warm", lambda learning_rate: optax.adam(optax.warmup_cosine_decay_schedule(
+        0.0, learning_rate, 10, 1000)), replace=True)
+    assert models.resolve(Config(optimizer="warm")).optimizer == "warm"
+
+
 def test_a_batchnorm_dropout_model_from_outside_trains_sweeps_and_reloads(tmp_path, mnist_test_images):
     crops = mnist_test_images[:, 6:18, 6:18]  # 12x12 digit centres: small programs, the same behaviour
     data = (crops[:400], crops[400:480])
@@ -141,6 +151,31 @@ def test_a_batchnorm_dropout_model_from_outside_trains_sweeps_and_reloads(tmp_pa
     step = jax.jit(functools.partial(train.train_step, trainer))
     losses = [float(step(state, batch, jax.random.key(k))[1][0]) for k in (1, 2)]
     assert losses[0] != losses[1]
+
+
+def test_a_model_written_as_the_flax_examples_write_one_trains_in_training_mode(tmp_path, mnist_test_images):
+    crops = mnist_test_images[:, 6:18, 6:18]
+    data = (crops[:400], crops[400:480])
+    config = Config(model="conv_bn_arg", latent_dim=16, epochs=2, batch_size=50)
+    result = loop.run(config, tmp_path / "arg", data=data, **QUIET)
+    mean = result.variables[0]["batch_stats"]["norm"]["mean"]
+    assert not np.array_equal(mean, np.zeros_like(mean))  # BatchNorm ran in training mode and updated its statistics
+    model, variables, _ = aejax.load_model(tmp_path / "arg")
+    assert metrics.reconstruction_metrics(model.apply, variables, data[1])["mse"] == result.rows[0]["test_mse"]
+    trainer = train.make_trainer(models.resolve(config.replace(image_shape=(12, 12, 1))), 400)
+    state = train.init_state(trainer, jax.random.key(0))
+    batch = metrics.to_float(jnp.asarray(data[0][:50]))
+    step = jax.jit(functools.partial(train.train_step, trainer))
+    losses = [float(step(state, batch, jax.random.key(k))[1][0]) for k in (1, 2)]
+    assert losses[0] != losses[1]  # dropout draws from the step's key
+
+    class Required(tests.stateful_plugin.ConvBNArg):
+        def __call__(self, x, train):
+            return self.decode(self.encode(x, train))
+
+    aejax.register_model("required_train", lambda c: Required(c.latent_dim, tuple(c.image_shape)), replace=True)
+    with pytest.raises(AejaxError, match="its __call__ takes train without the default False"):
+        models.build(Config(model="required_train", latent_dim=8, image_shape=(12, 12, 1)))
 
 
 def test_entry_points_trace_under_jit_grad_and_vmap(mnist_test_images):

@@ -198,6 +198,23 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, trained)
     _assert_same_params(out, trained[3])
 
 
+def test_a_flipped_bit_in_the_latest_checkpoint_is_never_restored(tmp_path, trained, capsys):
+    config, data, reference, out = _copy_of(trained, tmp_path)
+    largest = max((f for f in (out / "checkpoints" / "3" / "state").rglob("*") if f.is_file()),
+                  key=lambda f: f.stat().st_size)
+    raw = bytearray(largest.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    largest.write_bytes(bytes(raw))
+    load_model(out)  # sets step 3 aside, reloads step 2
+    printed = capsys.readouterr().out
+    assert "checkpoint step 3" in printed and "restored the previous good checkpoint, step 2" in printed
+    messages = []
+    rows = loop.run(config, out, data=data, resume=True, log=messages.append).rows
+    assert any("resumed" in m and "at epoch 2" in m for m in messages), messages
+    assert rows[0]["test_mse"] == reference[0]["test_mse"]
+    _assert_same_params(out, trained[3])
+
+
 # Another process holding a run directory: it takes the lock as a run does, says so, and waits (or is killed).
 HOLDER = r"""
 import json, sys

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from aejax.config import Config
-from aejax.data import stream
+from aejax.data import array_source, stream
 from aejax.errors import AejaxError
 from aejax.training import loop
 
@@ -77,6 +77,15 @@ def test_streaming_refuses_what_it_cannot_do(tmp_path, mnist_test_images):
     no_take = Source(500, lambda r: mnist_test_images[r.start:r.stop], mnist_test_images[500:600])
     with pytest.raises(AejaxError, match="cannot read rows by index"):
         next(stream.epoch_chunks(no_take, np.zeros((1, 2, 25), np.int64), 1))
+    config = Config(data_parallel=True, shard_data=True, data_placement="stream", train_examples=500)
+    with pytest.raises(AejaxError, match="shard_data splits a device-resident training set's rows"):
+        loop.run(config, tmp_path / "run", data=(mnist_test_images[:500], mnist_test_images[500:600]))
+    assert not (tmp_path / "run").exists()
+    orders = np.arange(2 * 3 * 8).reshape(1, 6, 8)  # one lane, 6 steps of batch 8
+    chunks = list(stream.epoch_chunks(array_source(mnist_test_images[:48], mnist_test_images[:1]), orders, 4,
+                                      columns=range(4, 8)))
+    assert [c.shape[:3] for c in chunks] == [(4, 1, 4), (2, 1, 4)]  # this process's half of each batch
+    np.testing.assert_array_equal(chunks[0][1, 0], mnist_test_images[12:16])
 
 
 def test_a_memmap_is_read_by_positioned_reads_of_its_file(tmp_path):

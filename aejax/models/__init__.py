@@ -12,7 +12,10 @@ The model contract (what `aejax.training`, `aejax.evaluation` and `aejax.models.
   `kl_weight`), read by the losses and sweepable (`aejax.run(sweep=...)` clones the module with a traced value).
 - Optional, for models with dropout or BatchNorm: a boolean attribute `train` (default False, inference), which
   the train step sets to True (with a `dropout` PRNG stream and every non-`params` collection, such as
-  `batch_stats`, mutable); evaluation and the inference functions use the model as built.
+  `batch_stats`, mutable); evaluation and the inference functions use the model as built. Or, as the Flax
+  examples write it, a `train: bool = False` argument of the methods (`__call__(self, x, train=False)`, with
+  `nn.BatchNorm(use_running_average=not train)`, `nn.Dropout(deterministic=not train)`), which the train step
+  passes as True and everything else leaves False.
 
 The image shape (H, W, C) comes from the data: a builder reads `config.image_shape` (set by `resolve` from the
 dataset, or by a run from its arrays), and the built-in models take it as their `image_shape` attribute.
@@ -37,7 +40,8 @@ from aejax.models.registry import (
     param_count,
     register_model,
     resolve,
+    train_methods,
 )
 
 __all__ = ["Autoencoder", "ConvAutoencoder", "LinearAutoencoder", "ModelSpec", "StridedConvAutoencoder", "build",
-           "check_float_input", "model_spec", "param_count", "register_model", "resolve"]
+           "check_float_input", "model_spec", "param_count", "register_model", "resolve", "train_methods"]

@@ -4,8 +4,10 @@ reads), `resolve` (a `Config` completed and checked against every registry, once
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -149,7 +151,27 @@ def _construct(config: Config) -> nn.Module:
     if missing:
         raise AejaxError(f"model {config.model!r} ({type(model).__name__}) has no {' or '.join(missing)} method; "
                          f"every model keeps the contract in aejax.models: encode, decode_logits, decode, __call__")
+    for name in train_methods(model):
+        default = inspect.signature(getattr(type(model), name)).parameters["train"].default
+        if default is not False:
+            raise AejaxError(f"model {config.model!r} ({type(model).__name__}): its {name} takes train without the "
+                             f"default False; evaluation and inference call it without train, in inference mode")
     return model
+
+
+CONTRACT_METHODS = ("__call__", "encode", "decode", "decode_logits", "encode_stats")
+
+
+def train_methods(model: nn.Module) -> frozenset[str]:
+    """The contract's methods of `model` that take a `train` argument (the Flax examples' convention), which the
+    train step calls with `train=True`."""
+    takes = set()
+    for name in CONTRACT_METHODS:
+        method = getattr(type(model), name, None)
+        with contextlib.suppress(TypeError, ValueError):
+            if callable(method) and "train" in inspect.signature(method).parameters:
+                takes.add(name)
+    return frozenset(takes)
 
 
 def param_count(params) -> int:

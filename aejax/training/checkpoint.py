@@ -1,9 +1,11 @@
 """Orbax checkpoints of a run: one per epoch, the last few kept, each with its epoch and config.
 
 A checkpoint holds the (possibly seed-stacked) train state as a pytree and a JSON item with the epoch, the
-seeds and the config. Orbax writes each step into a temporary directory and renames it when complete, so a
-crash mid-save never leaves a step that `latest_step` would return. Saves are asynchronous: `save` copies the
-arrays to the host and returns while a background thread writes them; `mngr.wait_until_finished()` (or
+seeds, the config and the state's sha256 (`state_digest`), checked whenever the step is restored: a step whose
+files were altered after its save is set aside like an unreadable one. Orbax writes each step into a temporary
+directory and renames it when complete, so a crash mid-save never leaves a step that `latest_step` would return.
+Saves are asynchronous: `save` copies the arrays to the host and returns while a background thread writes them;
+`mngr.wait_until_finished()` (or
 `mngr.close()`) waits for the write.
 
 A full disk during a run (`stop_when_full`) becomes one line naming the path, the space free there and the space
@@ -14,6 +16,7 @@ there is room. A new manager removes partial steps a crash left (`cleanup_tmp_di
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from aejax.errors import AejaxError
@@ -41,12 +45,33 @@ def manager(directory: str | Path, max_to_keep: int) -> ocp.CheckpointManager:
 def save(mngr: ocp.CheckpointManager, epoch: int, state: Any, meta: dict[str, Any], *, wait: bool = True) -> None:
     """Save `state` as step `epoch` (1-based: the number of completed epochs); with `wait=False` return once the
     arrays are copied to the host, the write going on in the background (orbax waits for it before the next
-    save; `mngr.wait_until_finished()` waits for it explicitly)."""
+    save; `mngr.wait_until_finished()` waits for it explicitly). The meta item records the state's checksum
+    (`state_digest`), which `restore` verifies."""
     _check_room(mngr, epoch, state)
+    digest = state_digest(state)
+    meta = {**meta, STATE_SHA256: digest} if digest is not None else meta
     mngr.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                              meta=ocp.args.JsonSave(meta)))
     if wait:
         mngr.wait_until_finished()
+
+
+STATE_SHA256 = "state_sha256"  # the meta item's key of the state's checksum
+
+
+def state_digest(state: Any) -> str | None:
+    """sha256 of every leaf's path, dtype, shape and bytes, in path order: what a step's arrays must still be
+    when restored. None where a leaf is not fully addressable here (several processes), which is then not
+    checked."""
+    leaves = jax.tree_util.tree_leaves_with_path(state)
+    if any(isinstance(leaf, jax.Array) and not leaf.is_fully_addressable for _, leaf in leaves):
+        return None
+    digest = hashlib.sha256()
+    for name, leaf in sorted(zip(_flat_shapes(state), jax.device_get([leaf for _, leaf in leaves]), strict=True)):
+        array = np.ascontiguousarray(leaf)
+        digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def _check_room(mngr: ocp.CheckpointManager, epoch: int, state: Any) -> None:
@@ -92,8 +117,9 @@ def restore(mngr: ocp.CheckpointManager, target: Any, step: int | None = None,
     dtypes of `target`.
 
     Raises `AejaxError` when there is no checkpoint or when its shapes differ from `target`'s (naming them).
-    A corrupt or truncated latest step is moved to `corrupt_checkpoints/` beside the checkpoint directory
-    (kept, never deleted) and the previous step is tried, saying so through `log`.
+    A corrupt or truncated latest step, or one whose arrays differ from the checksum its save recorded, is moved
+    to `corrupt_checkpoints/` beside the checkpoint directory (kept, never deleted) and the previous step is
+    tried, saying so through `log`.
     """
     directory = Path(mngr.directory)
     steps = [step] if step is not None else sorted((s for s in mngr.all_steps() if max_step is None or s <= max_step),
@@ -116,6 +142,10 @@ def restore(mngr: ocp.CheckpointManager, target: Any, step: int | None = None,
                                                                meta=ocp.args.JsonRestore()))
         except Exception as e:  # noqa: BLE001 - see above
             _set_aside(mngr, s, e, log)
+            continue
+        recorded = restored["meta"].get(STATE_SHA256) if isinstance(restored["meta"], dict) else None
+        if recorded is not None and state_digest(restored["state"]) not in (recorded, None):
+            _set_aside(mngr, s, AejaxError("its arrays differ from the checksum recorded when it was saved"), log)
             continue
         if s != steps[0]:
             log(f"restored the previous good checkpoint, step {s}")

@@ -56,19 +56,23 @@ def get_loss(name: str, model: nn.Module | None = None) -> Loss:
 
 
 class StatefulModel:
-    """A module as a loss sees it when the model has non-parameter collections or a `train` attribute.
+    """A module as a loss sees it when the model has non-parameter collections or a `train` attribute or argument.
 
     `apply(variables, *args, method=...)` runs `module.apply` with `variables` plus the current `state` (every
     collection but `params`); in training (`mutable`) with those collections mutable and a `dropout` key per
     call (`key` folded with the call's number), and the updated collections become the state the next call (and
-    the train step, through `state`) sees. Every other attribute is the module's (`l1_weight`, `encode_stats`),
-    so a loss cannot tell it from the module.
+    the train step, through `state`) sees; the methods in `train_methods` are called with `train=True`. Every
+    other attribute is the module's (`l1_weight`, `encode_stats`), so a loss cannot tell it from the module.
     """
 
-    def __init__(self, module: nn.Module, state: dict[str, Any], key: Array | None, mutable: bool):
+    def __init__(self, module: nn.Module, state: dict[str, Any], key: Array | None, mutable: bool,
+                 train_methods: frozenset[str] = frozenset()):
         self.module, self.state, self._key, self._mutable, self._calls = module, dict(state), key, mutable, 0
+        self._train_methods = train_methods
 
     def apply(self, variables: dict[str, Any], *args, method: str | Callable = "__call__", **kwargs) -> Any:
+        if isinstance(method, str) and method in self._train_methods:
+            kwargs.setdefault("train", True)
         rngs = None
         if self._key is not None:
             rngs = {"dropout": jax.random.fold_in(self._key, self._calls)}

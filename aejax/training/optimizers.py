@@ -98,6 +98,33 @@ def check(config: Config, swept: tuple[str, ...] | list[str] = ()) -> None:
     except Exception as e:  # optax's own checks of its arguments
         raise AejaxError(f"optimizer {config.optimizer} with {config.optimizer_kwargs}: {type(e).__name__}: "
                          f"{str(e).strip().splitlines()[0] if str(e).strip() else 'refused'}") from None
+    if config.optimizer in _OPTIMIZERS and _ignores_learning_rate(config):
+        raise AejaxError(f"optimizer {config.optimizer} ignores the learning_rate it is given (its first updates "
+                         f"are the same at two rates), so lr, schedule and a sweep of lr would change nothing and "
+                         f"config.json would record a rate that did not train; pass learning_rate on to the optax "
+                         f"optimizer, or choose its schedule with --schedule")
+
+
+def _ignores_learning_rate(config: Config, steps: int = 3) -> bool:
+    """Whether a registered builder's first `steps` updates of a small probe are the same, and not all zero, at
+    `config.lr` and at 3x it (a builder with a schedule of its own). False where the probe cannot tell: a builder
+    that needs its own parameter structure, or updates still zero (a warmup from 0)."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    params, grads = {"w": jnp.asarray([1.0, -0.5, 0.25])}, {"w": jnp.asarray([0.3, -1.0, 2.0])}
+    runs = []
+    try:
+        for lr in (config.lr, 3 * config.lr):
+            tx = build(config, lr, config.weight_decay)
+            state, updates = tx.init(params), []
+            for _ in range(steps):
+                update, state = tx.update(grads, state, params)
+                updates.append(np.asarray(update["w"]))
+            runs.append(np.stack(updates))
+    except Exception:  # noqa: BLE001 - a builder the probe does not fit: nothing to say
+        return False
+    return bool(np.any(runs[0])) and np.array_equal(runs[0], runs[1])
 
 
 def _numeric(parameter: inspect.Parameter) -> bool:

@@ -134,19 +134,21 @@ def init_state(trainer: Trainer, key: Array, hparams: dict[str, Array] | None = 
 
 
 def stateful(model: nn.Module, model_state: PyTree) -> bool:
-    """Whether `model` is applied through `losses.StatefulModel`: it has collections besides `params`, or a
-    `train` attribute (dropout, BatchNorm)."""
-    return bool(model_state) or hasattr(model, "train")
+    """Whether `model` is applied through `losses.StatefulModel`: it has collections besides `params`, a `train`
+    attribute, or methods taking a `train` argument (dropout, BatchNorm)."""
+    return bool(model_state) or hasattr(model, "train") or bool(models.train_methods(model))
 
 
 def in_context(model: nn.Module, model_state: PyTree, key: Array | None, training: bool):
     """`model` as the loss sees it: itself for a parameters-only model, else a `losses.StatefulModel` (in training
-    with `train=True`, its collections mutable and dropout keys drawn from `key`)."""
+    with `train=True`, as its attribute or as the argument of the methods that take one, its collections mutable
+    and dropout keys drawn from `key`)."""
     if not stateful(model, model_state):
         return model
     if training and hasattr(model, "train"):
         model = model.clone(train=True)
-    return losses.StatefulModel(model, model_state, key if training else None, mutable=training)
+    return losses.StatefulModel(model, model_state, key if training else None, mutable=training,
+                                train_methods=models.train_methods(model) if training else frozenset())
 
 
 def train_step(trainer: Trainer, state: TrainState, batch: Array, key: Array | None = None,
