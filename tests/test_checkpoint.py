@@ -49,6 +49,17 @@ def test_a_step_whose_arrays_differ_from_its_checksum_is_set_aside(tmp_path):
     assert changed != checkpoint.state_digest(state)
 
 
+def test_a_step_without_its_state_metadata_is_set_aside_not_called_another_model(tmp_path):
+    state = _state(Config(latent_dim=8))
+    mngr = checkpoint.manager(tmp_path / "ckpt", max_to_keep=3)
+    for epoch in (1, 2):
+        checkpoint.save(mngr, epoch, state, {"epoch": epoch})
+    (tmp_path / "ckpt" / "2" / "state" / "_METADATA").unlink()
+    lines = []
+    _, meta = checkpoint.restore(mngr, state, log=lines.append)
+    assert meta["epoch"] == 1 and "its state's metadata cannot be read" in lines[0]
+
+
 def test_restore_into_another_architecture_names_the_shapes(tmp_path):
     mngr = checkpoint.manager(tmp_path / "ckpt", max_to_keep=2)
     checkpoint.save(mngr, 1, _state(Config(latent_dim=32)), {"epoch": 1})

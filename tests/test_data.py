@@ -196,6 +196,40 @@ def test_an_unreadable_manifest_or_an_added_file_is_damage(synthetic_idx, tmp_pa
         _load(root, checksums, tmp_path)
 
 
+def test_a_garbled_dataset_info_or_a_file_as_data_dir_is_one_line_saying_what_is_wrong(synthetic_idx, tmp_path):
+    root, checksums = synthetic_idx
+    _load(root, checksums, tmp_path)
+    prepared = tmp_path / "tfds" / "aejax_mnist" / "1.0.0"
+    (prepared / "dataset_info.json").write_text("garbage")
+    with pytest.raises(AejaxError, match="dataset_info.json fails its sha256"):
+        _load(root, checksums, tmp_path)
+    (prepared / mnist_tfds.MANIFEST).unlink()  # never verified: tfds's own reading fails, in one line
+    with pytest.raises(AejaxError, match="is damaged: it cannot be read") as info:
+        _load(root, checksums, tmp_path)
+    assert "\n" not in str(info.value)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(AejaxError, match="cannot prepare MNIST in .*: a file stands where a directory must be"):
+        data.load_mnist("test", data_dir=tmp_path / "file", mnist_dir=root, checksums=checksums)
+
+
+PREPARE = r"""
+import sys
+from aejax import data
+print(len(data.load_mnist("test", data_dir=sys.argv[1], mnist_dir=sys.argv[2]).images))
+"""
+
+
+@pytest.mark.slow  # fresh processes; CI runs it (`pytest -m slow`)
+def test_two_processes_preparing_one_fresh_data_dir_both_succeed(tmp_path):
+    procs = [subprocess.Popen([sys.executable, "-c", PREPARE, str(tmp_path / "tfds"), str(mnist_idx.VENDORED_DIR)],
+                              cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env={**os.environ, "PYTHONPATH": str(REPO)}) for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (stdout, stderr) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, stderr[-2000:]
+        assert stdout.strip().splitlines()[-1] == "10000"
+
+
 @pytest.mark.slow  # fresh processes; CI runs it (`pytest -m slow`)
 def test_training_on_damaged_prepared_data_stops_before_the_run_directory(synthetic_data_dir, tmp_path):
     """The command line: one line on stderr, exit 2, no traceback, and no run directory made."""

@@ -17,10 +17,13 @@ to rebuild it; nothing is trained on it and nothing is deleted.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -94,22 +97,63 @@ class MnistBuilder(tfds.core.GeneratorBasedBuilder):
 def prepared_source(split: str, data_dir: str | os.PathLike | None, mnist_dir: str | os.PathLike | None,
             checksums: Mapping[str, str] | None):
     """The prepared split as a random-access tfds data source (prepared first if needed, verified always)."""
-    builder = MnistBuilder(mnist_dir=mnist_dir, checksums=checksums,
-                           data_dir=None if data_dir is None else os.fspath(data_dir),
-                           file_format="array_record")
-    root = Path(builder.data_dir)
-    if (root / MANIFEST).exists():
-        _check_manifest(root)
-    try:
-        builder.download_and_prepare()
-        sources = {name: builder.as_data_source(split=name) for name in SPLITS}
-        if not (root / MANIFEST).exists():
-            _check_content(root, sources, mnist_dir, checksums)
-    except AejaxError:
-        raise
-    except Exception as e:  # tfds and ArrayRecord report damage as RuntimeError, ValueError, OSError, ...
-        raise _damaged(root, f"it cannot be read ({type(e).__name__}: {_first_line(e)})") from None
+    base = Path(os.fspath(data_dir)) if data_dir is not None else Path(tfds.core.constants.DATA_DIR)
+    root = base.expanduser() / MnistBuilder.name / str(MnistBuilder.VERSION)  # the builder's data_dir
+    with _preparing(root):
+        if (root / MANIFEST).exists():
+            _check_manifest(root)  # every prepared file, dataset_info.json too, before tfds reads any
+        try:
+            builder = MnistBuilder(mnist_dir=mnist_dir, checksums=checksums,
+                                   data_dir=None if data_dir is None else os.fspath(data_dir),
+                                   file_format="array_record")
+            builder.download_and_prepare()
+            sources = {name: builder.as_data_source(split=name) for name in SPLITS}
+            if not (root / MANIFEST).exists():
+                _check_content(root, sources, mnist_dir, checksums)
+        except AejaxError:
+            raise
+        except Exception as e:  # tfds and ArrayRecord report damage as RuntimeError, ValueError, OSError, ...
+            unwritable = _unwritable(e)
+            if unwritable is not None and not (root / MANIFEST).exists():
+                raise AejaxError(f"cannot prepare MNIST in {root}: {unwritable}; give data_dir a writable "
+                                 f"directory with room for 24 MB",
+                                 cli=f"cannot prepare MNIST in {root}: {unwritable}; give --data-dir a writable "
+                                     f"directory with room for 24 MB") from None
+            raise _damaged(root, f"it cannot be read ({type(e).__name__}: {_first_line(e)})") from None
     return sources[split]
+
+
+WRITE_ERRORS = {errno.ENOTDIR: "a file stands where a directory must be", errno.EACCES: "permission denied",
+                errno.EPERM: "permission denied", errno.EROFS: "a read-only file system",
+                errno.ENOSPC: "no space left", errno.EDQUOT: "the disk quota is exceeded"}
+
+
+def _unwritable(error: BaseException) -> str | None:
+    """What stopped a preparation writing, where `error` (or one it came from) says the data directory cannot be
+    written; None for anything else (which is then damage)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in WRITE_ERRORS:
+            return WRITE_ERRORS[seen.errno] + (f" ({seen.filename})" if seen.filename else "")
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+@contextlib.contextmanager
+def _preparing(root: Path) -> Iterator[None]:
+    """Hold a lock beside the prepared dataset's folder while it is checked or prepared, so that two runs
+    starting on one fresh data directory prepare it once (the second waits, then finds it prepared). Where the
+    lock cannot be made (a read-only directory, which nothing can prepare into either), go on without it."""
+    lock = root.parent.with_name(f".{root.parent.name}.lock")
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock, "a")  # noqa: SIM115 - closed below
+    except OSError:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def read_records(source, rows: range) -> Mnist:

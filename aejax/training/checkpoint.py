@@ -130,6 +130,8 @@ def restore(mngr: ocp.CheckpointManager, target: Any, step: int | None = None,
     for s in steps:
         try:
             saved = mngr.item_metadata(s)["state"]
+            if saved is None:  # orbax found the item but not its metadata (state/_METADATA missing or unreadable)
+                raise AejaxError("its state's metadata cannot be read")
             problems = _shape_mismatches(saved, abstract)
         except Exception as e:  # orbax and tensorstore raise many types for unreadable files
             _set_aside(mngr, s, e, log)
