@@ -6,28 +6,34 @@ own), and `encode` / `decode` / `reconstruct` (a trained model on images, uint8 
 batch axis; they trace under jit, grad and vmap). docs/library.md shows each.
 """
 
+import importlib
 from typing import Any
-
-from aejax.config import Config
-from aejax.data.datasets import register_dataset
-from aejax.errors import AejaxError
-from aejax.models import register_model  # importing aejax.models registers every built-in model
-from aejax.models.inference import decode, encode, reconstruct
-from aejax.training.losses import register_loss
-from aejax.training.optimizers import register_optimizer
 
 __all__ = ["AejaxError", "Config", "decode", "encode", "load_model", "reconstruct", "register_dataset",
            "register_loss", "register_model", "register_optimizer", "run"]
 __version__ = "0.1.0"
 
+# Each name is imported where it is first used, so that `import aejax` (and `python -m aejax.train`, which
+# imports this package first) starts at once; `aejax.models` registers every built-in model when imported.
+_HOMES = {"AejaxError": "aejax.errors", "Config": "aejax.config", "register_dataset": "aejax.data.datasets",
+          "register_model": "aejax.models", "encode": "aejax.models.inference", "decode": "aejax.models.inference",
+          "reconstruct": "aejax.models.inference", "register_loss": "aejax.training.losses",
+          "register_optimizer": "aejax.training.optimizers", "run": "aejax.training.loop",
+          "load_model": "aejax.training.restore"}
+_PACKAGES = ("cli", "codec", "config", "configs", "data", "environment", "errors", "evaluation", "files", "models",
+             "training")
 
-def __getattr__(name: str) -> Any:  # training and checkpoint imports (orbax) only when used
-    if name == "run":
-        from aejax.training.loop import run
 
-        return run
-    if name == "load_model":
-        from aejax.training.restore import load_model
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        value = getattr(importlib.import_module(_HOMES[name]), name)
+    elif name in _PACKAGES:
+        value = importlib.import_module(f"aejax.{name}")
+    else:
+        raise AttributeError(f"module 'aejax' has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
-        return load_model
-    raise AttributeError(f"module 'aejax' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES, *_PACKAGES])

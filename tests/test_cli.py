@@ -192,3 +192,49 @@ def test_a_compile_cache_is_filled_then_used_and_changes_no_result(tmp_path, syn
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == filled  # the second run added no program
     rows = [json.loads((tmp_path / name / "results.json").read_text())[0] for name in ("first", "second")]
     assert rows[0]["test_mse"] == rows[1]["test_mse"]
+
+
+EARLY_SIGNAL = r"""
+import os, signal, sys, threading
+threading.Timer(float(sys.argv[1]), lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+sys.argv = ["aejax.train", "--out", sys.argv[2], "--epochs", "1", "--train-examples", "1000"]
+from aejax.train import main
+main()
+"""
+
+
+@pytest.mark.parametrize("after", [0.3, 2.0])  # during the imports, or while the data is read and the run starts
+def test_a_signal_before_the_first_epoch_is_one_line_not_a_traceback(tmp_path, after):
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    result = subprocess.run([sys.executable, "-c", EARLY_SIGNAL, str(after), str(tmp_path / "run")], cwd=REPO,
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 130 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert lines[-1].startswith("stopped by SIGINT with no epoch in flight")
+
+
+def test_a_second_signal_in_a_run_goes_to_the_handler_that_was_there_before():
+    import signal
+
+    from aejax.training.signals import stop_requests
+
+    class Stop(Exception):
+        pass
+
+    def before(signum, frame):
+        raise Stop
+
+    previous = signal.signal(signal.SIGTERM, before)
+    try:
+        with stop_requests() as received:
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert received == [signal.SIGTERM]
+            with pytest.raises(Stop):
+                os.kill(os.getpid(), signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+

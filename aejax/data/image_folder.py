@@ -147,8 +147,9 @@ def _prepare(root: Path, files: list[File], listing: str, settings: dict, size: 
     log(f"preparing image folder {root}: {len(train):,} training and {len(test):,} test images "
         f"{shape[0]}x{shape[1]}x{channels}, into {prepared}")
     temporary = prepared.with_name(prepared.name + f".partial-{os.getpid()}")
+    for stale in prepared.parent.glob(prepared.name + ".partial-*"):  # left by a process that ended mid-way
+        shutil.rmtree(stale, ignore_errors=True)  # (this one holds the lock: no other is writing)
     try:
-        shutil.rmtree(temporary, ignore_errors=True)
         temporary.mkdir(parents=True)
         shards = {split: _write(root, names, split, temporary, channels, size, settings["image_fit"],
                                 (*shape, channels))

@@ -25,7 +25,9 @@ def stop_requests() -> Iterator[list[int]]:
     """Record SIGINT/SIGTERM (preemption) instead of dying mid-epoch; `run` stops once the epoch on the device
     (the one after the epoch being reported) is finished and checkpointed.
 
-    A second signal stops at once (the checkpoint of the last reported epoch is on disk either way).
+    A second signal stops at once (the checkpoint of the last reported epoch is on disk either way): through the
+    handler that was there before, where it is a function (the command line's ends the process in one line;
+    Python's raises KeyboardInterrupt), else by raising KeyboardInterrupt.
     """
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
@@ -34,6 +36,8 @@ def stop_requests() -> Iterator[list[int]]:
 
     def handler(signum: int, frame) -> None:
         if received:
+            if callable(previous.get(signum)):
+                previous[signum](signum, frame)
             raise KeyboardInterrupt
         received.append(signum)
         print(f"received {signal.Signals(signum).name}: stopping after the epoch in flight is checkpointed",
