@@ -1,16 +1,16 @@
 """aejax: autoencoders in JAX/Flax (MNIST and any image set), as a functional research codebase.
 
 The public surface: `Config`, `run` (train into a run directory, `aejax.training.loop`), `load_model`
-(`aejax.training.restore`), `register_model` / `register_loss` / `register_optimizer` / `register_dataset` (bring your
-own), and `encode` / `decode` / `reconstruct` (a trained model on images, uint8 or float, with or without a
-batch axis; they trace under jit, grad and vmap). docs/library.md shows each.
+(`aejax.training.restore`), `register_model` / `register_loss` / `register_optimizer` / `register_schedule` /
+`register_dataset` (bring your own), and `encode` / `decode` / `reconstruct` (a trained model on images, uint8 or
+float, with or without a batch axis; they trace under jit, grad and vmap). docs/library.md shows each.
 """
 
 import importlib
 from typing import Any
 
 __all__ = ["AejaxError", "Config", "decode", "encode", "load_model", "reconstruct", "register_dataset",
-           "register_loss", "register_model", "register_optimizer", "run"]
+           "register_loss", "register_model", "register_optimizer", "register_schedule", "run"]
 __version__ = "0.1.0"
 
 # Each name is imported where it is first used, so that `import aejax` (and `python -m aejax.train`, which
@@ -18,7 +18,8 @@ __version__ = "0.1.0"
 _HOMES = {"AejaxError": "aejax.errors", "Config": "aejax.config", "register_dataset": "aejax.data.datasets",
           "register_model": "aejax.models", "encode": "aejax.models.inference", "decode": "aejax.models.inference",
           "reconstruct": "aejax.models.inference", "register_loss": "aejax.training.losses",
-          "register_optimizer": "aejax.training.optimizers", "run": "aejax.training.loop",
+          "register_optimizer": "aejax.training.optimizers", "register_schedule": "aejax.training.schedules",
+          "run": "aejax.training.loop",
           "load_model": "aejax.training.restore"}
 _PACKAGES = ("cli", "codec", "config", "configs", "data", "environment", "errors", "evaluation", "files", "models",
              "training")

@@ -25,7 +25,7 @@ MNIST_TRAIN_SIZE = 60_000
 CONV_ORIGINAL_FEATURES = (64, 8)
 CONV_ORIGINAL_CODE = 7 * 7 * CONV_ORIGINAL_FEATURES[1]  # the original conv model's 7x7x8 code on 28x28 images
 
-SCHEDULES = ("constant", "cosine", "warmup_cosine")
+BUILT_IN_SCHEDULES = ("constant", "cosine", "warmup_cosine")
 PLACEMENTS = ("auto", "device", "stream")
 DTYPES = ("float32", "bfloat16")
 NOISES = ("none", "gaussian", "salt_pepper", "mask")
@@ -76,7 +76,12 @@ class Config:
     epochs: int = _field(5, "passes over the training set")
     batch_size: int = _field(25, "images per optimizer step (the global batch under data_parallel)")
     lr: float = _field(1e-3, "learning rate (the peak rate of a schedule)")
-    schedule: str = _field("constant", f"learning-rate schedule: {', '.join(SCHEDULES)}")
+    schedule: str = _field("constant", f"learning-rate schedule: {', '.join(BUILT_IN_SCHEDULES)}, any optax "
+                                       f"schedule by name (exponential_decay, linear_schedule, ...) with "
+                                       f"schedule_kwargs, or one added with aejax.register_schedule")
+    schedule_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict, metadata={
+        "help": "a named schedule's own arguments as a JSON object, steps in optimizer steps, e.g. "
+                "'{\"transition_steps\": 2400, \"decay_rate\": 0.5}' (lr is its peak or initial value)"})
     warmup_epochs: float = _field(0.0, "linear warmup from 0 to lr, in epochs (warmup_cosine only)")
     optimizer: str = _field("adam", "any optax optimizer by name (adam, adamw, sgd, lion, adafactor, ...) or one "
                                     "added with aejax.register_optimizer; lr and schedule give its learning rate")
@@ -214,8 +219,9 @@ def validate(config: Config) -> None:
     _check(folder or (config.channels is None and config.image_size is None and config.image_fit == "resize"),
            f"channels, image_size and image_fit apply to a folder of images (dataset folder:PATH), not to "
            f"{config.dataset!r}")
-    _check(config.schedule in SCHEDULES,
-           f"unknown schedule {config.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    _check(isinstance(config.schedule, str) and config.schedule.isidentifier(),
+           f"schedule must be a schedule's name ({', '.join(BUILT_IN_SCHEDULES)}, an optax schedule or a registered "
+           f"one), got {config.schedule!r}")
     _check(config.noise in NOISES, f"unknown noise {config.noise!r}; choose one of {', '.join(NOISES)}")
     _check(config.data_placement in PLACEMENTS,
            f"unknown data_placement {config.data_placement!r}; choose one of {', '.join(PLACEMENTS)}")
@@ -271,7 +277,10 @@ def validate(config: Config) -> None:
     _check(config.weight_decay >= 0, f"weight_decay must be >= 0, got {config.weight_decay}")
     _check(0 <= config.warmup_epochs < config.epochs,
            f"warmup_epochs must be in [0, epochs), got {config.warmup_epochs}")
-    for name in ("model_kwargs", "optimizer_kwargs"):
+    _check(config.schedule not in BUILT_IN_SCHEDULES or not config.schedule_kwargs,
+           f"schedule_kwargs are the arguments of a named schedule; {config.schedule} takes none (its length comes "
+           f"from epochs and warmup_epochs)")
+    for name in ("model_kwargs", "optimizer_kwargs", "schedule_kwargs"):
         value = getattr(config, name)
         _check(isinstance(value, dict) and all(isinstance(k, str) for k in value),
                f"{name} must be a mapping of names to values, got {value!r}")

@@ -83,7 +83,10 @@ def test_every_config_field_has_a_described_flag_that_sets_it(capsys):
                            "highest"])
     config, default = cli.config_from_args(args), Config()
     changed = {f.name for f in dataclasses.fields(Config) if getattr(config, f.name) != getattr(default, f.name)}
-    assert changed == {f.name for f in dataclasses.fields(Config)}
+    assert changed == {f.name for f in dataclasses.fields(Config)} - {"schedule_kwargs"}  # not read by warmup_cosine
+    named = cli.config_from_args(cli.parse_args(["--out", "x", "--schedule", "exponential_decay", "--schedule-kwargs",
+                                                 '{"transition_steps": 10, "decay_rate": 0.5}']))
+    assert named.schedule_kwargs == {"transition_steps": 10, "decay_rate": 0.5}
     # --conv-features, --conv-impl and --hidden set the model's model_kwargs entries
     assert config.model_kwargs == {"features": [16, 8], "impl": "xla"}
     kwargs = cli.parse_args(["--out", "x", "--model", "sparse", "--model-kwargs", '{"l1_weight": 0.5}'])

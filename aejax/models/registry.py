@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from aejax.config import CONV_IMPLS, MNIST_SHAPE, Config, check_model_kwargs
 from aejax.data import datasets
 from aejax.errors import AejaxError, check_registration
-from aejax.training import losses, optimizers
+from aejax.training import losses, optimizers, schedules
 
 
 def compute_dtype(config: Config) -> jnp.dtype:
@@ -126,6 +126,7 @@ def _resolve(config: Config) -> Config:
         raise AejaxError(f"latent_dim must be in 1..{resolved.pixels} (the values of one "
                          f"{'x'.join(map(str, shape))} image), got {config.latent_dim}")
     optimizers.check(resolved)
+    schedules.check(resolved)
     if spec.latent_dim is not None and resolved.latent_dim != spec.latent_dim:
         raise AejaxError(f"{config.model} has a fixed code of {spec.latent_dim} values; "
                          f"latent_dim must be {spec.latent_dim}, got {config.latent_dim}")

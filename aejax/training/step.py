@@ -24,10 +24,10 @@ import optax
 from jax.sharding import Mesh
 
 from aejax import models
-from aejax.config import MNIST_SHAPE, Config
+from aejax.config import BUILT_IN_SCHEDULES, MNIST_SHAPE, Config
 from aejax.data import corruption, datasets
 from aejax.evaluation import chunks, metrics
-from aejax.training import losses, optimizers, parallel, sweeps
+from aejax.training import losses, optimizers, parallel, schedules, sweeps
 
 Array = jax.Array
 PyTree = Any
@@ -82,6 +82,8 @@ def make_schedule(config: Config, n_train: int, peak: float | Array | None = Non
         return lambda count: peak * shape(count)
     steps = steps_per_epoch(n_train, config.batch_size)
     total = config.epochs * steps
+    if config.schedule not in BUILT_IN_SCHEDULES:
+        return schedules.build(config, peak, total)
     if config.schedule == "constant":
         return optax.constant_schedule(peak)
     if config.schedule == "cosine":
