@@ -109,6 +109,9 @@ class Config:
                                          "compiled scan), stream (read from their source in chunks of steps, for "
                                          "sets larger than memory), or auto (stream when the uint8 set exceeds "
                                          "the device's budget; the choice is printed)")
+    init_from: str | None = _field(None, "a run directory whose trained parameters (and model state) start this "
+                                         "run, with a fresh optimizer: one model copied to every lane, or as many "
+                                         "as this run trains")
     keep_checkpoints: int = _field(3, "how many of the latest per-epoch checkpoints to keep")
     checkpoint_every: int = _field(1, "save a checkpoint every N epochs (and after the last, or where a run stops)")
     data_parallel: bool = _field(False, "shard each batch over all devices (jax.sharding mesh)")
@@ -280,6 +283,8 @@ def validate(config: Config) -> None:
     _check(config.schedule not in BUILT_IN_SCHEDULES or not config.schedule_kwargs,
            f"schedule_kwargs are the arguments of a named schedule; {config.schedule} takes none (its length comes "
            f"from epochs and warmup_epochs)")
+    _check(config.init_from is None or (isinstance(config.init_from, str) and bool(config.init_from)),
+           f"init_from must be a run directory, got {config.init_from!r}")
     for name in ("model_kwargs", "optimizer_kwargs", "schedule_kwargs"):
         value = getattr(config, name)
         _check(isinstance(value, dict) and all(isinstance(k, str) for k in value),

@@ -21,7 +21,7 @@ from aejax import cli
 from aejax.config import Config
 from aejax.errors import AejaxError
 from aejax.training import loop
-from aejax.training.restore import load_model
+from aejax.training.restore import load_model, warm_start
 from aejax.training.rundir import RunDir
 from tests.helpers import REPO, fill_disk, run_cli, run_in_process, tmpfs
 
@@ -146,6 +146,41 @@ def _copy_of(trained, tmp_path):
     config, data, reference, original = trained
     shutil.copytree(original, tmp_path / "run")
     return config, data, reference, tmp_path / "run"
+
+
+def test_a_finished_run_continued_for_more_epochs_equals_a_longer_run(tmp_path, trained):
+    config, data, reference, out = _copy_of(trained, tmp_path)
+    longer = loop.run(config.replace(epochs=4), tmp_path / "four", data=data, log=lambda *_: None).rows
+    with pytest.raises(AejaxError, match="holds a run of a different config"):  # without resume: refused
+        loop.run(config.replace(epochs=4), out, data=data, log=lambda *_: None)
+    messages = []
+    rows = loop.run(config.replace(epochs=4), out, data=data, resume=True, log=messages.append).rows
+    assert any("at epoch 3" in m for m in messages) and rows[0]["test_mse"] == longer[0]["test_mse"]
+    assert json.loads((out / "config.json").read_text())["continued_from_epochs"] == 3
+    cosine = config.replace(schedule="cosine")
+    loop.run(cosine, tmp_path / "cosine", data=data, log=lambda *_: None)
+    with pytest.raises(AejaxError, match="would stretch the cosine schedule"):
+        loop.run(cosine.replace(epochs=4), tmp_path / "cosine", data=data, resume=True, log=lambda *_: None)
+
+
+def test_a_run_initialised_from_another_starts_from_its_parameters(tmp_path, trained):
+    config, data, reference, source = trained
+    lines = []
+    warm = config.replace(epochs=1, init_from=str(source))
+    state = loop.train.compile_program(loop.make_trainer(warm, 1000)).init(
+        jax.numpy.stack([loop.seed_keys(s)[0] for s in (0, 1)]))
+    started = warm_start(warm, state, lines.append)
+    _, variables, _ = load_model(source)
+    for lane in (0, 1):  # one model, copied to both lanes; the optimizer fresh
+        for a, b in zip(jax.tree_util.tree_leaves(loop.unstack(started.params, lane)),
+                        jax.tree_util.tree_leaves(variables["params"]), strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert int(started.step[0]) == 0 and "initialised from" in lines[0]
+    rows = loop.run(warm, tmp_path / "warm", data=data, seeds=[0, 1], log=lambda *_: None).rows
+    assert rows[0]["test_mse"] < reference[0]["test_mse"] * 1.5  # it starts where the source ended
+    with pytest.raises(AejaxError, match="does not fit this model: params/decoder_layers_0/kernel"):
+        loop.run(warm.replace(latent_dim=16), tmp_path / "other", data=data, log=lambda *_: None)
+    assert not (tmp_path / "other").exists()  # refused before the run directory is made
 
 
 def test_resume_skips_a_checkpoint_whose_metrics_line_is_missing(tmp_path, trained):

@@ -102,7 +102,8 @@ def _flat_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
             for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
-def _shape_mismatches(saved: Any, target: Any) -> list[str]:
+def shape_mismatches(saved: Any, target: Any) -> list[str]:
+    """What differs between the leaf shapes of two pytrees, by path (missing, extra, other shapes)."""
     saved_shapes, target_shapes = _flat_shapes(saved), _flat_shapes(target)
     problems = [f"{key} missing from checkpoint" for key in target_shapes if key not in saved_shapes]
     problems += [f"{key} is {saved_shapes[key]} in the checkpoint but {shape} in this model"
@@ -132,7 +133,7 @@ def restore(mngr: ocp.CheckpointManager, target: Any, step: int | None = None,
             saved = mngr.item_metadata(s)["state"]
             if saved is None:  # orbax found the item but not its metadata (state/_METADATA missing or unreadable)
                 raise AejaxError("its state's metadata cannot be read")
-            problems = _shape_mismatches(saved, abstract)
+            problems = shape_mismatches(saved, abstract)
         except Exception as e:  # orbax and tensorstore raise many types for unreadable files
             _set_aside(mngr, s, e, log)
             continue

@@ -43,6 +43,7 @@ from aejax.training import checkpoint, parallel, sweeps
 from aejax.training import step as train
 from aejax.training.events import EventLog
 from aejax.training.plan import Plan, prepare
+from aejax.training.restore import warm_start
 from aejax.training.results import result_row
 from aejax.training.rundir import RunDir
 from aejax.training.select import BEST_DIR, BestModels
@@ -150,18 +151,18 @@ def run(config: Config, out_dir: str | Path, *, seeds: Sequence[int] | None = No
     log(plan.placement.describe(plan.n_train))
     trainer = make_trainer(config, plan.n_train, swept=list(plan.grid[0]))
     sweeps.check_model(trainer.model, plan.grid)
+    # 2. The state (from another run's parameters with init_from), then the run directory and the data.
+    program = train.compile_program(trainer)  # looked up here, so a benchmark can wrap it
+    keys = [seed_keys(s) for _, s in plan.lanes]
+    data_keys = jnp.stack([k[1] for k in keys])
+    hparams = sweeps.lane_hparams(plan.grid, len(plan.seeds))  # {} outside a sweep
+    state = warm_start(config, program.init(jnp.stack([k[0] for k in keys]), hparams), log)
     with checkpoint.stop_when_full(Path(out_dir), config.keep_checkpoints):  # config.json may not fit either
         run_dir = RunDir.open(out_dir, config, plan.seeds, resume=resume, overwrite=overwrite,
                               sweep=plan.grid if sweep else None)
     # The directory stays locked until the run ends or fails; a full disk stops it in one line, keeping every
     # complete checkpoint (`resume` continues once there is room).
     with contextlib.closing(run_dir), checkpoint.stop_when_full(run_dir.path, config.keep_checkpoints):
-        # 2. The state and the data on the device.
-        program = train.compile_program(trainer)  # looked up here, so a benchmark can wrap it
-        keys = [seed_keys(s) for _, s in plan.lanes]
-        data_keys = jnp.stack([k[1] for k in keys])
-        hparams = sweeps.lane_hparams(plan.grid, len(plan.seeds))  # {} outside a sweep
-        state = program.init(jnp.stack([k[0] for k in keys]), hparams)
         state, hparams, train_images, test_images, watched = place(trainer, plan, state, hparams)
         mngr = checkpoint.manager(run_dir.path / "checkpoints", config.keep_checkpoints)
         with contextlib.closing(mngr), contextlib.closing(EventLog(run_dir.path, plan.folders)) as events:

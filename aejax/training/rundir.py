@@ -33,6 +33,7 @@ from aejax.errors import AejaxError
 from aejax.evaluation import plots
 from aejax.files import make_output_dir, write_atomic, write_json
 from aejax.models import inference
+from aejax.training import schedules
 from aejax.training.events import EventLog
 from aejax.training.parallel import is_writer
 
@@ -91,6 +92,10 @@ class RunDir:
             except (ValueError, KeyError, TypeError, AttributeError, AejaxError):
                 saved = None
             if saved == wanted and resume:
+                return cls(path, lock)
+            if resume and saved is not None and _more_epochs(saved, wanted):  # a finished run, continued
+                write_json(config_file, {**wanted, "environment": environment(),
+                                         "continued_from_epochs": saved["config"]["epochs"]})
                 return cls(path, lock)
             if not overwrite:
                 if saved == wanted:
@@ -162,3 +167,20 @@ def _take_lock(path: Path) -> int:
                          cli=f"{path} is in use by another aejax run (it holds {path / LOCK_FILE}); wait for that "
                              f"run to end, or choose another --out") from None
     return fd
+
+
+def _more_epochs(saved: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether `wanted` is `saved` with more epochs and nothing else changed; an error where the schedule's
+    length is the run's (continuing would change the learning rate of every step already taken)."""
+    before, after = saved["config"]["epochs"], wanted["config"]["epochs"]
+    if after <= before or {**saved, "config": {**saved["config"], "epochs": after}} != wanted:
+        return False
+    schedule = wanted["config"]["schedule"]
+    if schedule in ("cosine", "warmup_cosine") or schedules.registered(schedule):
+        raise AejaxError(f"continuing for {after} epochs instead of {before} would stretch the {schedule} schedule, "
+                         f"whose length is the run's, and change the learning rate of the steps already taken; "
+                         f"start a new run (init_from this one starts from its parameters)",
+                         cli=f"continuing for {after} epochs instead of {before} would stretch the {schedule} "
+                             f"schedule, whose length is the run's, and change the learning rate of the steps "
+                             f"already taken; start a new run (--init-from this one starts from its parameters)")
+    return True

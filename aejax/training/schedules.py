@@ -38,6 +38,11 @@ def register_schedule(name: str, fn: Callable[..., optax.Schedule], *, replace: 
     _SCHEDULES[name] = fn
 
 
+def registered(name: str) -> bool:
+    """Whether `name` is a registered schedule (one whose length is the run's `total_steps`)."""
+    return name in _SCHEDULES
+
+
 def _optax_function(name: str) -> tuple[Callable[..., optax.Schedule], str]:
     """optax's schedule function `name` and the argument it takes the peak rate by."""
     fn = getattr(optax, name, None) if not name.startswith("_") else None
