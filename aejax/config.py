@@ -74,7 +74,9 @@ class Config:
     latent_dim: int = _field(32, f"code size (encoding depth), at most the pixels H*W*C; conv_original fixes it at "
                                  f"{CONV_ORIGINAL_CODE}")
     epochs: int = _field(5, "passes over the training set")
-    batch_size: int = _field(25, "images per optimizer step (the global batch under data_parallel)")
+    batch_size: int = _field(25, "images per step (the global batch under data_parallel)")
+    accumulate: int = _field(1, "steps whose gradients each optimizer update averages (optax.MultiSteps): an "
+                                "effective batch of batch_size x accumulate; schedules count optimizer updates")
     lr: float = _field(1e-3, "learning rate (the peak rate of a schedule)")
     schedule: str = _field("constant", f"learning-rate schedule: {', '.join(BUILT_IN_SCHEDULES)}, any optax "
                                        f"schedule by name (exponential_decay, linear_schedule, ...) with "
@@ -232,7 +234,7 @@ def validate(config: Config) -> None:
     _check(config.matmul_precision in PRECISIONS,
            f"unknown matmul_precision {config.matmul_precision!r}; choose one of {', '.join(PRECISIONS)}")
     for name in ("latent_dim", "epochs", "batch_size", "seed", "keep_checkpoints", "checkpoint_every",
-                 "early_stopping"):
+                 "early_stopping", "accumulate"):
         _check(_is_int(getattr(config, name)), f"{name} must be an integer, got {getattr(config, name)!r}")
     _check(isinstance(config.image_shape, tuple) and (
         config.image_shape == () or (len(config.image_shape) == 3 and all(_is_int(v) and v > 0
@@ -243,6 +245,7 @@ def validate(config: Config) -> None:
     _check(config.latent_dim >= 1 and (pixels is None or config.latent_dim <= pixels),
            f"latent_dim must be in 1..{pixels or 'H*W*C'} (the values of one image), got {config.latent_dim}")
     _check(config.epochs >= 1, f"epochs must be >= 1, got {config.epochs}")
+    _check(config.accumulate >= 1, f"accumulate must be >= 1 (steps per optimizer update), got {config.accumulate}")
     _check(0 <= config.seed < 2 ** 63, f"seed must be in 0..2**63-1 (a PRNG key's range), got {config.seed}")
     _check(isinstance(config.data_parallel, bool), f"data_parallel must be true or false, got {config.data_parallel!r}")
     _check(isinstance(config.shard_data, bool), f"shard_data must be true or false, got {config.shard_data!r}")

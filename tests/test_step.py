@@ -300,3 +300,21 @@ def test_epoch_e_is_read_back_while_epoch_e_plus_1_is_dispatched(tmp_path, mnist
     assert logged[:3] == [("1/3", 2), ("2/3", 3), ("3/3", 3)]
     history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [1, 2, 3]
+
+
+def test_accumulated_gradients_update_as_one_larger_batch(tmp_path, mnist_test_images):
+    """Two steps of 10 images accumulated (optax.MultiSteps) update as one step of the same 20: an epoch's
+    batches are consecutive slices of one permutation, and the mean of two means of 10 is the mean of 20."""
+    data = (mnist_test_images[:200], mnist_test_images[200:300])
+    runs = {}
+    for batch, accumulate in ((10, 2), (20, 1)):
+        config = Config(latent_dim=8, epochs=2, batch_size=batch, accumulate=accumulate, schedule="cosine")
+        runs[accumulate] = loop.run(config, tmp_path / f"acc{accumulate}", data=data, log=lambda line: None)
+    for a, b in zip(jax.tree_util.tree_leaves(runs[2].variables[0]), jax.tree_util.tree_leaves(runs[1].variables[0]),
+                    strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
+    swept = loop.run(Config(latent_dim=8, epochs=1, batch_size=10, accumulate=2), tmp_path / "swept", data=data,
+                     sweep={"lr": [1e-3, 3e-3]}, log=lambda line: None)
+    assert swept.rows[0]["test_mse"] != swept.rows[1]["test_mse"]  # each member's rate reaches the inner optimizer
+    with pytest.raises(AejaxError, match="accumulate 30 is more than the 20 steps of an epoch"):
+        loop.run(Config(batch_size=10, accumulate=30), tmp_path / "too_many", data=data, log=lambda line: None)

@@ -26,6 +26,7 @@ from jax.sharding import Mesh
 from aejax import models
 from aejax.config import BUILT_IN_SCHEDULES, MNIST_SHAPE, Config
 from aejax.data import corruption, datasets
+from aejax.errors import AejaxError
 from aejax.evaluation import chunks, metrics
 from aejax.training import losses, optimizers, parallel, schedules, sweeps
 
@@ -59,6 +60,7 @@ class Trainer(NamedTuple):
     noise_level: float = 0.0
     precision: str = "default"  # float32 matmul precision of training (Config.matmul_precision)
     image_shape: tuple[int, ...] = MNIST_SHAPE  # (H, W, C) of one image
+    accumulate: int = 1  # steps whose gradients one optimizer update averages (tx is then optax.MultiSteps)
 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
@@ -80,7 +82,7 @@ def make_schedule(config: Config, n_train: int, peak: float | Array | None = Non
     if isinstance(peak, jax.Array):
         shape = make_schedule(config, n_train, 1.0)
         return lambda count: peak * shape(count)
-    steps = steps_per_epoch(n_train, config.batch_size)
+    steps = steps_per_epoch(n_train, config.batch_size) // config.accumulate  # optimizer steps
     total = config.epochs * steps
     if config.schedule not in BUILT_IN_SCHEDULES:
         return schedules.build(config, peak, total)
@@ -103,9 +105,13 @@ def make_optimizer(config: Config, n_train: int, swept: Sequence[str] = ()) -> o
     (`opt_state.hyperparams`), set per sweep member by `init_state`; the schedule scales its peak by them."""
     optimizers.check(config, tuple(swept))
     if not set(swept) & set(sweeps.OPTIMIZER_HPARAMS):
-        return _optimizer(config, n_train, config.lr, config.weight_decay)
-    return optax.inject_hyperparams(functools.partial(_optimizer, config, n_train))(
-        learning_rate=config.lr, weight_decay=config.weight_decay)
+        tx = _optimizer(config, n_train, config.lr, config.weight_decay)
+    else:
+        tx = optax.inject_hyperparams(functools.partial(_optimizer, config, n_train))(
+            learning_rate=config.lr, weight_decay=config.weight_decay)
+    if config.accumulate == 1:
+        return tx
+    return optax.MultiSteps(tx, every_k_schedule=config.accumulate).gradient_transformation()
 
 
 def make_trainer(config: Config, n_train: int | None = None, swept: Sequence[str] = ()) -> Trainer:
@@ -114,11 +120,15 @@ def make_trainer(config: Config, n_train: int | None = None, swept: Sequence[str
     which sets the schedule's length); `swept` names the hyper-parameters a sweep varies (`aejax.training.sweeps`)."""
     config = models.resolve(config)
     n_train = default_train_size(config) if n_train is None else n_train
+    steps = steps_per_epoch(n_train, config.batch_size)
+    if steps < config.accumulate:
+        raise AejaxError(f"accumulate {config.accumulate} is more than the {steps} steps of an epoch (batch_size "
+                         f"{config.batch_size}, {n_train} images): no update would end one")
     mesh = parallel.make_mesh(config.batch_size) if config.data_parallel else None
     model = models.build(config)
     return Trainer(model, make_optimizer(config, n_train, swept), losses.get_loss(config.loss, model),
                    config.batch_size, mesh, config.noise, config.noise_level, config.matmul_precision,
-                   tuple(config.image_shape))
+                   tuple(config.image_shape), config.accumulate)
 
 
 def init_state(trainer: Trainer, key: Array, hparams: dict[str, Array] | None = None) -> TrainState:
@@ -129,9 +139,10 @@ def init_state(trainer: Trainer, key: Array, hparams: dict[str, Array] | None = 
     opt_state = trainer.tx.init(params)
     injected = {sweeps.OPTIMIZER_HPARAMS[k]: v for k, v in (hparams or {}).items() if k in sweeps.OPTIMIZER_HPARAMS}
     if injected:
-        old = opt_state.hyperparams
-        opt_state = opt_state._replace(hyperparams={**old, **{k: jnp.asarray(v, old[k].dtype)
-                                                               for k, v in injected.items()}})
+        inner = opt_state.inner_opt_state if trainer.accumulate > 1 else opt_state  # under optax.MultiSteps
+        old = inner.hyperparams
+        inner = inner._replace(hyperparams={**old, **{k: jnp.asarray(v, old[k].dtype) for k, v in injected.items()}})
+        opt_state = opt_state._replace(inner_opt_state=inner) if trainer.accumulate > 1 else inner
     return TrainState(jnp.zeros((), jnp.int32), params, opt_state, init)
 
 
