@@ -3,8 +3,9 @@ held-out rest, and only then look at the test set.
 
 `held_out_split` cuts the training images into a fitting part and a held-out part (the last `held_out`
 images, so the split is the same for every variant and every seed). `score_variants` trains each named config
-on the fitting part (through `aejax.run`, resumed when its run directory already holds it) and returns one
-row per variant: its held-out error, chosen on, and its test error, reported beside it but never chosen on.
+with those images as its validation split (through `aejax.run`, resumed when its run directory already holds
+it) and returns one row per variant: its held-out error, chosen on, and its test error, scored once at the end
+and reported beside it but never chosen on.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import numpy as np
 
 from aejax import models
 from aejax.config import MNIST_PIXELS, Config
+from aejax.data import Source
 from aejax.environment import environment
 from aejax.errors import AejaxError
-from aejax.evaluation import metrics
 from aejax.files import write_atomic, write_json
 from aejax.training import loop
 
@@ -46,19 +47,28 @@ def se_per_image(mse: float) -> float:
 def score_variants(variants: Mapping[str, Config], train_images: Array, test_images: Array, out_dir: str | Path,
                    *, held_out: int, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Train every variant on the fitting part of `train_images`, score it on the held-out part and on the test
-    set; one row per variant (seed `config.seed`), in the order given. Run directories: `out_dir/NAME`."""
-    fit, held = held_out_split(train_images, held_out)
+    set; one row per variant (seed `config.seed`), in the order given. Run directories: `out_dir/NAME`.
+
+    The held-out part is the run's own validation split (`validation_examples`, scored every epoch as `val_mse`;
+    the test set once, at the end): the source gives the run its training images with the last `held_out`
+    first and says so by its row order (`Source.split_hash`), so the split is those images, and the fitting part
+    keeps its order (the batches are those of training on it alone)."""
+    held_out_split(train_images, held_out)  # its checks
+    n = train_images.shape[0]
+    order = np.concatenate([np.arange(n - held_out, n), np.arange(n - held_out)])  # the held-out images first
+    source = Source(n, lambda r: train_images[order[r.start:r.stop]], test_images,
+                    lambda indices: train_images[order[np.asarray(indices)]], split_hash=np.arange(n) / n)
     rows = []
     for i, (name, config) in enumerate(variants.items(), start=1):
-        log(f"== variant {name} ({i}/{len(variants)}): trains on {fit.shape[0]:,} images, scored on the "
-            f"{held.shape[0]:,} held out")
-        result = loop.run(config, Path(out_dir) / name, data=(fit, held), resume=True, variant=name, log=log)
+        log(f"== variant {name} ({i}/{len(variants)}): trains on {n - held_out:,} images, scored on the "
+            f"{held_out:,} held out")
+        result = loop.run(config.replace(validation_examples=held_out), Path(out_dir) / name, data=source,
+                          resume=True, variant=name, log=log)
         row, mse_loss = result.rows[0], models.resolve(config).loss == "mse"
-        test = metrics.reconstruction_metrics(result.model.apply, result.variables[0], test_images)
-        rows.append({"variant": name, "latent_dim": config.latent_dim, "held_out_mse": row["test_mse"],
-                     "test_mse": test["mse"],
-                     "held_out_se_per_image": se_per_image(row["test_mse"]),
-                     "test_se_per_image": se_per_image(test["mse"]),
+        rows.append({"variant": name, "latent_dim": config.latent_dim, "held_out_mse": row["val_mse"],
+                     "test_mse": row["test_mse"],
+                     "held_out_se_per_image": se_per_image(row["val_mse"]),
+                     "test_se_per_image": se_per_image(row["test_mse"]),
                      "train_se_per_image": se_per_image(row["final_train_loss"]) if mse_loss else None,
                      "epochs": config.epochs, "params": row["params"], "train_seconds": row["train_seconds"],
                      "config": config.to_dict()})
