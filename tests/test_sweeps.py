@@ -57,3 +57,13 @@ def test_grid_and_bad_sweeps():
     for values in ([0.1], [0.0]):
         with pytest.raises(AejaxError, match="optimizer adam takes no weight_decay"):
             sweeps.members(Config(), {"weight_decay": values})
+
+
+def test_a_model_setting_used_in_python_cannot_be_swept_and_says_so(tmp_path, mnist_test_images):
+    import tests.stateful_plugin  # noqa: F401 - registers conv_bn, whose dropout rate flax checks against 0
+
+    config = Config(model="conv_bn", latent_dim=8, epochs=1, batch_size=50)
+    with pytest.raises(AejaxError, match="cannot sweep rate: ConvBN uses its value in Python") as info:
+        loop.run(config, tmp_path / "run", data=(mnist_test_images[:500], mnist_test_images[500:600]),
+                 sweep={"rate": [0.1, 0.2]}, log=lambda line: None)
+    assert "\n" not in str(info.value) and not (tmp_path / "run").exists()

@@ -126,9 +126,30 @@ def make_trainer(config: Config, n_train: int | None = None, swept: Sequence[str
                          f"{config.batch_size}, {n_train} images): no update would end one")
     mesh = parallel.make_mesh(config.batch_size) if config.data_parallel else None
     model = models.build(config)
-    return Trainer(model, make_optimizer(config, n_train, swept), losses.get_loss(config.loss, model),
-                   config.batch_size, mesh, config.noise, config.noise_level, config.matmul_precision,
-                   tuple(config.image_shape), config.accumulate)
+    trainer = Trainer(model, make_optimizer(config, n_train, swept), losses.get_loss(config.loss, model),
+                      config.batch_size, mesh, config.noise, config.noise_level, config.matmul_precision,
+                      tuple(config.image_shape), config.accumulate)
+    _check_sweep_traces(trainer, [k for k in swept if k not in sweeps.CONFIG_HPARAMS and hasattr(model, k)])
+    return trainer
+
+
+def _check_sweep_traces(trainer: Trainer, names: Sequence[str]) -> None:
+    """A swept model setting varies inside one compiled program, so the model must use it as a traced value; one
+    it branches on in Python (a dropout rate checked against 0, a width) is a one-line error. Traced abstractly
+    (`jax.eval_shape`: nothing is computed)."""
+    if not names:
+        return
+    state = jax.eval_shape(lambda key: init_state(trainer, key), jax.random.key(0))
+    batch = jax.ShapeDtypeStruct((trainer.batch_size, *trainer.image_shape), jnp.float32)
+    for name in names:
+        try:
+            jax.eval_shape(lambda s, b, h: train_step(trainer, s, b, jax.random.key(0), h), state, batch,
+                           {name: jax.ShapeDtypeStruct((), jnp.float32)})
+        except (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError,
+                jax.errors.TracerIntegerConversionError) as e:
+            raise AejaxError(f"cannot sweep {name}: {type(trainer.model).__name__} uses its value in Python "
+                             f"({type(e).__name__}: an if, or a shape), so it cannot vary inside one compiled "
+                             f"program; train each value as a run of its own") from None
 
 
 def init_state(trainer: Trainer, key: Array, hparams: dict[str, Array] | None = None) -> TrainState:
