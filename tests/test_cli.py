@@ -152,6 +152,7 @@ def test_deterministic_refuses_xla_convolutions(tmp_path, capsys, synthetic_data
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # compiles at XLA's default optimisation in a fresh process, ~18 s here; CI runs it (`-m slow`)
 def test_a_run_at_xlas_default_flags_trains_as_the_suite_compiles_it(tmp_path, mnist_test_images):
     """The suite compiles for speed of compiling (conftest); users compile at XLA's defaults. One run in a process
     at those trains and scores as this process's compilation of the same programs does (same HLO, other machine

@@ -22,7 +22,7 @@ def _leaves(result) -> list[np.ndarray]:
 def test_a_streamed_epoch_trains_on_the_device_runs_batches_bit_for_bit(tmp_path, mnist_test_images, monkeypatch):
     """Two seeds in one program, chunks of 7 steps (the last one shorter): every parameter and score equal."""
     monkeypatch.setattr(stream, "CHUNK_BYTES", 2 * 25 * 784 * 7)
-    config = Config(model="conv_strided", latent_dim=16, epochs=2, train_examples=1000)
+    config = Config(model="conv_strided", latent_dim=16, epochs=1, train_examples=1000)
     data = (mnist_test_images[:1000], mnist_test_images[1000:1500])
     runs = {where: loop.run(config.replace(data_placement=where), tmp_path / where, seeds=[0, 1], data=data,
                             log=quiet) for where in ("device", "stream")}
