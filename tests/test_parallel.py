@@ -85,13 +85,12 @@ print(json.dumps({"process": jax.process_index(), "asked": asked}))
 """
 
 
-@pytest.mark.slow  # two processes with 4 devices each, ~30 s here; CI runs it (`pytest -m slow`)
-def test_two_processes_each_load_their_rows_and_match_one_device(tmp_path):
-    """Multi-host on one machine: 2 processes x 4 CPU devices (gloo collectives), `shard_data` on."""
+def two_processes(script: str, out) -> list[dict]:
+    """`script` run by 2 processes x 4 CPU devices (gloo collectives); each one's last line of JSON."""
     with socket.socket() as s:
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path / "two")], cwd=REPO, text=True,
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(out)], cwd=REPO, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               env={**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu",
                                    "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
@@ -101,7 +100,13 @@ def test_two_processes_each_load_their_rows_and_match_one_device(tmp_path):
     outputs = [p.communicate(timeout=300) for p in procs]
     for p, (_, stderr) in zip(procs, outputs):
         assert p.returncode == 0, stderr[-3000:]
-    asked = sorted(json.loads(stdout.strip().splitlines()[-1])["asked"] for stdout, _ in outputs)
+    return sorted((json.loads(stdout.strip().splitlines()[-1]) for stdout, _ in outputs), key=lambda r: r["process"])
+
+
+@pytest.mark.slow  # two processes with 4 devices each, ~30 s here; CI runs it (`pytest -m slow`)
+def test_two_processes_each_load_their_rows_and_match_one_device(tmp_path):
+    """Multi-host on one machine: 2 processes x 4 CPU devices (gloo collectives), `shard_data` on."""
+    asked = [report["asked"] for report in two_processes(WORKER, tmp_path / "two")]
     assert asked == [[[0, 1000]], [[1000, 2000]]]  # each process loaded only its own half of the rows
     from aejax import data
     from aejax.config import Config
@@ -134,24 +139,6 @@ config = Config(latent_dim=16, epochs=2, batch_size=40, lr=2e-3, data_parallel=T
 loop.run(config, sys.argv[1], data=source, log=lambda *_: None)
 print(json.dumps({"process": jax.process_index(), "taken": taken}))
 """
-
-
-def two_processes(script: str, out) -> list[dict]:
-    """`script` run by 2 processes x 4 CPU devices (gloo collectives); each one's last line of JSON."""
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        port = s.getsockname()[1]
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(out)], cwd=REPO, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              env={**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu",
-                                   "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
-                                   "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i),
-                                   "XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
-             for i in range(2)]
-    outputs = [p.communicate(timeout=300) for p in procs]
-    for p, (_, stderr) in zip(procs, outputs):
-        assert p.returncode == 0, stderr[-3000:]
-    return sorted((json.loads(stdout.strip().splitlines()[-1]) for stdout, _ in outputs), key=lambda r: r["process"])
 
 
 @pytest.mark.slow  # two processes with 4 devices each, ~30 s here; CI runs it (`pytest -m slow`)
