@@ -73,6 +73,9 @@ def test_restore_into_another_architecture_names_the_shapes(tmp_path):
 def test_restore_without_checkpoint(tmp_path):
     with pytest.raises(AejaxError, match="no checkpoint found"):
         checkpoint.restore(checkpoint.manager(tmp_path / "empty", 2), _state(Config(latent_dim=8)))
+    with pytest.raises(AejaxError, match="no checkpoint found"):  # reloading a model creates nothing
+        checkpoint.restore(checkpoint.manager(tmp_path / "absent", 2, read_only=True), _state(Config(latent_dim=8)))
+    assert not (tmp_path / "absent").exists()
 
 
 # After a failed save, tensorstore's pending writes may complete into orbax's closed event loop, which Python

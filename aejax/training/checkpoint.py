@@ -35,9 +35,11 @@ from aejax.files import NoSpace, describe_bytes, free_bytes, is_full
 PARTIAL = ".orbax-checkpoint-tmp"  # in the name of a step orbax is still writing
 
 
-def manager(directory: str | Path, max_to_keep: int) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                           enable_async_checkpointing=True, cleanup_tmp_directories=True)
+def manager(directory: str | Path, max_to_keep: int, *, read_only: bool = False) -> ocp.CheckpointManager:
+    """The run's manager of `directory`; `read_only` (reloading a model) creates and cleans up nothing."""
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
+                                           enable_async_checkpointing=not read_only,
+                                           cleanup_tmp_directories=not read_only)
     handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
     return ocp.CheckpointManager(Path(directory).absolute(), options=options, item_handlers=handlers)
 

@@ -71,7 +71,8 @@ def _trained_state(run_dir: Path, config: Config, seeds: list, grid: list) -> tu
     trainer = train.make_trainer(config, swept=list(grid[0]))
     target = _abstract_state(trainer, len(grid) * len(seeds))
     directory = run_dir / (BEST_DIR if config.select == "best" else "checkpoints")
-    return config, checkpoint.restore(checkpoint.manager(directory, config.keep_checkpoints), target)[0]
+    return config, checkpoint.restore(checkpoint.manager(directory, config.keep_checkpoints, read_only=True),
+                                      target)[0]
 
 
 def warm_start(config: Config, state: train.TrainState, log: Callable[[str], None]) -> train.TrainState:
