@@ -178,6 +178,22 @@ def test_a_model_written_as_the_flax_examples_write_one_trains_in_training_mode(
         models.build(Config(model="required_train", latent_dim=8, image_shape=(12, 12, 1)))
 
 
+def test_a_model_written_with_flax_nnx_trains_through_the_bridge_and_reloads(tmp_path, mnist_test_images):
+    import tests.nnx_plugin  # noqa: F401 - registers nnx_ae
+
+    data = (mnist_test_images[:1000], mnist_test_images[1000:1200])
+    result = loop.run(Config(model="nnx_ae", latent_dim=8, epochs=3, batch_size=50, lr=3e-3), tmp_path / "nnx",
+                      data=data, **QUIET)
+    lines = (tmp_path / "nnx" / "metrics.jsonl").read_text().splitlines()
+    losses = [json.loads(line)["train_loss"][0] for line in lines]
+    assert losses[-1] < losses[0] / 2  # it learns
+    model, variables, _ = aejax.load_model(tmp_path / "nnx")
+    assert sorted(variables["params"]) == ["decoder", "encoder"]
+    assert metrics.reconstruction_metrics(model.apply, variables, data[1])["mse"] == result.rows[0]["test_mse"]
+    codes = jax.jit(lambda v, x: aejax.encode(model, v, x))(variables, data[1][:4])
+    assert codes.shape == (4, 8)
+
+
 def test_entry_points_trace_under_jit_grad_and_vmap(mnist_test_images):
     config = models.resolve(Config(latent_dim=8))
     model = models.build(config)
