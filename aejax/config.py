@@ -114,6 +114,8 @@ class Config:
     init_from: str | None = _field(None, "a run directory whose trained parameters (and model state) start this "
                                          "run, with a fresh optimizer: one model copied to every lane, or as many "
                                          "as this run trains")
+    log_every: int = _field(0, "TensorBoard scalars every N steps: the step's loss, learning rate and gradient "
+                               "norm (gathered inside the compiled epoch); 0: per epoch only")
     keep_checkpoints: int = _field(3, "how many of the latest per-epoch checkpoints to keep")
     checkpoint_every: int = _field(1, "save a checkpoint every N epochs (and after the last, or where a run stops)")
     data_parallel: bool = _field(False, "shard each batch over all devices (jax.sharding mesh)")
@@ -234,7 +236,7 @@ def validate(config: Config) -> None:
     _check(config.matmul_precision in PRECISIONS,
            f"unknown matmul_precision {config.matmul_precision!r}; choose one of {', '.join(PRECISIONS)}")
     for name in ("latent_dim", "epochs", "batch_size", "seed", "keep_checkpoints", "checkpoint_every",
-                 "early_stopping", "accumulate"):
+                 "early_stopping", "accumulate", "log_every"):
         _check(_is_int(getattr(config, name)), f"{name} must be an integer, got {getattr(config, name)!r}")
     _check(isinstance(config.image_shape, tuple) and (
         config.image_shape == () or (len(config.image_shape) == 3 and all(_is_int(v) and v > 0
@@ -245,6 +247,7 @@ def validate(config: Config) -> None:
     _check(config.latent_dim >= 1 and (pixels is None or config.latent_dim <= pixels),
            f"latent_dim must be in 1..{pixels or 'H*W*C'} (the values of one image), got {config.latent_dim}")
     _check(config.epochs >= 1, f"epochs must be >= 1, got {config.epochs}")
+    _check(config.log_every >= 0, f"log_every must be >= 0 steps (0: per epoch only), got {config.log_every}")
     _check(config.accumulate >= 1, f"accumulate must be >= 1 (steps per optimizer update), got {config.accumulate}")
     _check(0 <= config.seed < 2 ** 63, f"seed must be in 0..2**63-1 (a PRNG key's range), got {config.seed}")
     _check(isinstance(config.data_parallel, bool), f"data_parallel must be true or false, got {config.data_parallel!r}")

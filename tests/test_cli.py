@@ -78,7 +78,7 @@ def test_every_config_field_has_a_described_flag_that_sets_it(capsys):
                            "--keep-checkpoints", "2", "--checkpoint-every", "2", "--data-parallel", "--shard-data",
                            "--noise", "mask", "--noise-level", "0.2", "--conv-impl", "xla",
                            "--data-placement", "stream", "--validation-examples", "100", "--early-stopping", "2",
-                           "--select", "best", "--init-from", "runs/earlier", "--accumulate", "2",
+                           "--select", "best", "--init-from", "runs/earlier", "--accumulate", "2", "--log-every", "10",
                            "--matmul-precision",
                            "highest"])
     config, default = cli.config_from_args(args), Config()

@@ -318,3 +318,25 @@ def test_accumulated_gradients_update_as_one_larger_batch(tmp_path, mnist_test_i
     assert swept.rows[0]["test_mse"] != swept.rows[1]["test_mse"]  # each member's rate reaches the inner optimizer
     with pytest.raises(AejaxError, match="accumulate 30 is more than the 20 steps of an epoch"):
         loop.run(Config(batch_size=10, accumulate=30), tmp_path / "too_many", data=data, log=lambda line: None)
+
+
+def test_log_every_writes_each_steps_loss_rate_and_gradient_norm(tmp_path, mnist_test_images):
+    """Per-step scalars come from the compiled epoch's own outputs: the step losses it returns, the gradient norm
+    it adds to its aux, and the schedule at each step; the epoch's metrics are as without them."""
+    config = Config(latent_dim=8, epochs=2, batch_size=50, schedule="cosine", log_every=4)
+    data = (mnist_test_images[:1000], mnist_test_images[1000:1200])
+    loop.run(config, tmp_path / "run", data=data, seeds=[0, 1], sweep={"lr": [1e-3, 2e-3]}, log=lambda _: None)
+    plain = loop.run(config.replace(log_every=0), tmp_path / "plain", data=data, seeds=[0, 1],
+                     sweep={"lr": [1e-3, 2e-3]}, log=lambda _: None)
+    history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert "train_aux" not in history[0]  # the norm is a step scalar, not a loss term
+    logged = json.loads((tmp_path / "run" / "results.json").read_text())
+    np.testing.assert_allclose([r["test_mse"] for r in logged], [r["test_mse"] for r in plain.rows], rtol=1e-6)
+    scalars, _ = read_events(tmp_path / "run" / "tensorboard" / "lr=0.002_seed_1")
+    assert [s for s, _ in scalars["step/loss"]] == list(range(0, 40, 4))  # 2 epochs x 20 steps, every 4th
+    schedule = train.make_schedule(config.replace(lr=2e-3), 1000)
+    np.testing.assert_allclose([v for _, v in scalars["step/learning_rate"]],
+                               [float(schedule(s)) for s in range(0, 40, 4)], rtol=1e-5)
+    norms = [v for _, v in scalars["step/grad_norm"]]
+    assert len(norms) == 10 and all(np.isfinite(norms)) and min(norms) > 0
+    assert scalars["step/loss"][0][1] > scalars["step/loss"][-1][1]

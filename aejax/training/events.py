@@ -44,6 +44,23 @@ class EventLog:
                 writer.add_scalar(tag, entry[tag], entry["epoch"])
             writer.flush()
 
+    def steps(self, end: Any, learning_rates: np.ndarray, every: int) -> None:
+        """Per-step scalars of one epoch (`end`, a `loop.EpochEnd`), every `every` steps, at the global step:
+        `step/loss`, `step/learning_rate` (`[K, steps]`) and each aux term (`step/grad_norm`), from the arrays the
+        compiled epoch gathered."""
+        if not self.enabled:
+            return
+        epoch, losses, aux, steps = end.epoch, end.losses, end.step_aux, end.losses.shape[1]
+        for i in range(len(self.folders)):
+            writer = self._writer(i)
+            for s in range(0, steps, every):
+                step = (epoch - 1) * steps + s
+                writer.add_scalar("step/loss", float(losses[i, s]), step)
+                writer.add_scalar("step/learning_rate", float(learning_rates[i, s]), step)
+                for name, values in aux.items():
+                    writer.add_scalar(f"step/{name}", float(values[i, s]), step)
+            writer.flush()
+
     def image(self, tag: str, png: Path, step: int) -> None:
         """A PNG written by `aejax.evaluation.plots`, under the first model."""
         if not self.enabled:

@@ -7,17 +7,15 @@ from the newest checkpoint that has its metrics line, then keeps the device busy
 is a list of explicit per-epoch actions, each a function of one `EpochEnd`:
 
     check_finite     a non-finite loss stops the run, keeping the last good checkpoint
-    checkpoint       an asynchronous orbax save of a copy of the state (every `checkpoint_every` epochs, and
-                     after the last epoch of the call)
-    tensorboard      the epoch's scalars (`aejax.training.events`)
+    checkpoint       an asynchronous orbax save of the state (every `checkpoint_every` epochs, and the last)
+    tensorboard      the epoch's scalars, and every `log_every` steps' (`aejax.training.events`)
     metrics_line     waits for the checkpoint, then writes the `metrics.jsonl` line (a resume starts from the
                      newest checkpoint that has its line, and drops the lines after it)
     log_line         one line through `log`
 
-`run(..., actions=[...])` appends actions of your own (another logger, early stopping, a probe of the state): an
-action that returns True stops the run after the epoch in flight, which is finished, read back and
-checkpointed like every epoch, and the run ends with its results as usual. A SIGTERM or SIGINT does the same
-and ends with `Interrupted`; the step and the epoch program are untouched by any of this.
+`run(..., actions=[...])` appends actions of your own (another logger, early stopping, a probe of the state): one
+that returns True stops the run after the epoch in flight, which is finished, read back and checkpointed, and
+the run ends with its results; a SIGTERM or SIGINT does the same and ends with `Interrupted`.
 """
 
 from __future__ import annotations
@@ -75,6 +73,7 @@ class EpochEnd(NamedTuple):
     state: TrainState  # a copy of the state after the epoch, every leaf [K, ...]
     names: list[str]  # the K models, e.g. "seed 0" or "lr=0.003 seed 0"
     first: bool  # the first epoch of this call (its seconds include compilation)
+    step_aux: dict[str, np.ndarray] = {}  # [K, steps] per aux term, the gradient norm with log_every
 
 
 Action = Callable[[EpochEnd], bool | None]  # True: stop after the epoch in flight
@@ -300,8 +299,7 @@ def train_epochs(context: EpochContext, program: train.Program, state: TrainStat
 
 
 def read_back(context: EpochContext, flight: InFlight, done_at: float) -> tuple[EpochEnd, float]:
-    """One epoch copied to the host (waiting for that epoch only) as an `EpochEnd`, and when it finished. Its
-    seconds run from the end of the epoch before (or its dispatch, if later) to now."""
+    """One epoch copied to the host (waiting for it alone) as an `EpochEnd`, and the time it finished."""
     losses = np.asarray(flight.losses)  # [K, steps]
     now = time.perf_counter()
     seconds = now - max(flight.dispatched_at, done_at)
@@ -309,10 +307,11 @@ def read_back(context: EpochContext, flight: InFlight, done_at: float) -> tuple[
     entry = {"epoch": flight.epoch, "train_loss": losses.mean(axis=1).tolist(),
              context.plan.watch: _test_mse(flight.totals), "epoch_seconds": seconds,
              "images_per_second": len(context.plan.lanes) * n_steps * context.config.batch_size / seconds}
-    if flight.aux:
-        entry["train_aux"] = {k: np.asarray(v).mean(axis=1).tolist() for k, v in flight.aux.items()}
+    aux = {k: np.asarray(v) for k, v in flight.aux.items()}
+    if set(aux) - {train.GRAD_NORM}:
+        entry["train_aux"] = {k: v.mean(axis=1).tolist() for k, v in aux.items() if k != train.GRAD_NORM}
     end = EpochEnd(flight.epoch, context.config.epochs, losses, entry, flight.state, context.plan.names,
-                   flight.epoch == context.start_epoch + 1)
+                   flight.epoch == context.start_epoch + 1, aux)
     return end, now
 
 
@@ -327,6 +326,9 @@ def finish_epoch(context: EpochContext, end: EpochEnd, history: list[dict[str, A
     if context.best is not None:
         context.best.update(end.state, end.epoch, history)
     context.events.epoch(end.entry)
+    if context.config.log_every:  # per-step scalars, gathered inside the compiled epoch
+        context.events.steps(end, train.step_learning_rates(context.config, context.plan.n_train, context.plan.lanes,
+                                                            end.epoch), context.config.log_every)
     context.mngr.wait_until_finished()  # a metrics line never precedes the checkpoint saved for its epoch
     context.run_dir.write_metrics(history)
     log_line(end, context.log)
@@ -340,8 +342,7 @@ def save_if_skipped(context: EpochContext, end: EpochEnd) -> None:
 
 
 def _final_scores(context: EpochContext, flight: InFlight) -> list[dict[str, float]] | None:
-    """The full test scores of the config's last epoch (evaluated with SSIM); None for an earlier epoch, and
-    where each epoch scored the validation split."""
+    """The full test scores (with SSIM) of the config's last epoch; None for another, or with validation."""
     last = flight.epoch == context.config.epochs and context.plan.validation is None
     return _scores(flight.totals, len(context.plan.lanes)) if last else None
 

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import Mesh
 
@@ -61,6 +62,23 @@ class Trainer(NamedTuple):
     precision: str = "default"  # float32 matmul precision of training (Config.matmul_precision)
     image_shape: tuple[int, ...] = MNIST_SHAPE  # (H, W, C) of one image
     accumulate: int = 1  # steps whose gradients one optimizer update averages (tx is then optax.MultiSteps)
+    log_every: int = 0  # > 0: each step also returns its gradient's global norm (aux GRAD_NORM)
+
+
+GRAD_NORM = "grad_norm"  # the aux key of a step's gradient norm (with log_every; not a loss term)
+
+
+def step_learning_rates(config: Config, n_train: int, lanes: Sequence[tuple[dict[str, float], int]],
+                        epoch: int) -> np.ndarray:
+    """The learning rate of every step of 1-based `epoch`, per model `[K, steps]`: the schedule at each step's
+    optimizer count, scaled to each model's rate (its sweep member's lr, else `config.lr`); `lanes` as a run's
+    plan lays them out, (member, seed)."""
+    lane_lrs = [member.get("lr", config.lr) for member, _ in lanes]
+    steps = steps_per_epoch(n_train, config.batch_size)
+    counts = ((epoch - 1) * steps + np.arange(steps)) // config.accumulate
+    shape = make_schedule(config, n_train)
+    rates = np.asarray(shape(jnp.asarray(counts)), np.float64) / config.lr
+    return np.asarray(lane_lrs, np.float64)[:, None] * rates[None, :]
 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
@@ -128,7 +146,7 @@ def make_trainer(config: Config, n_train: int | None = None, swept: Sequence[str
     model = models.build(config)
     trainer = Trainer(model, make_optimizer(config, n_train, swept), losses.get_loss(config.loss, model),
                       config.batch_size, mesh, config.noise, config.noise_level, config.matmul_precision,
-                      tuple(config.image_shape), config.accumulate)
+                      tuple(config.image_shape), config.accumulate, config.log_every)
     _check_sweep_traces(trainer, [k for k in swept if k not in sweeps.CONFIG_HPARAMS and hasattr(model, k)])
     return trainer
 
@@ -214,6 +232,8 @@ def train_step(trainer: Trainer, state: TrainState, batch: Array, key: Array | N
         (loss, (aux, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
     updates, opt_state = trainer.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    if trainer.log_every:
+        aux = {**aux, GRAD_NORM: optax.tree.norm(grads)}
     return TrainState(state.step + 1, params, opt_state, model_state), (loss, aux)
 
 
