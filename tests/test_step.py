@@ -340,3 +340,6 @@ def test_log_every_writes_each_steps_loss_rate_and_gradient_norm(tmp_path, mnist
     norms = [v for _, v in scalars["step/grad_norm"]]
     assert len(norms) == 10 and all(np.isfinite(norms)) and min(norms) > 0
     assert scalars["step/loss"][0][1] > scalars["step/loss"][-1][1]
+    hparams, _ = read_events(tmp_path / "run" / "tensorboard" / "lr=0.002_seed_1" / "hparams")  # the HParams tab
+    assert hparams["hparam/test_mse"] == [(2, pytest.approx(logged[3]["test_mse"], rel=1e-6))]
+    assert "_hparams_/session_start_info" in hparams

@@ -15,12 +15,15 @@ from aejax.training.parallel import is_writer
 class EventLog:
     """TensorBoard event files of a run (tensorboardX, no TensorFlow): one folder per trained model under
     `tensorboard/` (`seed_<s>`, or `<member>_seed_<s>` in a sweep), with the scalars of each metrics.jsonl line at
-    step = epoch (a loss's aux terms as `train_<name>`). Only process 0 writes; a resumed run appends."""
+    step = epoch (a loss's aux terms as `train_<name>`), per-step scalars where asked (`steps`), and each model's
+    hyper-parameters with its last scores. Only process 0 writes; a resumed run appends."""
 
-    def __init__(self, run_path: Path, folders: list[str]):
+    def __init__(self, run_path: Path, folders: list[str], hparams: list[dict[str, Any]] | None = None):
         self.folders = list(folders)
         self.root = run_path / "tensorboard"
+        self.hparams = hparams  # per model, written with its last scores when the log is closed
         self._writers: dict[int, Any] = {}
+        self._last: dict[str, Any] | None = None
         self.enabled = is_writer() and _summary_writer() is not None
 
     def _writer(self, i: int):
@@ -33,6 +36,7 @@ class EventLog:
         epoch_seconds."""
         if not self.enabled:
             return
+        self._last = entry
         for i in range(len(self.folders)):
             writer = self._writer(i)
             for tag in ("train_loss", "test_mse", "val_mse"):
@@ -73,6 +77,13 @@ class EventLog:
         writer.flush()
 
     def close(self) -> None:
+        """Write each model's hyper-parameters with its last epoch's scores (TensorBoard's HParams tab, under
+        `<model>/hparams`), then close the files."""
+        if self.enabled and self.hparams is not None and self._last is not None:
+            for i, hparams in enumerate(self.hparams):
+                scores = {f"hparam/{tag}": float(self._last[tag][i]) for tag in ("train_loss", "test_mse", "val_mse")
+                          if tag in self._last}
+                self._writer(i).add_hparams(hparams, scores, name="hparams", global_step=self._last["epoch"])
         for writer in self._writers.values():
             writer.close()
         self._writers.clear()

@@ -164,7 +164,7 @@ def run(config: Config, out_dir: str | Path, *, seeds: Sequence[int] | None = No
     with contextlib.closing(run_dir), checkpoint.stop_when_full(run_dir.path, config.keep_checkpoints):
         state, hparams, train_images, test_images, watched = place(trainer, plan, state, hparams)
         mngr = checkpoint.manager(run_dir.path / "checkpoints", config.keep_checkpoints)
-        with contextlib.closing(mngr), contextlib.closing(EventLog(run_dir.path, plan.folders)) as events:
+        with contextlib.closing(mngr), contextlib.closing(EventLog(run_dir.path, plan.folders, plan.hparams)) as events:
             # 3. Resume from the newest checkpoint that has its metrics line.
             state, history = restore(run_dir, mngr, state, log) if resume else (state, [])
             start_epoch = len(history)

@@ -4,6 +4,7 @@ training images live."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -52,6 +53,14 @@ class Plan(NamedTuple):
     def names(self) -> list[str]:
         """'seed 0' or 'lr=0.003 seed 0', one per lane."""
         return [f"{sweeps.label(m) + ' ' if m else ''}seed {s}" for m, s in self.lanes]
+
+    @property
+    def hparams(self) -> list[dict[str, bool | int | float | str]]:
+        """Each lane's hyper-parameters for TensorBoard: the config's settings (lists and mappings as JSON), its
+        sweep member's values and its seed."""
+        flat = {k: v if isinstance(v, (bool, int, float, str)) else json.dumps(v)
+                for k, v in self.config.to_dict().items() if v is not None}
+        return [{**flat, **member, "seed": seed} for member, seed in self.lanes]
 
     @property
     def folders(self) -> list[str]:
