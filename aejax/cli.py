@@ -24,7 +24,7 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
-from aejax import models
+from aejax import models, numerics
 from aejax.config import MOVED_TO_MODEL_KWARGS, Config
 from aejax.data import datasets
 from aejax.errors import AejaxError
@@ -211,6 +211,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     run.add_argument("--compile-cache", default=None, metavar="DIR",
                      help="keep compiled programs in DIR (JAX's persistent cache): a rerun loads them, compiling "
                           "nothing")
+    run.add_argument("--portable-cpu", action="store_true",
+                     help="portable CPU numerics (aejax.numerics): the same bits on other x86-64 CPUs with AVX2 and "
+                          "other core counts, at some speed; recorded in config.json")
     run.add_argument("--deterministic", action="store_true",
                      help="set XLA's GPU determinism flags (XLA_FLAGS) and use the ops convolutions, whose max-pool "
                           "gradient they accept: bit-identical reruns on a GPU, at some speed")
@@ -222,6 +225,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
 
     def body() -> None:
+        if args.portable_cpu and not numerics.use_portable_cpu():
+            print(numerics.UNAVAILABLE, file=sys.stderr)
         import_plugins(args.plugin)
         config = config_from_args(args)
         if args.deterministic:

@@ -10,6 +10,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from aejax import numerics
+
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets", "numpy", "aejax")
 
 
@@ -27,7 +29,9 @@ def environment() -> dict[str, Any]:
     return {"versions": versions, "python": platform.python_version(), "platform": platform.platform(),
             "host": socket.gethostname(), "backend": jax.default_backend(),
             "device_kind": devices[0].device_kind, "device_count": len(devices),
-            "cpu_count": os.cpu_count(), "xla_flags": os.environ.get("XLA_FLAGS"), **_cpu()}
+            "cpu_count": os.cpu_count(), "xla_flags": os.environ.get("XLA_FLAGS"),
+            "portable_cpu": numerics.portable_cpu(), "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+            **_cpu()}
 
 
 CPU_FEATURES = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")  # what XLA's CPU code generation uses

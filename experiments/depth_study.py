@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aejax import cli, models
+from aejax import cli, models, numerics
 from aejax.config import MNIST_PIXELS, MNIST_SHAPE, Config
 from aejax.configs.study import ARMS, DEPTHS, Arm, parse_arms
 from aejax.data import mnist_source
@@ -229,9 +230,14 @@ def study_main(default_arms: Sequence[Arm], argv: list[str] | None = None,
     p.add_argument("--mnist-dir", default=None, help="directory with the four MNIST .gz IDX files")
     p.add_argument("--compile-cache", default=None, metavar="DIR",
                    help="keep compiled programs in DIR (JAX's persistent cache): a rerun loads them")
+    p.add_argument("--native-cpu", action="store_true",
+                   help="XLA's fastest code for this CPU instead of portable CPU numerics (aejax.numerics), which "
+                        "give the committed results' bits on other x86-64 CPUs and core counts")
     args = p.parse_args(argv)
 
     def body() -> None:
+        if not args.native_cpu and not numerics.use_portable_cpu():
+            print(numerics.UNAVAILABLE, file=sys.stderr)
         if args.compile_cache:
             train.use_compile_cache(args.compile_cache)
         depths = DEPTHS if args.depths is None else cli.parse_ints(args.depths, "--depths")

@@ -1,6 +1,9 @@
 import contextlib
 import errno
 import logging
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +15,7 @@ from aejax.config import Config
 from aejax.errors import AejaxError
 from aejax.training import checkpoint
 from aejax.training import step as train
-from tests.helpers import fill_disk, tmpfs
+from tests.helpers import REPO, fill_disk, tmpfs
 
 
 def _state(config: Config):
@@ -112,3 +115,23 @@ def test_a_full_disk_is_recognised_in_every_form_it_takes(error):
     wrapped.__cause__ = error
     assert files.is_full(error) and files.is_full(wrapped)
     assert not files.is_full(OSError(errno.EACCES, "Permission denied"))
+
+
+CLOSED_LOOP = """
+import sys, threading
+from aejax.training import checkpoint
+checkpoint.quiet_closed_loop()
+checkpoint.quiet_closed_loop()  # once per process: the second call wraps nothing
+sys.excepthook(RuntimeError, RuntimeError("Event loop is closed"), None)
+threading.excepthook(threading.ExceptHookArgs((RuntimeError, RuntimeError("Event loop is closed"), None, None)))
+sys.excepthook(ValueError, ValueError("a real error"), None)
+"""
+
+
+def test_tensorstores_late_callbacks_into_a_closed_event_loop_print_nothing_and_other_errors_still_do():
+    """A damaged step read on resume used to print up to nine `RuntimeError: Event loop is closed` tracebacks
+    (tensorstore's callbacks after orbax closed its loop, reported through Python's hooks) around the one line."""
+    done = subprocess.run([sys.executable, "-c", CLOSED_LOOP], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Event loop is closed" not in done.stderr and "ValueError: a real error" in done.stderr

@@ -47,6 +47,11 @@ def test_bad_inputs_get_one_line_errors(mnist_test_images):
         inference.encode(model, params, x)
     with pytest.raises(AejaxError, match=r"must lie in \[0, 1\]"):
         inference.reconstruct(model, params, np.full((28, 28), np.nan, np.float32))
+    for fn in (inference.encode, inference.reconstruct):  # under jit: checked when the program runs
+        with pytest.raises(Exception, match=r"float images must lie in \[0, 1\], got values in \[0, 255\]"):
+            jax.block_until_ready(jax.jit(lambda im, fn=fn: fn(model, params, im))(x))
+    ok = jax.jit(lambda im: inference.encode(model, params, im / 255.0))(x)
+    np.testing.assert_allclose(ok, inference.encode(model, params, x / 255.0), rtol=1e-5, atol=1e-6)
     with pytest.raises(AejaxError, match=r"images must be shaped .* got \[4, 32, 32, 1\]"):
         inference.encode(model, params, np.zeros((4, 32, 32, 1), np.uint8))
     with pytest.raises(AejaxError, match=r"must be uint8 \(0..255\) or float in \[0, 1\], got dtype int32"):

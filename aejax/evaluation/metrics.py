@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from aejax import numerics
 from aejax.evaluation.chunks import sum_over_chunks
 
 Array = jax.Array
@@ -177,7 +178,7 @@ def _pca_basis(x: Array) -> tuple[Array, Array, Array]:
     x = to_float(x).reshape(x.shape[0], -1)  # [N, D]
     mean = x.mean(axis=0)
     xc = x - mean
-    cov = jnp.matmul(xc.T, xc, precision=HIGHEST) / x.shape[0]  # [D, D]
+    cov = numerics.sum_of_outer_products(xc, xc, precision=HIGHEST) / x.shape[0]  # [D, D]
     values, vecs = jnp.linalg.eigh(cov)  # ascending eigenvalues
     return mean, vecs[:, ::-1].T, values[::-1]  # [D], [D, D] rows by decreasing variance, [D]
 

@@ -5,8 +5,9 @@ These are the entry points for code outside training (experiment scripts, notebo
 convention. `model` is a flax module from `aejax.models.build` (or `aejax.load_model`); `variables` its
 variables as `load_model` returns them (`{"params": ..., **other collections}`), or its bare parameters.
 
-They trace: under `jax.jit`, `jax.grad` and `jax.vmap` they are ordinary JAX functions (shape checks are static;
-the check that float images lie in [0, 1] needs their values and runs only on concrete arrays).
+They trace: under `jax.jit`, `jax.grad` and `jax.vmap` they are ordinary JAX functions. Shape checks are static;
+the check that float images lie in [0, 1] needs their values, so under a trace it is a `jax.debug.callback`
+that raises the same `AejaxError` when the compiled program runs (JAX reports it wrapped in its runtime error).
 """
 
 from __future__ import annotations
@@ -74,12 +75,18 @@ def _as_image_batch(model: nn.Module, images, what: str = "images") -> tuple[Arr
         return x, batched
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise AejaxError(f"{what} must be uint8 (0..255) or float in [0, 1], got dtype {x.dtype}")
-    if not isinstance(x, jax.core.Tracer):  # traced (jit, grad, vmap): the values are not known here
-        low, high = float(jnp.min(x)), float(jnp.max(x))
-        if not (0.0 <= low and high <= 1.0):  # also catches NaN
-            raise AejaxError(f"float {what} must lie in [0, 1], got values in [{low:g}, {high:g}]; pass uint8 "
-                             f"images as they are, or divide by 255")
+    if isinstance(x, jax.core.Tracer):  # traced (jit, grad, vmap): checked when the program runs
+        jax.debug.callback(functools.partial(_check_range, what), jnp.min(x), jnp.max(x))
+    else:
+        _check_range(what, jnp.min(x), jnp.max(x))
     return x.astype(jnp.float32) if x.dtype != jnp.float32 else x, batched
+
+
+def _check_range(what: str, low, high) -> None:
+    low, high = float(low), float(high)
+    if not (0.0 <= low and high <= 1.0):  # also catches NaN
+        raise AejaxError(f"float {what} must lie in [0, 1], got values in [{low:g}, {high:g}]; pass uint8 "
+                         f"images as they are, or divide by 255")
 
 
 def encode(model: nn.Module, variables, images, *, chunk: int = 1000) -> Array:

@@ -35,6 +35,8 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
+from aejax import numerics
+
 Array = jax.Array
 
 
@@ -73,14 +75,16 @@ def _shift_sum(z: Array, sign: int) -> Array:
     return sum(shifted(pieces[3 * i + j], i, j) for i in range(3) for j in range(3))
 
 
-def _correlate(x: Array, taps: Array, sign: int, input_taps: bool | None = None) -> Array:
+def _correlate(x: Array, taps: Array, sign: int, input_taps: bool | None = None, linear_in_taps: bool = False
+               ) -> Array:
     """sum over (i, j) of x[h + s(i-1), w + s(j-1)] @ taps[i, j] for x [B, H, W, C], taps [3, 3, C, F], as one
     matmul over shifted copies of the input (`input_taps`; default when C <= F) or of the per-tap products."""
     b, h, w, c = x.shape
     f = taps.shape[-1]
+    matmul = _weight_matmul if linear_in_taps else _matmul
     if c <= f if input_taps is None else input_taps:
-        return _matmul(_taps(x, sign), taps.reshape(9 * c, f))
-    z = _matmul(x, taps.transpose(2, 0, 1, 3).reshape(c, 9 * f))  # [B, H, W, 9F]: each tap's product, each pixel
+        return matmul(_taps(x, sign), taps.reshape(9 * c, f))
+    z = matmul(x, taps.transpose(2, 0, 1, 3).reshape(c, 9 * f))  # [B, H, W, 9F]: each tap's product, each pixel
     return _shift_sum(z.reshape(b, h, w, 3, 3, f), sign)
 
 
@@ -88,6 +92,22 @@ def _matmul(x: Array, w: Array) -> Array:
     """x [..., K] @ w [K, N] as a 2-D matmul: its transpose for the weight is then [K, M] @ [M, N], which XLA's
     CPU backend runs ~25% faster than the same contraction over several batch axes."""
     return (x.reshape(-1, x.shape[-1]) @ w).reshape(*x.shape[:-1], w.shape[-1])
+
+
+def _weight_matmul(x: Array, w: Array) -> Array:
+    """`_matmul(x, w)` for a tangent `w`. Under portable CPU numerics (`aejax.numerics`) it is written so that
+    its transpose, the weight gradient x^T @ g summed over all B*H*W rows, is a sum of fixed-size chunks:
+    [c, K, m] @ [c, m, N] products, then a sum over the c chunks in a fixed order.
+
+    Why: on CPU a single [K, M] @ [M, N] product with a long M is split across threads, and its rounding then
+    depends on how many cores the machine has; each chunk here is too small to split, so the gradient is the
+    same bits on one core or many (`tests/test_numerics.py`). Otherwise the one 2-D matmul, which is faster."""
+    if not numerics.portable_cpu():
+        return _matmul(x, w)
+    rows = x.reshape(-1, w.shape[0])  # [M, K]
+    chunks = numerics.row_chunks(rows)  # [c, m, K]
+    y = jnp.einsum("cmk,ckn->cmn", chunks, jnp.broadcast_to(w, (len(chunks), *w.shape)))  # transposed: summed over c
+    return y.reshape(-1, w.shape[1])[:rows.shape[0]].reshape(*x.shape[:-1], w.shape[1])
 
 
 @jax.custom_jvp
@@ -105,7 +125,7 @@ def _conv3x3_jvp(primals: tuple[Array, Array], tangents: tuple) -> tuple[Array, 
     if not _is_zero(dx):  # transposed: the input gradient, over shifted copies of the side with fewer channels
         terms.append(_correlate(dx, kernel, 1, input_taps=c < f))
     if not _is_zero(dk):  # transposed: [9C, B*H*W] @ [B*H*W, F] with few input channels, else [C, .] @ [., 9F]
-        terms.append(_correlate(x, dk.astype(x.dtype), 1, input_taps=9 * c <= 4 * f))
+        terms.append(_correlate(x, dk.astype(x.dtype), 1, input_taps=9 * c <= 4 * f, linear_in_taps=True))
     y = conv3x3(x, kernel)
     return y, _sum(terms, y)
 
@@ -161,7 +181,7 @@ def _window_conv_max_jvp(primals: tuple[Array, Array], tangents: tuple) -> tuple
     y = taps @ kernel  # [B, H/2, W/2, 4, F]
     first = jnp.argmax(y, axis=3).astype(jnp.int8)[:, :, :, None, :] == jnp.arange(4, dtype=jnp.int8)[:, None]
     terms = (([] if _is_zero(dtaps) else [_matmul(dtaps, kernel)])
-             + ([] if _is_zero(dk) else [_matmul(taps, dk.astype(taps.dtype))]))
+             + ([] if _is_zero(dk) else [_weight_matmul(taps, dk.astype(taps.dtype))]))
     return y.max(axis=3), jnp.sum(jnp.where(first, _sum(terms, y), 0), axis=3)
 
 
@@ -178,21 +198,65 @@ def conv3x3_max_pool2(x: Array, kernel: Array) -> Array:
     return max_pool2(conv3x3(x, kernel))
 
 
+def _space_to_depth(x: Array) -> Array:
+    """[B, H, W, C] -> [B, H/2, W/2, 4C]: each 2x2 window's pixels side by side, row-major."""
+    b, h, w, c = x.shape
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, h // 2, w // 2, 4 * c)
+
+
 def downsample2x2(x: Array, kernel: Array) -> Array:
     """Convolution with a 2x2 kernel and stride 2 (no padding), the mirror of `upsample2x2`: [B, H, W, C] x
     [2, 2, C, F] -> [B, H/2, W/2, F], out[i, j] = sum over (a, b) of x[2i+a, 2j+b] @ kernel[a, b]. Each window is
     its own patch, so this is one 2-D matmul of the windows laid side by side (a space-to-depth reshape); plain
-    autodiff of a matmul is already fast, so it needs no derivative rule of its own."""
-    b, h, w, c = x.shape
-    windows = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)  # [B, H/2, W/2, 2, 2, C]
-    return _matmul(windows.reshape(b, h // 2, w // 2, 4 * c), kernel.reshape(4 * c, kernel.shape[-1]))
+    autodiff of a matmul is already fast, and under portable CPU numerics a rule chunks the kernel gradient."""
+    return (_downsample_portable if numerics.portable_cpu() else _downsample)(x, kernel)
+
+
+def _downsample(x: Array, kernel: Array) -> Array:
+    return _matmul(_space_to_depth(x), kernel.reshape(-1, kernel.shape[-1]))
+
+
+_downsample_portable = jax.custom_jvp(_downsample)
+
+
+@functools.partial(_downsample_portable.defjvp, symbolic_zeros=True)
+def _downsample_portable_jvp(primals: tuple[Array, Array], tangents: tuple) -> tuple[Array, Array]:
+    """Autodiff's own matmuls, but the kernel tangent in `_weight_matmul`'s chunked form."""
+    x, kernel = primals
+    dx, dk = tangents
+    y = _downsample(x, kernel)
+    w = kernel.reshape(-1, kernel.shape[-1])  # [4C, F]
+    terms = (([] if _is_zero(dx) else [_matmul(_space_to_depth(dx), w)])
+             + ([] if _is_zero(dk) else [_weight_matmul(_space_to_depth(x), dk.reshape(w.shape).astype(x.dtype))]))
+    return y, _sum(terms, y)
 
 
 def upsample2x2(x: Array, kernel: Array) -> Array:
     """Transpose convolution with a 2x2 kernel and stride 2 in block layout: [B, H, W, *blocks, C] x
     [2, 2, C, F] -> [B, H, W, *blocks, 2, 2, F]. Each input pixel writes its own 2x2 output patch, so no
-    interleaving is needed until `unblock`."""
+    interleaving is needed until `unblock`. Under portable CPU numerics a rule chunks the kernel gradient."""
+    return (_upsample_portable if numerics.portable_cpu() else _upsample)(x, kernel)
+
+
+def _upsample(x: Array, kernel: Array) -> Array:
     return jnp.einsum("...c,ijcf->...ijf", x, kernel)
+
+
+_upsample_portable = jax.custom_jvp(_upsample)
+
+
+@functools.partial(_upsample_portable.defjvp, symbolic_zeros=True)
+def _upsample_portable_jvp(primals: tuple[Array, Array], tangents: tuple) -> tuple[Array, Array]:
+    """Autodiff's own einsum, but the kernel tangent in `_weight_matmul`'s chunked form."""
+    x, kernel = primals
+    dx, dk = tangents
+    y = _upsample(x, kernel)
+    c, f = kernel.shape[2:]
+    terms = [] if _is_zero(dx) else [jnp.einsum("...c,ijcf->...ijf", dx, kernel)]
+    if not _is_zero(dk):
+        w = dk.astype(x.dtype).transpose(2, 0, 1, 3).reshape(c, 4 * f)  # [C, (i, j, F)]
+        terms.append(_weight_matmul(x, w).reshape(y.shape))
+    return y, _sum(terms, y)
 
 
 def unblock(y: Array) -> Array:

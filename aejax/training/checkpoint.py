@@ -20,6 +20,8 @@ import hashlib
 import logging
 import os
 import shutil
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -49,6 +51,7 @@ def save(mngr: ocp.CheckpointManager, epoch: int, state: Any, meta: dict[str, An
     arrays are copied to the host, the write going on in the background (orbax waits for it before the next
     save; `mngr.wait_until_finished()` waits for it explicitly). The meta item records the state's checksum
     (`state_digest`), which `restore` verifies."""
+    quiet_closed_loop()
     _check_room(mngr, epoch, state)
     digest = state_digest(state)
     meta = {**meta, STATE_SHA256: digest} if digest is not None else meta
@@ -124,6 +127,7 @@ def restore(mngr: ocp.CheckpointManager, target: Any, step: int | None = None,
     to `corrupt_checkpoints/` beside the checkpoint directory (kept, never deleted) and the previous step is
     tried, saying so through `log`.
     """
+    quiet_closed_loop()
     directory = Path(mngr.directory)
     steps = [step] if step is not None else sorted((s for s in mngr.all_steps() if max_step is None or s <= max_step),
                                                    reverse=True)
@@ -157,6 +161,36 @@ def restore(mngr: ocp.CheckpointManager, target: Any, step: int | None = None,
         return restored["state"], restored["meta"]
     raise AejaxError(f"no readable checkpoint in {directory}: step(s) {', '.join(map(str, steps))} are corrupt "
                      f"(moved to {directory.parent / 'corrupt_checkpoints'})")
+
+
+def _closed_loop(error: BaseException | None) -> bool:
+    return isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
+
+
+def quiet_closed_loop() -> None:
+    """Drop `RuntimeError: Event loop is closed` raised where no caller can catch it: after a step fails to read
+    or write, tensorstore's pending callbacks may still land in orbax's event loop once it is closed, and Python
+    prints each as a traceback (up to nine) around the one line aejax prints. The steps on disk are not affected.
+    Every other error reaches the hooks that were there before. Installed once per process, by `restore` and
+    `save`."""
+    if getattr(sys.excepthook, "_aejax_quiet", False):
+        return
+    previous_except, previous_unraisable, previous_thread = sys.excepthook, sys.unraisablehook, threading.excepthook
+
+    def excepthook(kind, error, tb):
+        if not _closed_loop(error):
+            previous_except(kind, error, tb)
+
+    def unraisablehook(unraisable):
+        if not _closed_loop(unraisable.exc_value):
+            previous_unraisable(unraisable)
+
+    def thread_excepthook(args):
+        if not _closed_loop(args.exc_value):
+            previous_thread(args)
+
+    excepthook._aejax_quiet = True
+    sys.excepthook, sys.unraisablehook, threading.excepthook = excepthook, unraisablehook, thread_excepthook
 
 
 def _set_aside(mngr: ocp.CheckpointManager, step: int, error: Exception, log: Callable[[str], None]) -> None:
