@@ -26,6 +26,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 UNAVAILABLE = ("warning: portable CPU numerics unavailable (not an x86-64 CPU, XLA_FLAGS already sets those options, "
                "or this XLA does not know them): the results match only this kind of machine")
@@ -88,3 +89,15 @@ def sum_of_outer_products(x: jax.Array, y: jax.Array, precision: jax.lax.Precisi
     if not portable_cpu():
         return jnp.matmul(x.T, y, precision=precision)
     return jnp.einsum("cmk,cmn->ckn", row_chunks(x), row_chunks(y), precision=precision).sum(0)
+
+
+_X32 = {np.dtype(np.float64): np.float32, np.dtype(np.int64): np.int32, np.dtype(np.uint64): np.uint32,
+        np.dtype(np.complex128): np.complex64}
+
+
+def x32(array) -> np.ndarray:
+    """`array` as a NumPy array in the dtype JAX gives it without `JAX_ENABLE_X64` (float64 -> float32, int64 ->
+    int32, ...): what checksums and model hashes are computed over, so they do not depend on that setting (a
+    float32 parameter restored into a float64 target keeps its value exactly)."""
+    array = np.asarray(array)
+    return array.astype(_X32[array.dtype]) if array.dtype in _X32 else array

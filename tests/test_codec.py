@@ -2,6 +2,7 @@
 files decode bit for bit to the model's quantised reconstruction, and bad files are one-line errors."""
 
 import functools
+import os
 import subprocess
 import sys
 import zlib
@@ -18,6 +19,7 @@ from aejax.codec import HEADER, Codec, payload_bits
 from aejax.codec.__main__ import main as codec_main
 from aejax.models.rate_distortion import down5x5, up5x5
 from aejax.training.loop import RunResult
+from tests.helpers import REPO
 
 LMBDAS = [0.01, 0.1]
 
@@ -137,3 +139,56 @@ def test_the_codec_refuses_a_model_not_trained_for_compression(tmp_path):
               data=(train, train[:8]), log=lambda *_: None)
     with pytest.raises(aejax.AejaxError, match="trained for compression"):
         Codec.from_run(tmp_path / "lin")
+
+
+X64 = """
+import sys, numpy as np
+from aejax.codec import Codec
+codec = Codec.from_run(sys.argv[1], member=0)
+np.save(sys.argv[3], codec.decode(open(sys.argv[2], "rb").read()))
+open(sys.argv[4], "wb").write(codec.encode(np.load(sys.argv[5])))
+"""
+
+
+def test_jax_enable_x64_on_and_off_read_the_same_model_and_files(trained, tmp_path):
+    """With `JAX_ENABLE_X64=1` the run's checkpoint restores (its checksum and the model hash are computed in
+    32-bit dtypes; it used to be set aside as corrupt), a file written without it decodes to the same image, and
+    the file it writes is the one written without it."""
+    out, _, test = trained
+    codec = Codec.from_run(out, member=0)
+    (tmp_path / "a.aejx").write_bytes(codec.encode(test[0]))
+    np.save(tmp_path / "image.npy", test[1])
+    done = subprocess.run([sys.executable, "-c", X64, str(out), str(tmp_path / "a.aejx"), str(tmp_path / "a.npy"),
+                           str(tmp_path / "b.aejx"), str(tmp_path / "image.npy")], capture_output=True, text=True,
+                          env={**os.environ, "JAX_ENABLE_X64": "1", "PYTHONPATH": str(REPO)}, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert not (out / "corrupt_checkpoints").exists() or not any((out / "corrupt_checkpoints").iterdir())
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), codec.decode((tmp_path / "a.aejx").read_bytes()))
+    assert (tmp_path / "b.aejx").read_bytes() == codec.encode(test[1])
+
+
+def test_unsafe_paths_are_one_line_errors_and_a_16_bit_png_is_scaled_not_thresholded(trained, tmp_path, capsys):
+    out, _, test = trained
+    if test.shape[-1] != 1:
+        pytest.skip("the 16-bit case is a grey image")
+    codec = Codec.from_run(out, member=0)
+    Image.fromarray(test[0][..., 0]).save(tmp_path / "in.png")
+    sixteen = Image.fromarray(test[0][..., 0].astype(np.uint16) * 257)  # v * 257: exactly v again in 8 bits
+    sixteen.save(tmp_path / "in16.png")
+    assert Image.open(tmp_path / "in16.png").mode.startswith("I")
+    codec_main(["encode", "--run", str(out), str(tmp_path / "in16.png"), str(tmp_path / "16.aejx")])
+    assert (tmp_path / "16.aejx").read_bytes() == codec.encode(test[0])
+    codec_main(["encode", "--run", str(out), str(tmp_path / "in.png"), str(tmp_path / "x.aejx")])
+    before = (tmp_path / "in.png").read_bytes()
+    cases = [(["encode", str(tmp_path / "in.png"), str(tmp_path / "missing" / "x.aejx")], "does not exist; create"),
+             (["encode", str(tmp_path / "in.png"), str(tmp_path / "in.png"), "--overwrite"], "is the input"),
+             (["decode", str(tmp_path / "x.aejx"), str(tmp_path / "back.jpg")], "lossy")]
+    for args, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            codec_main([args[0], "--run", str(out), *args[1:]])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in err and err.count("\n") == 1, err
+    assert (tmp_path / "in.png").read_bytes() == before
+    assert not (tmp_path / "missing").exists() and not (tmp_path / "back.jpg").exists()
+    codec_main(["decode", "--run", str(out), "--lossy", str(tmp_path / "x.aejx"), str(tmp_path / "back.jpg")])
+    assert Image.open(tmp_path / "back.jpg").format == "JPEG"

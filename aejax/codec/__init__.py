@@ -30,11 +30,12 @@ the very words `encode` writes for them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import constriction
@@ -42,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from aejax import numerics
 from aejax.config import Config
 from aejax.errors import AejaxError
 from aejax.evaluation import chunks
@@ -58,8 +60,20 @@ def model_hash(config: Config, variables: dict) -> bytes:
     """4 bytes identifying a trained model: sha256 of its config (JSON) and every parameter's bytes."""
     digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
     for leaf in jax.tree_util.tree_leaves(variables):
-        digest.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+        digest.update(np.ascontiguousarray(numerics.x32(leaf)).tobytes())  # the same with JAX_ENABLE_X64
     return digest.digest()[:4]
+
+
+def _in_32_bits(method: Callable) -> Callable:
+    """Run `method` with JAX's 64-bit mode off: the symbols, entropy tables and decoded images are then the same
+    bits whether or not the caller set `JAX_ENABLE_X64` (a file written in one mode decodes in the other)."""
+
+    @functools.wraps(method)
+    def wrapped(*args, **kwargs):
+        with jax.enable_x64(False):
+            return method(*args, **kwargs)
+
+    return wrapped
 
 
 def _as_batch(images, shape: tuple[int, ...]) -> tuple[jax.Array, bool]:
@@ -83,6 +97,7 @@ def _as_batch(images, shape: tuple[int, ...]) -> tuple[jax.Array, bool]:
 class Codec:
     """Encode images to bytes and decode them with one trained rate-distortion model (module docstring)."""
 
+    @_in_32_bits
     def __init__(self, model: RateDistortionAutoencoder, variables: dict, config: Config):
         if not isinstance(model, RateDistortionAutoencoder):
             raise AejaxError(f"the codec needs a model trained for compression (rd_factorized or rd_hyperprior), "
@@ -118,6 +133,7 @@ class Codec:
 
     # --- arrays ----------------------------------------------------------------------------------------------
 
+    @_in_32_bits
     def reconstruct(self, images) -> np.ndarray:
         """The model's quantised reconstruction of each image, float32 `[N, H, W, C]` (what decoding gives)."""
         x, batched = _as_batch(images, self.shape)
@@ -125,6 +141,7 @@ class Codec:
         out = np.asarray(self._decode(y_hat))
         return out if batched else out[0]
 
+    @_in_32_bits
     def estimated_bits(self, images) -> np.ndarray:
         """The model's own rate for each image, float32 `[N]` (`[]` for one image `[H, W, C]`): its entropy
         model's -log2 likelihood of the quantised codes, which a file's payload (`payload_bits`) approaches."""
@@ -132,6 +149,7 @@ class Codec:
         bits = np.asarray(self._estimate(x))
         return bits if batched else bits[0]
 
+    @_in_32_bits
     def encode(self, images) -> list[bytes] | bytes:
         """Each image (uint8 or float in [0, 1], `[N, H, W, C]`) as the bytes of one file; one image
         `[H, W, C]` gives one `bytes`."""
@@ -145,6 +163,7 @@ class Codec:
                          + payload)
         return files if batched else files[0]
 
+    @_in_32_bits
     def decode(self, files: Sequence[bytes] | bytes, name: str | None = None) -> np.ndarray:
         """Images (float32 `[N, H, W, C]` in [0, 1]) from files `encode` wrote; one `bytes` gives `[H, W, C]`
         (`name`: what errors call it, such as its path; default `file 0`)."""

@@ -5,7 +5,9 @@
 
 `--seed` and `--member` pick one model of a run that trained several (seeds, a sweep of `lmbda`): the member
 as an index or as JSON (`--member '{"lmbda": 0.01}'`). Images are read and written with Pillow (grey for a
-1-channel model, RGB for a 3-channel one); an existing output is replaced only with `--overwrite`.
+1-channel model, RGB for a 3-channel one; 16-bit grey scaled to 8 bits, alpha composited onto black, as
+`aejax.data.pixels` states). An existing output is replaced only with `--overwrite`, the input never; a missing
+output directory and a decoded image in a lossy format (unless `--lossy`) are refused.
 """
 
 from __future__ import annotations
@@ -20,26 +22,44 @@ from aejax import cli
 from aejax.errors import AejaxError
 from aejax.files import write_atomic
 
-MODES = {1: "L", 3: "RGB"}
-
 
 def read_image(path: Path, channels: int) -> np.ndarray:
-    """uint8 `[H, W, C]` from an image file, for a model of `channels` channels."""
+    """uint8 `[H, W, C]` from an image file, for a model of `channels` channels, by `aejax.data.pixels`'s rules:
+    16-bit grey scaled to 8 bits (never thresholded), alpha composited onto black, palettes as colour, EXIF
+    orientation applied. A grey image for a colour model (or the reverse) is refused rather than converted."""
     from PIL import Image, UnidentifiedImageError
+
+    from aejax.data.pixels import header, pixels
 
     try:
         with Image.open(path) as image:
-            image.load()
+            mode, _, _, colour = header(image)
+            if colour != (channels == 3):
+                raise AejaxError(f"{path} is a {'colour' if colour else 'grey'} image (mode {mode}); the model codes "
+                                 f"{'grey' if channels == 1 else 'RGB'} images")
+            return pixels(image, channels, None, "resize", str(path))
     except FileNotFoundError:
         raise AejaxError(f"{path} does not exist") from None
     except (UnidentifiedImageError, OSError) as e:
         raise AejaxError(f"{path} is not an image Pillow can read ({e})") from None
-    grey = image.mode in ("1", "L", "LA", "I", "I;16", "F")
-    if grey != (channels == 1):
-        raise AejaxError(f"{path} is a {'grey' if grey else 'colour'} image (mode {image.mode}); the model codes "
-                         f"{'grey' if channels == 1 else 'RGB'} images")
-    array = np.asarray(image.convert(MODES[channels]))
-    return array[..., None] if channels == 1 else array
+
+
+LOSSLESS = frozenset({".png", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".pnm"})
+
+
+def check_paths(source: Path, target: Path, command: str, overwrite: bool, lossy: bool) -> None:
+    """One-line errors, before anything is read or written: an output that is the input, an output directory that
+    does not exist, an existing output without `--overwrite`, a decoded image in a lossy format without `--lossy`."""
+    if target.exists() and source.exists() and target.resolve() == source.resolve():
+        raise AejaxError(f"the output {target} is the input; choose another name (the input is never replaced)")
+    if not target.parent.is_dir():
+        raise AejaxError(f"the directory of {target} does not exist; create {target.parent} first")
+    if target.exists() and not overwrite:
+        raise AejaxError(f"{target} exists; pass --overwrite to replace it")
+    if command == "decode" and target.suffix.lower() not in LOSSLESS and not lossy:
+        raise AejaxError(f"{target.name}: '{target.suffix}' would store the decoded image in a lossy format (or one "
+                         f"Pillow may not write losslessly), changing its pixels again; write .png, .bmp or .tiff, "
+                         f"or pass --lossy")
 
 
 def parse_member(text: str | None) -> int | dict[str, float] | None:
@@ -61,15 +81,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--run", required=True, help="the run directory of a trained rd_factorized / rd_hyperprior model")
     p.add_argument("--seed", type=int, default=None, help="which seed of the run (default: its first)")
     p.add_argument("--member", default=None, help="which sweep member: an index or JSON values (default: the first)")
-    p.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
+    p.add_argument("--overwrite", action="store_true", help="replace the output if it exists (never the input)")
+    p.add_argument("--lossy", action="store_true",
+                   help="decode: allow an output format that stores the image lossily (.jpg, .webp)")
     args = p.parse_args(argv)
 
     def body() -> None:
         from aejax.codec import Codec
 
         source, target = Path(args.input), Path(args.output)
-        if target.exists() and not args.overwrite:
-            raise AejaxError(f"{target} exists; pass --overwrite to replace it")
+        check_paths(source, target, args.command, args.overwrite, args.lossy)
         if args.command == "decode" and not source.is_file():
             raise AejaxError(f"{source} does not exist")
         codec = Codec.from_run(args.run, seed=args.seed, member=parse_member(args.member))

@@ -31,6 +31,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from aejax import numerics
 from aejax.errors import AejaxError
 from aejax.files import NoSpace, describe_bytes, free_bytes, is_full
 
@@ -65,15 +66,15 @@ STATE_SHA256 = "state_sha256"  # the meta item's key of the state's checksum
 
 
 def state_digest(state: Any) -> str | None:
-    """sha256 of every leaf's path, dtype, shape and bytes, in path order: what a step's arrays must still be
-    when restored. None where a leaf is not fully addressable here (several processes), which is then not
-    checked."""
+    """sha256 of every leaf's path, dtype, shape and bytes (in 32-bit dtypes), in path order: what a step's
+    arrays must still be when restored, with `JAX_ENABLE_X64` on or off. None where a leaf is not fully
+    addressable here (several processes), which is then not checked."""
     leaves = jax.tree_util.tree_leaves_with_path(state)
     if any(isinstance(leaf, jax.Array) and not leaf.is_fully_addressable for _, leaf in leaves):
         return None
     digest = hashlib.sha256()
     for name, leaf in sorted(zip(_flat_shapes(state), jax.device_get([leaf for _, leaf in leaves]), strict=True)):
-        array = np.ascontiguousarray(leaf)
+        array = np.ascontiguousarray(numerics.x32(leaf))  # the same digest with JAX_ENABLE_X64 on or off
         digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
         digest.update(array.tobytes())
     return digest.hexdigest()
