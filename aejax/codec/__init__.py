@@ -6,11 +6,13 @@ an entropy coder (constriction's range coder) turn images into bytes and back.
     images_back = codec.decode(files)      # float32 [N, H, W, C] in [0, 1]
     assert (images_back == codec.reconstruct(images)).all()   # bit for bit
 
-Each image is encoded on its own (the model runs with a batch of one, so a result never depends on which
-other images share the call): its quantised code values (clipped to +-`SYMBOL_BOUND`) are coded under the model's
-entropy model, discretised to integer bins: per channel the learned factorized density's mass of each bin
-(`rd_factorized`; the hyper code of `rd_hyperprior` the same way, coded first), and for `rd_hyperprior`'s main
-code a quantised Gaussian whose scale is the hyper-synthesis output rounded up to a fixed table
+Any H x W with the model's channels is coded, whatever size the model trained on (its layers are convolutions:
+the analysis pads the image to a multiple of 16, the synthesis crops back to the size the file's header gives;
+each size compiles once). Each image is encoded on its own (the model runs with a batch of one, so a result never
+depends on which other images share the call): its quantised code values (clipped to +-`SYMBOL_BOUND`) are coded
+under the model's entropy model, discretised to integer bins: per channel the learned factorized density's mass of
+each bin (`rd_factorized`; the hyper code of `rd_hyperprior` the same way, coded first), and for `rd_hyperprior`'s
+main code a quantised Gaussian whose scale is the hyper-synthesis output rounded up to a fixed table
 (`SCALE_TABLE`), so the encoder and the decoder derive identical models. Decoding reruns the model on the
 decoded symbols: it equals the model's own quantised reconstruction (`Codec.reconstruct`) bit for bit.
 
@@ -19,11 +21,11 @@ file against ANS's about 35 (constriction's coders, both with 32-bit words, meas
 
 A file is a 19-byte header and the coder's 32-bit words (little-endian):
 
-    magic b"AEJX" | format version (1 byte) | model kind (1: factorized, 2: hyperprior) | H, W (uint16) |
+    magic b"AEJX" | format version (1 byte) | model kind (1: factorized, 2: hyperprior) | H, W (uint16, the image's) |
     C (uint8) | model hash (4 bytes: sha256 of the model's config and parameters) | CRC-32 of the payload |
     payload
 
-A file that is not one, of another version, of another shape or model, truncated or altered is refused with
+A file that is not one, of another version, of another model (or channel count), truncated or altered is refused with
 one line (`AejaxError`) before an image is returned: decoding re-encodes the decoded symbols and accepts only
 the very words `encode` writes for them.
 """
@@ -37,6 +39,7 @@ import struct
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import constriction
 import jax
@@ -52,6 +55,7 @@ from aejax.models.rate_distortion import SCALE_TABLE, SYMBOL_BOUND, RateDistorti
 MAGIC = b"AEJX"
 VERSION = 2  # 1: ANS-coded payloads (no longer read)
 HEADER = struct.Struct("<4sBBHHB4sI")  # magic, version, kind, H, W, C, model hash, payload CRC-32
+MAX_SIDE = 65535  # H and W are uint16 in the header
 KINDS = {False: 1, True: 2}  # hyperprior -> kind byte
 ESTIMATE_CHUNK = 500  # images per model call when estimating rates
 
@@ -76,22 +80,36 @@ def _in_32_bits(method: Callable) -> Callable:
     return wrapped
 
 
-def _as_batch(images, shape: tuple[int, ...]) -> tuple[jax.Array, bool]:
-    """Images as float32 `[N, H, W, C]` in [0, 1] (from uint8 0..255 or float [0, 1]); whether batched."""
+def _as_batch(images, channels: int) -> tuple[jax.Array, bool]:
+    """Images as float32 `[N, H, W, C]` in [0, 1] (from uint8 0..255 or float [0, 1]), any H x W with the model's
+    C channels; whether batched."""
     x = np.asarray(images)
-    if x.shape == shape:
+    if x.ndim == 3 and x.shape[-1] == channels:
         x, batched = x[None], False
-    elif x.ndim == 4 and x.shape[1:] == shape:
+    elif x.ndim == 4 and x.shape[-1] == channels:
         batched = True
     else:
-        raise AejaxError(f"the codec's model codes {'x'.join(map(str, shape))} images; got an array shaped "
-                         f"{list(x.shape)}")
+        raise AejaxError(f"the codec's model codes images of {channels} channel(s), [H, W, {channels}] or "
+                         f"[N, H, W, {channels}]; got an array shaped {list(x.shape)}")
+    if not (0 < x.shape[1] <= MAX_SIDE and 0 < x.shape[2] <= MAX_SIDE):
+        raise AejaxError(f"images must be 1 to {MAX_SIDE} pixels on each side, got {x.shape[1]}x{x.shape[2]}")
     if x.dtype == np.uint8:
         return jnp.asarray(x, jnp.float32) / 255.0, batched
     if not np.issubdtype(x.dtype, np.floating) or not (0.0 <= float(x.min()) and float(x.max()) <= 1.0):
         raise AejaxError(f"images must be uint8 (0..255) or float in [0, 1], got {x.dtype} in "
                          f"[{float(x.min()):g}, {float(x.max()):g}]")
     return jnp.asarray(x, jnp.float32), batched
+
+
+class _Programs(NamedTuple):
+    """The compiled model functions for one image size (each image runs with a batch of one)."""
+
+    symbols: Callable  # [N, H, W, C] -> (y_hat, z_hat)
+    decode: Callable  # y_hat -> images
+    estimate: Callable  # images -> bits [N]
+    scales: Callable | None  # z_hat -> y's scales (hyperprior)
+    code_shape: tuple[int, ...]
+    z_shape: tuple[int, ...] | None
 
 
 class Codec:
@@ -106,22 +124,33 @@ class Codec:
         self.shape = tuple(model.image_shape)
         self.kind = KINDS[model.hyperprior]
         self.hash = model_hash(config, variables)
-        apply = lambda method: (lambda *a: model.apply(variables, *a, method=method))  # noqa: E731
-        one = lambda f: jax.jit(lambda xs: jax.lax.map(lambda x: jax.tree_util.tree_map(  # noqa: E731
-            lambda v: v[0], f(x[None])), xs))  # per image, with a batch of one
-        self._symbols = one(apply("symbols"))
-        self._decode = one(apply("decode"))
-        self._estimate = jax.jit(lambda x: chunks.map_over_chunks(lambda part: apply("rd_terms")(part)[1], x,
-                                                                  ESTIMATE_CHUNK))
         values = jnp.arange(-SYMBOL_BOUND, SYMBOL_BOUND + 1, dtype=jnp.float32)[:, None]  # [2R + 1, 1]
-        density = apply(lambda m, v: m.density.likelihood(jnp.broadcast_to(v, (v.shape[0], m.density.channels))))
-        self._tables = np.asarray(density(values), np.float64).T  # [channels, 2R + 1]: each bin's mass
-        self._code_shape = tuple(jax.eval_shape(apply("encode"), jnp.zeros((1, *self.shape))).shape[1:])
-        if model.hyperprior:
-            self._z_shape = tuple(jax.eval_shape(apply("hyper_encode"), jnp.zeros((1, *self._code_shape))).shape[1:])
-            self._scales = one(lambda z: model.apply(variables, z, self._code_shape[:2], method="scales"))
+        density = lambda m, v: m.density.likelihood(jnp.broadcast_to(v, (v.shape[0], m.density.channels)))  # noqa: E731
+        self._tables = np.asarray(model.apply(variables, values, method=density), np.float64).T  # [channels, 2R+1]
+        self._programs: dict[tuple[int, ...], _Programs] = {}
         self._categorical = constriction.stream.model.Categorical(perfect=False)
         self._gaussian = constriction.stream.model.QuantizedGaussian(-SYMBOL_BOUND, SYMBOL_BOUND)
+
+    @_in_32_bits
+    def _at(self, shape: tuple[int, ...]) -> _Programs:
+        """The model's functions for images of `shape` (H, W, C): the model with that `image_shape` (the
+        parameters do not depend on it; the analysis pads to a multiple of 16 and the synthesis crops back),
+        compiled once per size."""
+        if shape not in self._programs:
+            model, variables = self.model.clone(image_shape=shape), self.variables
+            apply = lambda method: (lambda *a: model.apply(variables, *a, method=method))  # noqa: E731
+            one = lambda f: jax.jit(lambda xs: jax.lax.map(lambda x: jax.tree_util.tree_map(  # noqa: E731
+                lambda v: v[0], f(x[None])), xs))  # per image, with a batch of one
+            code_shape = tuple(jax.eval_shape(apply("encode"), jnp.zeros((1, *shape))).shape[1:])
+            z_shape = scales = None
+            if model.hyperprior:
+                z_shape = tuple(jax.eval_shape(apply("hyper_encode"), jnp.zeros((1, *code_shape))).shape[1:])
+                scales = one(lambda z: model.apply(variables, z, code_shape[:2], method="scales"))
+            estimate = jax.jit(lambda x: chunks.map_over_chunks(lambda part: apply("rd_terms")(part)[1], x,
+                                                                ESTIMATE_CHUNK))
+            self._programs[shape] = _Programs(one(apply("symbols")), one(apply("decode")), estimate, scales,
+                                              code_shape, z_shape)
+        return self._programs[shape]
 
     @classmethod
     def from_run(cls, run_dir: str | Path, seed: int | None = None,
@@ -136,57 +165,65 @@ class Codec:
     @_in_32_bits
     def reconstruct(self, images) -> np.ndarray:
         """The model's quantised reconstruction of each image, float32 `[N, H, W, C]` (what decoding gives)."""
-        x, batched = _as_batch(images, self.shape)
-        y_hat, _ = self._symbols(x)
-        out = np.asarray(self._decode(y_hat))
+        x, batched = _as_batch(images, self.shape[-1])
+        programs = self._at(x.shape[1:])
+        y_hat, _ = programs.symbols(x)
+        out = np.asarray(programs.decode(y_hat))
         return out if batched else out[0]
 
     @_in_32_bits
     def estimated_bits(self, images) -> np.ndarray:
         """The model's own rate for each image, float32 `[N]` (`[]` for one image `[H, W, C]`): its entropy
         model's -log2 likelihood of the quantised codes, which a file's payload (`payload_bits`) approaches."""
-        x, batched = _as_batch(images, self.shape)
-        bits = np.asarray(self._estimate(x))
+        x, batched = _as_batch(images, self.shape[-1])
+        bits = np.asarray(self._at(x.shape[1:]).estimate(x))
         return bits if batched else bits[0]
 
     @_in_32_bits
     def encode(self, images) -> list[bytes] | bytes:
         """Each image (uint8 or float in [0, 1], `[N, H, W, C]`) as the bytes of one file; one image
         `[H, W, C]` gives one `bytes`."""
-        x, batched = _as_batch(images, self.shape)
-        y_hat, z_hat = jax.device_get(self._symbols(x))
-        scales = None if z_hat is None else np.asarray(self._scales(jnp.asarray(z_hat)))
+        x, batched = _as_batch(images, self.shape[-1])
+        programs = self._at(x.shape[1:])
+        y_hat, z_hat = jax.device_get(programs.symbols(x))
+        scales = None if z_hat is None else np.asarray(programs.scales(jnp.asarray(z_hat)))
         files = []
         for words in self._words(y_hat, z_hat, scales):
             payload = words.astype("<u4").tobytes()
-            files.append(HEADER.pack(MAGIC, VERSION, self.kind, *self.shape, self.hash, zlib.crc32(payload))
+            files.append(HEADER.pack(MAGIC, VERSION, self.kind, *x.shape[1:], self.hash, zlib.crc32(payload))
                          + payload)
         return files if batched else files[0]
 
     @_in_32_bits
-    def decode(self, files: Sequence[bytes] | bytes, name: str | None = None) -> np.ndarray:
-        """Images (float32 `[N, H, W, C]` in [0, 1]) from files `encode` wrote; one `bytes` gives `[H, W, C]`
-        (`name`: what errors call it, such as its path; default `file 0`)."""
+    def decode(self, files: Sequence[bytes] | bytes, name: str | None = None) -> np.ndarray | list[np.ndarray]:
+        """Images (float32 `[H, W, C]` in [0, 1], each the size its header gives) from files `encode` wrote: one
+        `bytes` gives one image, several give `[N, H, W, C]` when they share a size, else a list (`name`: what
+        errors call a single file, such as its path; default `file 0`)."""
         single = isinstance(files, (bytes, bytearray))
         files = [files] if single else list(files)
         labels = [name or "file 0"] if single else [f"file {i}" for i in range(len(files))]
-        payloads = [self._payload(f, label) for f, label in zip(files, labels, strict=True)]
-        coders = [constriction.stream.queue.RangeDecoder(words) for words in payloads]
+        images = [self._decode_one(f, label) for f, label in zip(files, labels, strict=True)]
+        if single:
+            return images[0]
+        return np.stack(images) if len({i.shape for i in images}) <= 1 and images else images
+
+    def _decode_one(self, data: bytes, label: str) -> np.ndarray:
+        shape, words = self._payload(data, label)
+        programs = self._at(shape)
+        coder = constriction.stream.queue.RangeDecoder(words)
         if self.model.hyperprior:
-            z_hat = np.stack([self._decode_factorized(c, self._z_shape, labels[i]) for i, c in enumerate(coders)])
-            scales = np.asarray(self._scales(jnp.asarray(z_hat, jnp.float32)))
-            y_hat = np.stack([self._decode_symbols(lambda c=c, s=s: c.decode(
-                self._gaussian, np.zeros(s.size), self._table_scales(s)), labels[i]).reshape(self._code_shape)
-                for i, (c, s) in enumerate(zip(coders, scales, strict=True))])
+            z_hat = self._decode_factorized(coder, programs.z_shape, label)[None]
+            scales = np.asarray(programs.scales(jnp.asarray(z_hat, jnp.float32)))
+            y_hat = self._decode_symbols(lambda: coder.decode(self._gaussian, np.zeros(scales[0].size),
+                                                              self._table_scales(scales[0])), label)
+            y_hat = y_hat.reshape(1, *programs.code_shape)
         else:
             z_hat, scales = None, None
-            y_hat = np.stack([self._decode_factorized(c, self._code_shape, labels[i]) for i, c in enumerate(coders)])
+            y_hat = self._decode_factorized(coder, programs.code_shape, label)[None]
         # A range decoder cannot tell where its data ends: accept only the words encode writes for these symbols.
-        for label, words, again in zip(labels, payloads, self._words(y_hat, z_hat, scales), strict=True):
-            if not np.array_equal(again, words):
-                raise AejaxError(f"{label} holds data its codes do not explain: it is not a file of this model")
-        out = np.asarray(self._decode(jnp.asarray(y_hat, jnp.float32)))
-        return out[0] if single else out
+        if not np.array_equal(self._words(y_hat, z_hat, scales)[0], words):
+            raise AejaxError(f"{label} holds data its codes do not explain: it is not a file of this model")
+        return np.asarray(programs.decode(jnp.asarray(y_hat, jnp.float32)))[0]
 
     # --- the entropy coder -----------------------------------------------------------------------------------
 
@@ -226,20 +263,21 @@ class Codec:
         index = np.minimum(np.searchsorted(SCALE_TABLE, scales.ravel(), side="left"), len(SCALE_TABLE) - 1)
         return SCALE_TABLE[index]
 
-    def _payload(self, data: bytes, name: str) -> np.ndarray:
-        """The coder's words of file `name`, after checking its header and CRC against this model."""
+    def _payload(self, data: bytes, name: str) -> tuple[tuple[int, int, int], np.ndarray]:
+        """The image shape and the coder's words of file `name`, after checking its header and CRC against this
+        model."""
         if len(data) < HEADER.size or data[:4] != MAGIC:
             raise AejaxError(f"{name} is not an aejax codec file (no {MAGIC.decode()} header)")
         magic, version, kind, h, w, c, digest, crc = HEADER.unpack_from(data)
         if version != VERSION:
             raise AejaxError(f"{name} has format version {version}; this aejax reads version {VERSION}")
-        if kind != self.kind or (h, w, c) != self.shape or digest != self.hash:
+        if kind != self.kind or c != self.shape[-1] or digest != self.hash or not (h and w):
             raise AejaxError(f"{name} was encoded by another model ({h}x{w}x{c}, model hash {digest.hex()}); this "
-                             f"model codes {'x'.join(map(str, self.shape))} images with hash {self.hash.hex()}")
+                             f"model codes {self.shape[-1]}-channel images with hash {self.hash.hex()}")
         payload = bytes(data[HEADER.size:])
         if len(payload) % 4 or zlib.crc32(payload) != crc:
             raise AejaxError(f"{name} is damaged or truncated (its checksum does not match)")
-        return np.frombuffer(payload, "<u4").astype(np.uint32)
+        return (h, w, c), np.frombuffer(payload, "<u4").astype(np.uint32)
 
 
 def payload_bits(file: bytes) -> int:
