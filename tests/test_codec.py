@@ -208,3 +208,65 @@ def test_any_image_size_round_trips_bit_for_bit_with_its_size_in_the_header(trai
     np.testing.assert_array_equal(back, codec.reconstruct(image))
     both = codec.decode([file, codec.encode(test[0])])  # two sizes: a list, each its own size
     assert [b.shape for b in both] == [image.shape, test[0].shape] or size == test[0].shape[:2]
+
+
+def _run_main(capsys, *args: str) -> tuple[int, str]:
+    try:
+        codec_main(list(args))
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+def test_folders_and_globs_in_one_process_a_model_file_and_the_member_found_by_hash(trained, tmp_path, capsys):
+    """encode a folder (with a sub-folder) and a glob into --out-dir, decode that folder from the run without
+    --member (the model found by the files' hash) and from an exported model file: every image equals the model's
+    reconstruction, sub-folders kept; unsafe plans are refused before anything is written."""
+    out, _, test = trained
+    codec = Codec.from_run(out, member=1)
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    (tmp_path / "more").mkdir()
+    names = []
+    for i, image in enumerate(test[:6]):
+        name = Path("sub" if i % 2 else ".") / f"d{i}.png"
+        Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(tmp_path / "in" / name)
+        names.append(name)
+    Image.fromarray(test[6][..., 0] if test.shape[-1] == 1 else test[6]).save(tmp_path / "more" / "x.png")
+    for d in ("codes", "back", "back2"):
+        (tmp_path / d).mkdir()
+    code, err = _run_main(capsys, "encode", "--run", str(out), "--member", "1", "--out-dir", str(tmp_path / "codes"),
+                          str(tmp_path / "in"), str(tmp_path / "more" / "*.png"))
+    assert code == 0, err
+    for i, name in enumerate(names):
+        assert (tmp_path / "codes" / name.with_suffix(".aejx")).read_bytes() == codec.encode(test[i])
+    code, err = _run_main(capsys, "decode", "--run", str(out), "--out-dir", str(tmp_path / "back"),
+                          str(tmp_path / "codes"))
+    assert code == 0, err
+    expected = np.rint(codec.reconstruct(test[:7]) * 255).astype(np.uint8)
+    for i, name in enumerate([*names, Path("x.png")]):
+        back = np.asarray(Image.open(tmp_path / "back" / name)).reshape(test[i].shape)
+        np.testing.assert_array_equal(back, expected[i])
+    assert _run_main(capsys, "export", "--run", str(out), "--member", "1", str(tmp_path / "m.aejm"))[0] == 0
+    assert Codec.from_model_file(tmp_path / "m.aejm").hash == codec.hash
+    code, err = _run_main(capsys, "decode", "--model", str(tmp_path / "m.aejm"), "--out-dir", str(tmp_path / "back2"),
+                          str(tmp_path / "codes"))
+    assert code == 0, err
+    assert all((tmp_path / "back2" / n).read_bytes() == (tmp_path / "back" / n).read_bytes() for n in names)
+    damaged = bytearray((tmp_path / "m.aejm").read_bytes())
+    damaged[-5] ^= 1
+    (tmp_path / "bad.aejm").write_bytes(bytes(damaged))
+    before = sorted(p.name for p in (tmp_path / "back").rglob("*"))
+    refusals = [(["decode", "--model", str(tmp_path / "bad.aejm"), str(tmp_path / "codes" / "d0.aejx"),
+                  str(tmp_path / "y.png")], "damaged or truncated"),
+                (["decode", "--run", str(out), "--out-dir", str(tmp_path / "back"), str(tmp_path / "codes")],
+                 "exists; pass --overwrite"),
+                (["encode", "--run", str(out), "--out-dir", str(tmp_path / "codes"), "--overwrite",
+                  str(tmp_path / "in" / "d0.png"), str(tmp_path / "in" / "sub" / "d1.png"),
+                  str(tmp_path / "more" / "x.png"), str(tmp_path / "in" / "d0.png")], "would both be written"),
+                (["encode", "--run", str(out), "--out-dir", str(tmp_path / "nowhere"), str(tmp_path / "in")],
+                 "does not exist")]
+    for args, message in refusals:
+        code, err = _run_main(capsys, *args)
+        assert code == 2 and message in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in (tmp_path / "back").rglob("*")) == before

@@ -55,6 +55,7 @@ from aejax.models.rate_distortion import SCALE_TABLE, SYMBOL_BOUND, RateDistorti
 MAGIC = b"AEJX"
 VERSION = 2  # 1: ANS-coded payloads (no longer read)
 HEADER = struct.Struct("<4sBBHHB4sI")  # magic, version, kind, H, W, C, model hash, payload CRC-32
+MODEL_MAGIC, MODEL_VERSION = b"AEJM", 1  # a model file: magic | version | sha256 of the rest | config | params
 MAX_SIDE = 65535  # H and W are uint16 in the header
 KINDS = {False: 1, True: 2}  # hyperprior -> kind byte
 ESTIMATE_CHUNK = 500  # images per model call when estimating rates
@@ -159,6 +160,55 @@ class Codec:
         from aejax.training.restore import load_model
 
         return cls(*load_model(run_dir, seed=seed, member=member))
+
+    @classmethod
+    def from_run_for(cls, run_dir: str | Path, file: bytes, name: str = "the file") -> Codec:
+        """The codec of whichever model of a run (any seed, any sweep member) wrote `file`, found by the model
+        hash in its header."""
+        from aejax.training.restore import load_models
+
+        if len(file) < HEADER.size or file[:4] != MAGIC:
+            raise AejaxError(f"{name} is not an aejax codec file (no {MAGIC.decode()} header)")
+        digest = HEADER.unpack_from(file)[6]
+        for _, _, model, variables, config in load_models(run_dir):
+            if isinstance(model, RateDistortionAutoencoder) and model_hash(config, variables) == digest:
+                return cls(model, variables, config)
+        raise AejaxError(f"{name} was encoded by a model (hash {digest.hex()}) that is not one of {run_dir}'s")
+
+    def export(self) -> bytes:
+        """The model as one file: its config and parameters (no optimizer state), what `from_model_file` reads
+        and what `python -m aejax.codec export` writes. Its files carry the same model hash."""
+        from flax import serialization
+
+        config = json.dumps(self.config.to_dict(), sort_keys=True).encode()
+        variables = jax.tree_util.tree_map(numerics.x32, jax.device_get(self.variables))
+        body = struct.pack("<I", len(config)) + config + serialization.msgpack_serialize(variables)
+        return MODEL_MAGIC + bytes([MODEL_VERSION]) + hashlib.sha256(body).digest() + body
+
+    @classmethod
+    def from_model_file(cls, path: str | Path) -> Codec:
+        """The codec of a model file `export` wrote (nothing else needed: no run directory, no checkpoint)."""
+        from flax import serialization
+
+        from aejax import models
+
+        try:
+            data = Path(path).read_bytes()
+        except OSError as e:
+            raise AejaxError(f"cannot read the model file {path} ({e.strerror or e})") from None
+        head = len(MODEL_MAGIC) + 1 + 32
+        if len(data) < head + 4 or data[:len(MODEL_MAGIC)] != MODEL_MAGIC:
+            raise AejaxError(f"{path} is not an aejax model file (no {MODEL_MAGIC.decode()} header)")
+        if data[len(MODEL_MAGIC)] != MODEL_VERSION:
+            raise AejaxError(f"{path} has model file version {data[len(MODEL_MAGIC)]}; this aejax reads "
+                             f"{MODEL_VERSION}")
+        body = data[head:]
+        if hashlib.sha256(body).digest() != data[len(MODEL_MAGIC) + 1:head]:
+            raise AejaxError(f"{path} is damaged or truncated (its sha256 does not match)")
+        (length,) = struct.unpack_from("<I", body)
+        config = Config.from_dict(json.loads(body[4:4 + length]))
+        variables = serialization.msgpack_restore(body[4 + length:])
+        return cls(models.build(config), jax.tree_util.tree_map(jnp.asarray, variables), config)
 
     # --- arrays ----------------------------------------------------------------------------------------------
 

@@ -1,19 +1,31 @@
-"""Encode an image file with a trained rate-distortion model, or decode one back.
+"""Encode image files with a trained rate-distortion model, decode them back, or export the model as one file.
 
     python -m aejax.codec encode --run RUN_DIR image.png out.aejx
     python -m aejax.codec decode --run RUN_DIR out.aejx back.png
+    python -m aejax.codec encode --run RUN_DIR --out-dir codes/ images/ more/*.png   # many files, one process
+    python -m aejax.codec decode --model model.aejm --out-dir back/ codes/
+    python -m aejax.codec export --run RUN_DIR --member '{"lmbda": 0.01}' model.aejm
 
 `--seed` and `--member` pick one model of a run that trained several (seeds, a sweep of `lmbda`): the member
-as an index or as JSON (`--member '{"lmbda": 0.01}'`). Images are read and written with Pillow (grey for a
-1-channel model, RGB for a 3-channel one; 16-bit grey scaled to 8 bits, alpha composited onto black, as
-`aejax.data.pixels` states). An existing output is replaced only with `--overwrite`, the input never; a missing
-output directory and a decoded image in a lossy format (unless `--lossy`) are refused.
+as an index or as JSON (`--member '{"lmbda": 0.01}'`); decoding from a run without them finds the model by the
+hash in the first file's header. `--model FILE` (from `export`: config and parameters, no optimizer state) needs
+no run directory. With `--out-dir`, every input is coded in one process: files, folders (searched recursively
+for images, or for `.aejx` files to decode) and quoted glob patterns; outputs keep the inputs' relative paths.
+
+Images are read and written with Pillow (grey for a 1-channel model, RGB for a 3-channel one; any size; 16-bit
+grey scaled to 8 bits, alpha composited onto black, as `aejax.data.pixels` states). Before any work, one line
+(exit 2) refuses: an output that is an input (even with `--overwrite`), an output directory that does not exist,
+an existing output without `--overwrite`, two inputs with one output name, and a decoded image in a lossy format
+(unless `--lossy`).
 """
 
 from __future__ import annotations
 
+import argparse
+import glob
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -73,47 +85,171 @@ def parse_member(text: str | None) -> int | dict[str, float] | None:
     return value
 
 
+def expand(paths: list[str], command: str) -> list[tuple[Path, Path]]:
+    """(input file, its output path relative to --out-dir) for each file a path names: a file, a folder searched
+    recursively (images to encode, .aejx files to decode), or a glob pattern."""
+    from aejax.data.image_folder import EXTENSIONS
+
+    wanted = EXTENSIONS if command == "encode" else frozenset({".aejx"})
+    found = []
+    for text in paths:
+        path = Path(text)
+        if path.is_dir():
+            files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in wanted)
+            found += [(f, f.relative_to(path)) for f in files]
+        elif path.exists():
+            found.append((path, Path(path.name)))
+        elif any(c in text for c in "*?["):
+            found += [(Path(f), Path(Path(f).name)) for f in sorted(glob.glob(text, recursive=True))
+                      if Path(f).is_file()]
+        else:
+            raise AejaxError(f"{path} does not exist")
+    if not found:
+        raise AejaxError(f"no {'images' if command == 'encode' else '.aejx files'} in {' '.join(paths)}")
+    return found
+
+
+def plan(args: argparse.Namespace) -> list[tuple[Path, Path]]:
+    """(input, output) pairs, every one checked before any work."""
+    if args.out_dir is None:
+        if len(args.paths) != 2:
+            raise AejaxError(f"{args.command} takes an input and an output, or inputs and --out-dir DIR")
+        pairs = [(Path(args.paths[0]), Path(args.paths[1]))]
+        if args.command == "decode" and not pairs[0][0].is_file():
+            raise AejaxError(f"{pairs[0][0]} does not exist")
+    else:
+        out, suffix = Path(args.out_dir), ".aejx" if args.command == "encode" else ".png"
+        if not out.is_dir():
+            raise AejaxError(f"--out-dir {out} does not exist or is not a directory; create it first")
+        pairs = [(source, out / relative.with_suffix(suffix)) for source, relative in expand(args.paths, args.command)]
+        targets: dict[Path, Path] = {}
+        for source, target in pairs:
+            if target in targets:
+                raise AejaxError(f"{targets[target]} and {source} would both be written to {target}")
+            targets[target] = source
+    if args.out_dir is None:
+        check_paths(*pairs[0], args.command, args.overwrite, args.lossy)
+        return pairs
+    sources = {source.resolve() for source, _ in pairs}
+    for _, target in pairs:  # sub-folders of --out-dir are created as the files are written
+        if target.resolve() in sources:
+            raise AejaxError(f"the output {target} is an input; choose another --out-dir (inputs are never replaced)")
+        if target.exists() and not args.overwrite:
+            raise AejaxError(f"{target} exists; pass --overwrite to replace it")
+    return pairs
+
+
+def load_codec(args: argparse.Namespace, first: Path):
+    from aejax.codec import Codec
+
+    if args.model is not None:
+        if args.run is not None or args.seed is not None or args.member is not None:
+            raise AejaxError("--model is a whole model; give it without --run, --seed and --member")
+        return Codec.from_model_file(args.model)
+    if args.run is None:
+        raise AejaxError("give --run RUN_DIR (a trained rd_factorized / rd_hyperprior run) or --model FILE")
+    if args.command == "decode" and args.seed is None and args.member is None:
+        return Codec.from_run_for(args.run, first.read_bytes(), name=str(first))
+    return Codec.from_run(args.run, seed=args.seed, member=parse_member(args.member))
+
+
+def write_image(target: Path, pixels: np.ndarray) -> None:
+    from PIL import Image
+
+    image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+    partial = target.with_name(target.name + ".partial")
+    try:
+        image.save(partial, format=Image.registered_extensions().get(target.suffix.lower(), "PNG"))
+    except (KeyError, ValueError, OSError) as e:
+        partial.unlink(missing_ok=True)
+        raise AejaxError(f"cannot write {target} ({e})") from None
+    partial.replace(target)
+
+
+class Progress:
+    """`k/n` on stderr every tenth of the work (one line each), from 20 files on."""
+
+    def __init__(self, total: int, verb: str):
+        self.total, self.verb, self.done, self.start = total, verb, 0, time.perf_counter()
+
+    def step(self, count: int = 1) -> None:
+        before, self.done = self.done, self.done + count
+        if self.total >= 20 and (10 * self.done) // self.total > (10 * before) // self.total:
+            print(f"{self.verb} {self.done}/{self.total} ({time.perf_counter() - self.start:.1f}s)", file=sys.stderr,
+                  flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = cli.ArgumentParser(prog="python -m aejax.codec", description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=("encode", "decode"))
-    p.add_argument("input", help="the image (encode) or the .aejx file (decode)")
-    p.add_argument("output", help="the .aejx file (encode) or the image (decode; its suffix names the format)")
-    p.add_argument("--run", required=True, help="the run directory of a trained rd_factorized / rd_hyperprior model")
+    p.add_argument("command", choices=("encode", "decode", "export"))
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="encode/decode: INPUT OUTPUT, or inputs (files, folders, globs) with --out-dir; export: the "
+                        "model file to write")
+    p.add_argument("--out-dir", default=None, metavar="DIR", help="write each input's output here (must exist)")
+    p.add_argument("--run", default=None, help="the run directory of a trained rd_factorized / rd_hyperprior model")
+    p.add_argument("--model", default=None, metavar="FILE", help="a model file from export, instead of --run")
     p.add_argument("--seed", type=int, default=None, help="which seed of the run (default: its first)")
-    p.add_argument("--member", default=None, help="which sweep member: an index or JSON values (default: the first)")
-    p.add_argument("--overwrite", action="store_true", help="replace the output if it exists (never the input)")
+    p.add_argument("--member", default=None, help="which sweep member: an index or JSON values (default: the first; "
+                                                  "decode: the one whose hash the file carries)")
+    p.add_argument("--overwrite", action="store_true", help="replace outputs that exist (never an input)")
     p.add_argument("--lossy", action="store_true",
                    help="decode: allow an output format that stores the image lossily (.jpg, .webp)")
+    p.add_argument("--compile-cache", default=None, metavar="DIR",
+                   help="keep compiled programs in DIR (JAX's persistent cache): a later process loads them")
     args = p.parse_args(argv)
 
     def body() -> None:
-        from aejax.codec import Codec
+        if args.compile_cache:
+            from aejax.training.step import use_compile_cache
 
-        source, target = Path(args.input), Path(args.output)
-        check_paths(source, target, args.command, args.overwrite, args.lossy)
-        if args.command == "decode" and not source.is_file():
-            raise AejaxError(f"{source} does not exist")
-        codec = Codec.from_run(args.run, seed=args.seed, member=parse_member(args.member))
-        if args.command == "encode":
-            image = read_image(source, codec.shape[-1])
-            data = codec.encode(image)
-            write_atomic(target, data)
-            print(f"{source} ({'x'.join(map(str, image.shape))}) -> {target}: {len(data)} bytes "
-                  f"({8 * len(data) / (image.shape[0] * image.shape[1]):.3f} bits per pixel)")
-        else:
-            from PIL import Image
-
-            pixels = np.rint(codec.decode(source.read_bytes(), name=str(source)) * 255.0).astype(np.uint8)
-            image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
-            try:
-                image.save(target.with_name(target.name + ".partial"), format=Image.registered_extensions().get(
-                    target.suffix.lower(), "PNG"))
-            except (KeyError, ValueError, OSError) as e:
-                raise AejaxError(f"cannot write {target} ({e})") from None
-            target.with_name(target.name + ".partial").replace(target)
-            print(f"{source} -> {target} ({'x'.join(map(str, pixels.shape))})")
+            use_compile_cache(args.compile_cache)
+        if args.command == "export":
+            export(args)
+            return
+        start = time.perf_counter()
+        pairs = plan(args)
+        codec = load_codec(args, pairs[0][0])
+        total, progress = 0, Progress(len(pairs), f"{args.command}d")
+        for source, target in pairs:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if args.command == "encode":
+                image = read_image(source, codec.shape[-1])
+                data = codec.encode(image)
+                write_atomic(target, data)
+                total += len(data)
+                if len(pairs) == 1:
+                    print(f"{source} ({'x'.join(map(str, image.shape))}) -> {target}: {len(data)} bytes "
+                          f"({8 * len(data) / (image.shape[0] * image.shape[1]):.3f} bits per pixel)")
+            else:
+                pixels = np.rint(codec.decode(source.read_bytes(), name=str(source)) * 255.0).astype(np.uint8)
+                write_image(target, pixels)
+                if len(pairs) == 1:
+                    print(f"{source} -> {target} ({'x'.join(map(str, pixels.shape))})")
+            progress.step()
+        if len(pairs) > 1:
+            seconds = time.perf_counter() - start
+            sizes = f", {total:,} bytes ({total / len(pairs):.1f} per file)" if args.command == "encode" else ""
+            print(f"{args.command}d {len(pairs)} files into {args.out_dir}{sizes} in {seconds:.1f}s "
+                  f"({1000 * seconds / len(pairs):.2f} ms per file, the model's loading and compilation included)")
 
     cli.cli(body)
+
+
+def export(args: argparse.Namespace) -> None:
+    """`export`: the model (config and parameters) as one file that `--model` reads."""
+    from aejax.codec import Codec
+
+    if args.run is None or len(args.paths) != 1 or args.out_dir is not None or args.model is not None:
+        raise AejaxError("export takes --run RUN_DIR (with --seed / --member) and one output file")
+    target = Path(args.paths[0])
+    if not target.parent.is_dir():
+        raise AejaxError(f"the directory of {target} does not exist; create {target.parent} first")
+    if target.exists() and not args.overwrite:
+        raise AejaxError(f"{target} exists; pass --overwrite to replace it")
+    codec = Codec.from_run(args.run, seed=args.seed, member=parse_member(args.member))
+    data = codec.export()
+    write_atomic(target, data)
+    print(f"{args.run} -> {target}: {len(data):,} bytes (config and parameters), model hash {codec.hash.hex()}")
 
 
 if __name__ == "__main__":

@@ -38,15 +38,7 @@ def load_model(run_dir: str | Path, seed: int | None = None,
     run of a plug-in model needs the module that registers it imported first.
     """
     run_dir = Path(run_dir)
-    try:
-        saved = json.loads((run_dir / "config.json").read_text())
-        config, seeds, grid = Config.from_dict(saved["config"]), list(saved["seeds"]), saved.get("sweep") or [{}]
-    except FileNotFoundError:
-        raise AejaxError(f"{run_dir} holds no aejax run (no config.json)") from None
-    except NotADirectoryError:
-        raise AejaxError(f"{run_dir} is a file; load_model takes a run directory") from None
-    except (ValueError, KeyError, TypeError) as e:
-        raise AejaxError(f"{run_dir / 'config.json'} is not a valid run config ({e})") from None
+    config, seeds, grid = _read_run(run_dir)
     if seed is not None and seed not in seeds:
         raise AejaxError(f"{run_dir} has seeds {seeds}, not {seed}")
     if member is None:
@@ -62,6 +54,35 @@ def load_model(run_dir: str | Path, seed: int | None = None,
     lane = m * len(seeds) + (seeds.index(seed) if seed is not None else 0)
     member_config = sweeps.member_config(config, grid[m])
     return models.build(member_config), train.unstack(train.variables(state), lane), member_config
+
+
+def load_models(run_dir: str | Path) -> list[tuple[int, dict[str, float], nn.Module, dict, Config]]:
+    """Every model a run trained, from one restore: `(seed, member values, model, variables, member config)` for
+    each sweep member and seed, in the run's order (what `load_model` returns for one of them)."""
+    run_dir = Path(run_dir)
+    config, seeds, grid = _read_run(run_dir)
+    config, state = _trained_state(run_dir, config, seeds, grid)
+    variables = train.variables(state)
+    out = []
+    for m, values in enumerate(grid):
+        member_config = sweeps.member_config(config, values)
+        model = models.build(member_config)
+        out += [(seed, values, model, train.unstack(variables, m * len(seeds) + i), member_config)
+                for i, seed in enumerate(seeds)]
+    return out
+
+
+def _read_run(run_dir: Path) -> tuple[Config, list, list]:
+    """(config, seeds, sweep members) from a run directory's config.json, or a one-line error."""
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())
+        return Config.from_dict(saved["config"]), list(saved["seeds"]), saved.get("sweep") or [{}]
+    except FileNotFoundError:
+        raise AejaxError(f"{run_dir} holds no aejax run (no config.json)") from None
+    except NotADirectoryError:
+        raise AejaxError(f"{run_dir} is a file; load_model takes a run directory") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise AejaxError(f"{run_dir / 'config.json'} is not a valid run config ({e})") from None
 
 
 def _trained_state(run_dir: Path, config: Config, seeds: list, grid: list) -> tuple[Config, train.TrainState]:
