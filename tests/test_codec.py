@@ -253,6 +253,10 @@ def test_folders_and_globs_in_one_process_a_model_file_and_the_member_found_by_h
                           str(tmp_path / "codes"))
     assert code == 0, err
     assert all((tmp_path / "back2" / n).read_bytes() == (tmp_path / "back" / n).read_bytes() for n in names)
+    code, err = _run_main(capsys, "preview", "--model", str(tmp_path / "m.aejm"), "--count", "3", str(tmp_path / "in"),
+                          str(tmp_path / "preview.png"))
+    assert code == 0, err
+    assert Image.open(tmp_path / "preview.png").format == "PNG"
     damaged = bytearray((tmp_path / "m.aejm").read_bytes())
     damaged[-5] ^= 1
     (tmp_path / "bad.aejm").write_bytes(bytes(damaged))

@@ -181,10 +181,10 @@ class Progress:
 
 def main(argv: list[str] | None = None) -> None:
     p = cli.ArgumentParser(prog="python -m aejax.codec", description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=("encode", "decode", "export"))
+    p.add_argument("command", choices=("encode", "decode", "export", "preview"))
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="encode/decode: INPUT OUTPUT, or inputs (files, folders, globs) with --out-dir; export: the "
-                        "model file to write")
+                        "model file to write; preview: images (files, folders, globs), then the .png to write")
     p.add_argument("--out-dir", default=None, metavar="DIR", help="write each input's output here (must exist)")
     p.add_argument("--run", default=None, help="the run directory of a trained rd_factorized / rd_hyperprior model")
     p.add_argument("--model", default=None, metavar="FILE", help="a model file from export, instead of --run")
@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace outputs that exist (never an input)")
     p.add_argument("--lossy", action="store_true",
                    help="decode: allow an output format that stores the image lossily (.jpg, .webp)")
+    p.add_argument("--count", type=int, default=8, help="preview: at most this many images (default 8)")
     p.add_argument("--compile-cache", default=None, metavar="DIR",
                    help="keep compiled programs in DIR (JAX's persistent cache): a later process loads them")
     args = p.parse_args(argv)
@@ -203,8 +204,8 @@ def main(argv: list[str] | None = None) -> None:
             from aejax.training.step import use_compile_cache
 
             use_compile_cache(args.compile_cache)
-        if args.command == "export":
-            export(args)
+        if args.command in ("export", "preview"):
+            (export if args.command == "export" else preview)(args)
             return
         start = time.perf_counter()
         pairs = plan(args)
@@ -233,6 +234,36 @@ def main(argv: list[str] | None = None) -> None:
                   f"({1000 * seconds / len(pairs):.2f} ms per file, the model's loading and compilation included)")
 
     cli.cli(body)
+
+
+def preview(args: argparse.Namespace) -> None:
+    """`preview`: a picture of the first `--count` images, each encoded and decoded, with bytes and PSNR."""
+    from aejax.evaluation.plots import codec_preview
+
+    if len(args.paths) < 2 or args.out_dir is not None or not 1 <= args.count <= 64:
+        raise AejaxError("preview takes images (files, folders, globs), then the .png to write; --count 1..64")
+    target = Path(args.paths[-1])
+    if target.suffix.lower() != ".png":
+        raise AejaxError(f"preview writes a .png, not {target.name}")
+    if not target.parent.is_dir():
+        raise AejaxError(f"the directory of {target} does not exist; create {target.parent} first")
+    if target.exists() and not args.overwrite:
+        raise AejaxError(f"{target} exists; pass --overwrite to replace it")
+    sources = [source for source, _ in expand(args.paths[:-1], "encode")][:args.count]
+    codec = load_codec(args, sources[0])
+    originals, decoded, captions = [], [], []
+    for source in sources:
+        image = read_image(source, codec.shape[-1])
+        data = codec.encode(image)
+        back = np.rint(codec.decode(data) * 255.0).astype(np.uint8)
+        mse = float(np.mean((back.astype(np.float64) - image) ** 2)) / 255.0 ** 2
+        psnr = "inf" if mse == 0 else f"{10 * np.log10(1 / mse):.1f}"
+        originals.append(image)
+        decoded.append(back)
+        captions.append(f"{len(data)} B, {psnr} dB")
+    codec_preview(target, originals, decoded, captions, f"aejax codec, model {codec.hash.hex()}: whole files "
+                                                        f"(19-byte header included), PSNR of the 8-bit decoded image")
+    print(f"{len(sources)} images -> {target}")
 
 
 def export(args: argparse.Namespace) -> None:

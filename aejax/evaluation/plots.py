@@ -57,6 +57,25 @@ def grid(path: str | Path, rows: Mapping[str, np.ndarray], title: str) -> None:
     _save(fig, path)
 
 
+def codec_preview(path: str | Path, originals: Sequence[np.ndarray], decoded: Sequence[np.ndarray],
+                  captions: Sequence[str], title: str) -> None:
+    """Originals above, their decoded images below (any sizes, uint8 `[H, W, C]`), each decoded image captioned
+    (its bytes and PSNR)."""
+    n = len(originals)
+    fig, axes = plt.subplots(2, n, figsize=(n * 1.3 + 1.2, 3.2), squeeze=False)
+    for c in range(n):
+        for r, image in enumerate((originals[c], decoded[c])):
+            ax = axes[r, c]
+            ax.imshow(_image(image), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[1, c].set_xlabel(captions[c], fontsize=7)
+    axes[0, 0].set_ylabel("original", rotation=0, ha="right", va="center", fontsize=9)
+    axes[1, 0].set_ylabel("decoded", rotation=0, ha="right", va="center", fontsize=9)
+    fig.suptitle(title, fontsize=9)
+    _save(fig, path)
+
+
 def depth_vs_error(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:
     """Test MSE against code size, one line per variant with error bars over seeds; compression on top."""
     fig, ax = plt.subplots(figsize=(7.0, 4.6))
