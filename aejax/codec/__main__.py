@@ -230,8 +230,8 @@ def main(argv: list[str] | None = None) -> None:
         if len(pairs) > 1:
             seconds = time.perf_counter() - start
             sizes = f", {total:,} bytes ({total / len(pairs):.1f} per file)" if args.command == "encode" else ""
-            print(f"{args.command}d {len(pairs)} files into {args.out_dir}{sizes} in {seconds:.1f}s "
-                  f"({1000 * seconds / len(pairs):.2f} ms per file, the model's loading and compilation included)")
+            print(f"{args.command}d {len(pairs)} files into {args.out_dir}{sizes} in {seconds:.1f}s after start-up "
+                  f"({1000 * seconds / len(pairs):.2f} ms per file, loading the model and compiling included)")
 
     cli.cli(body)
 
