@@ -42,7 +42,8 @@ def _gradients(model: str, depth: int, cores: int, flags: str) -> list[str]:
 
 @x86
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to compare one core with two")
-@pytest.mark.parametrize("model,depth", [("conv_strided", 32), ("conv_original", 392)])
+@pytest.mark.parametrize("model,depth", [("conv_strided", 32),
+                                         pytest.param("conv_original", 392, marks=pytest.mark.slow)])
 def test_portable_gradients_are_the_same_bits_on_one_core_and_two(model, depth):
     """The kernel gradients of the ops convolutions (sums over every pixel of a batch) and every other gradient:
     equal bit for bit whether XLA's CPU runtime has one thread or two, under portable numerics. Without them (the
@@ -72,6 +73,7 @@ def test_use_portable_cpu_adds_the_flags_once_and_leaves_a_users_own_choice(monk
 
 
 @x86
+@pytest.mark.slow  # two command-line runs in fresh processes; CI runs it (`-m slow`)
 def test_portable_cpu_flag_is_recorded_in_config_json(tmp_path, synthetic_data_dir):
     """`aejax.train --portable-cpu` in a fresh process: the flags in XLA_FLAGS and `portable_cpu: true` in
     config.json's environment; without the flag, `false`."""
