@@ -86,3 +86,34 @@ def test_portable_cpu_flag_is_recorded_in_config_json(tmp_path, synthetic_data_d
                         for n in ("portable", "native"))
     assert portable["portable_cpu"] is True and not native["portable_cpu"]
     assert all(f in portable["xla_flags"].split() for f in numerics.PORTABLE_XLA_FLAGS)
+
+
+@pytest.mark.parametrize("op,shapes", [("conv3x3", [(4, 8, 8, 3), (3, 3, 3, 5)]),
+                                       ("conv3x3_max_pool2", [(4, 8, 8, 1), (3, 3, 1, 16)]),
+                                       ("downsample2x2", [(4, 8, 8, 3), (2, 2, 3, 5)]),
+                                       ("upsample2x2", [(4, 5, 5, 3), (2, 2, 3, 5)])])
+def test_the_chunked_kernel_gradients_equal_the_one_matmul_ones(monkeypatch, op, shapes):
+    """The portable forms (chosen when the flags are in XLA_FLAGS, read as the function is traced) compute the same
+    values, gradients and forward-mode tangents as the default forms, to float32 rounding."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from aejax.models import ops
+
+    fn = getattr(ops, op)
+    x, k = (jax.random.normal(jax.random.key(i), s) for i, s in enumerate(shapes))
+
+    def results():
+        loss = lambda x, k: jnp.sum(fn(x, k) ** 2)  # noqa: E731
+        value, grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(x, k)
+        _, tangent = jax.jit(lambda x, k: jax.jvp(fn, (x, k), (x, k)))(x, k)
+        return value, grads, tangent
+
+    monkeypatch.setenv("XLA_FLAGS", "")
+    default = results()
+    monkeypatch.setenv("XLA_FLAGS", " ".join(numerics.PORTABLE_XLA_FLAGS))
+    assert numerics.portable_cpu()
+    portable = results()
+    for a, b in zip(jax.tree_util.tree_leaves(default), jax.tree_util.tree_leaves(portable), strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)
