@@ -64,9 +64,11 @@ def test_portable_cpu_reads_xla_flags(monkeypatch):
 
 @x86
 def test_use_portable_cpu_adds_the_flags_once_and_leaves_a_users_own_choice(monkeypatch):
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)  # restored after the test, as XLA_FLAGS is
     monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
     assert numerics.use_portable_cpu() and numerics.portable_cpu()
     once = os.environ["XLA_FLAGS"]
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
     assert numerics.use_portable_cpu() and os.environ["XLA_FLAGS"] == once
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_max_isa=AVX512")
     assert not numerics.use_portable_cpu() and os.environ["XLA_FLAGS"] == "--xla_cpu_max_isa=AVX512"
