@@ -30,6 +30,7 @@ through XLA's own operations (`experiments/benchmark.py`, `experiments/profile_c
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -204,6 +205,23 @@ def _space_to_depth(x: Array) -> Array:
     return x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, h // 2, w // 2, 4 * c)
 
 
+def _chunked_kernel_tangent(fn: Callable[[Array, Array], Array],
+                            kernel_term: Callable[[Array, Array], Array]) -> Callable[[Array, Array], Array]:
+    """`fn(x, kernel)`, bilinear, with a JVP rule for portable CPU numerics: the input's tangent is `fn(dx,
+    kernel)` as autodiff's would be, the kernel's is `kernel_term(x, dk)`, written with `_weight_matmul`."""
+    wrapped = jax.custom_jvp(fn)
+
+    @functools.partial(wrapped.defjvp, symbolic_zeros=True)
+    def rule(primals: tuple[Array, Array], tangents: tuple) -> tuple[Array, Array]:
+        (x, kernel), (dx, dk) = primals, tangents
+        y = fn(x, kernel)
+        terms = (([] if _is_zero(dx) else [fn(dx, kernel)])
+                 + ([] if _is_zero(dk) else [kernel_term(x, dk.astype(x.dtype))]))
+        return y, _sum(terms, y)
+
+    return wrapped
+
+
 def downsample2x2(x: Array, kernel: Array) -> Array:
     """Convolution with a 2x2 kernel and stride 2 (no padding), the mirror of `upsample2x2`: [B, H, W, C] x
     [2, 2, C, F] -> [B, H/2, W/2, F], out[i, j] = sum over (a, b) of x[2i+a, 2j+b] @ kernel[a, b]. Each window is
@@ -213,22 +231,11 @@ def downsample2x2(x: Array, kernel: Array) -> Array:
 
 
 def _downsample(x: Array, kernel: Array) -> Array:
-    return _matmul(_space_to_depth(x), kernel.reshape(-1, kernel.shape[-1]))
+    return _matmul(_space_to_depth(x), kernel.reshape(-1, kernel.shape[-1]))  # [B, H/2, W/2, 4C] @ [4C, F]
 
 
-_downsample_portable = jax.custom_jvp(_downsample)
-
-
-@functools.partial(_downsample_portable.defjvp, symbolic_zeros=True)
-def _downsample_portable_jvp(primals: tuple[Array, Array], tangents: tuple) -> tuple[Array, Array]:
-    """Autodiff's own matmuls, but the kernel tangent in `_weight_matmul`'s chunked form."""
-    x, kernel = primals
-    dx, dk = tangents
-    y = _downsample(x, kernel)
-    w = kernel.reshape(-1, kernel.shape[-1])  # [4C, F]
-    terms = (([] if _is_zero(dx) else [_matmul(_space_to_depth(dx), w)])
-             + ([] if _is_zero(dk) else [_weight_matmul(_space_to_depth(x), dk.reshape(w.shape).astype(x.dtype))]))
-    return y, _sum(terms, y)
+_downsample_portable = _chunked_kernel_tangent(
+    _downsample, lambda x, dk: _weight_matmul(_space_to_depth(x), dk.reshape(-1, dk.shape[-1])))
 
 
 def upsample2x2(x: Array, kernel: Array) -> Array:
@@ -242,21 +249,13 @@ def _upsample(x: Array, kernel: Array) -> Array:
     return jnp.einsum("...c,ijcf->...ijf", x, kernel)
 
 
-_upsample_portable = jax.custom_jvp(_upsample)
+def _upsample_kernel_term(x: Array, dk: Array) -> Array:
+    c, f = dk.shape[2:]
+    w = dk.transpose(2, 0, 1, 3).reshape(c, 4 * f)  # [C, (i, j, F)]
+    return _weight_matmul(x, w).reshape(*x.shape[:-1], 2, 2, f)
 
 
-@functools.partial(_upsample_portable.defjvp, symbolic_zeros=True)
-def _upsample_portable_jvp(primals: tuple[Array, Array], tangents: tuple) -> tuple[Array, Array]:
-    """Autodiff's own einsum, but the kernel tangent in `_weight_matmul`'s chunked form."""
-    x, kernel = primals
-    dx, dk = tangents
-    y = _upsample(x, kernel)
-    c, f = kernel.shape[2:]
-    terms = [] if _is_zero(dx) else [jnp.einsum("...c,ijcf->...ijf", dx, kernel)]
-    if not _is_zero(dk):
-        w = dk.astype(x.dtype).transpose(2, 0, 1, 3).reshape(c, 4 * f)  # [C, (i, j, F)]
-        terms.append(_weight_matmul(x, w).reshape(y.shape))
-    return y, _sum(terms, y)
+_upsample_portable = _chunked_kernel_tangent(_upsample, _upsample_kernel_term)
 
 
 def unblock(y: Array) -> Array:
