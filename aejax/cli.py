@@ -212,8 +212,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                      help="keep compiled programs in DIR (JAX's persistent cache): a rerun loads them, compiling "
                           "nothing")
     run.add_argument("--portable-cpu", action="store_true",
-                     help="portable CPU numerics (aejax.numerics): the same bits on other x86-64 CPUs with AVX2 and "
-                          "other core counts, at some speed; recorded in config.json")
+                     help="portable CPU numerics (aejax.numerics): the same bits at any core count on CPUs of the "
+                          "same instruction set, at some speed; recorded in config.json")
     run.add_argument("--deterministic", action="store_true",
                      help="set XLA's GPU determinism flags (XLA_FLAGS) and use the ops convolutions, whose max-pool "
                           "gradient they accept: bit-identical reruns on a GPU, at some speed")

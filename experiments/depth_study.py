@@ -232,7 +232,7 @@ def study_main(default_arms: Sequence[Arm], argv: list[str] | None = None,
                    help="keep compiled programs in DIR (JAX's persistent cache): a rerun loads them")
     p.add_argument("--native-cpu", action="store_true",
                    help="XLA's fastest code for this CPU instead of portable CPU numerics (aejax.numerics), which "
-                        "give the committed results' bits on other x86-64 CPUs and core counts")
+                        "give the committed results' bits at any core count on CPUs with AVX-512")
     args = p.parse_args(argv)
 
     def body() -> None:

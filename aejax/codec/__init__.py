@@ -167,9 +167,7 @@ class Codec:
         hash in its header."""
         from aejax.training.restore import load_models
 
-        if len(file) < HEADER.size or file[:4] != MAGIC:
-            raise AejaxError(f"{name} is not an aejax codec file (no {MAGIC.decode()} header)")
-        digest = HEADER.unpack_from(file)[6]
+        digest = _header(file, name)[6]
         for _, _, model, variables, config in load_models(run_dir):
             if isinstance(model, RateDistortionAutoencoder) and model_hash(config, variables) == digest:
                 return cls(model, variables, config)
@@ -316,9 +314,7 @@ class Codec:
     def _payload(self, data: bytes, name: str) -> tuple[tuple[int, int, int], np.ndarray]:
         """The image shape and the coder's words of file `name`, after checking its header and CRC against this
         model."""
-        if len(data) < HEADER.size or data[:4] != MAGIC:
-            raise AejaxError(f"{name} is not an aejax codec file (no {MAGIC.decode()} header)")
-        magic, version, kind, h, w, c, digest, crc = HEADER.unpack_from(data)
+        magic, version, kind, h, w, c, digest, crc = _header(data, name)
         if version != VERSION:
             raise AejaxError(f"{name} has format version {version}; this aejax reads version {VERSION}")
         if kind != self.kind or c != self.shape[-1] or digest != self.hash or not (h and w):
@@ -328,6 +324,13 @@ class Codec:
         if len(payload) % 4 or zlib.crc32(payload) != crc:
             raise AejaxError(f"{name} is damaged or truncated (its checksum does not match)")
         return (h, w, c), np.frombuffer(payload, "<u4").astype(np.uint32)
+
+
+def _header(data: bytes, name: str) -> tuple:
+    """A file's header fields (magic, version, kind, H, W, C, model hash, payload CRC-32), or a one-line error."""
+    if len(data) < HEADER.size or data[:4] != MAGIC:
+        raise AejaxError(f"{name} is not an aejax codec file (no {MAGIC.decode()} header)")
+    return HEADER.unpack_from(data)
 
 
 def payload_bits(file: bytes) -> int:

@@ -64,14 +64,19 @@ def check_paths(source: Path, target: Path, command: str, overwrite: bool, lossy
     does not exist, an existing output without `--overwrite`, a decoded image in a lossy format without `--lossy`."""
     if target.exists() and source.exists() and target.resolve() == source.resolve():
         raise AejaxError(f"the output {target} is the input; choose another name (the input is never replaced)")
-    if not target.parent.is_dir():
-        raise AejaxError(f"the directory of {target} does not exist; create {target.parent} first")
-    if target.exists() and not overwrite:
-        raise AejaxError(f"{target} exists; pass --overwrite to replace it")
+    check_output(target, overwrite)
     if command == "decode" and target.suffix.lower() not in LOSSLESS and not lossy:
         raise AejaxError(f"{target.name}: '{target.suffix}' would store the decoded image in a lossy format (or one "
                          f"Pillow may not write losslessly), changing its pixels again; write .png, .bmp or .tiff, "
                          f"or pass --lossy")
+
+
+def check_output(target: Path, overwrite: bool) -> None:
+    """One-line errors for an output whose directory does not exist, or that exists without `--overwrite`."""
+    if not target.parent.is_dir():
+        raise AejaxError(f"the directory of {target} does not exist; create {target.parent} first")
+    if target.exists() and not overwrite:
+        raise AejaxError(f"{target} exists; pass --overwrite to replace it")
 
 
 def parse_member(text: str | None) -> int | dict[str, float] | None:
@@ -114,28 +119,24 @@ def plan(args: argparse.Namespace) -> list[tuple[Path, Path]]:
     if args.out_dir is None:
         if len(args.paths) != 2:
             raise AejaxError(f"{args.command} takes an input and an output, or inputs and --out-dir DIR")
-        pairs = [(Path(args.paths[0]), Path(args.paths[1]))]
-        if args.command == "decode" and not pairs[0][0].is_file():
-            raise AejaxError(f"{pairs[0][0]} does not exist")
-    else:
-        out, suffix = Path(args.out_dir), ".aejx" if args.command == "encode" else ".png"
-        if not out.is_dir():
-            raise AejaxError(f"--out-dir {out} does not exist or is not a directory; create it first")
-        pairs = [(source, out / relative.with_suffix(suffix)) for source, relative in expand(args.paths, args.command)]
-        targets: dict[Path, Path] = {}
-        for source, target in pairs:
-            if target in targets:
-                raise AejaxError(f"{targets[target]} and {source} would both be written to {target}")
-            targets[target] = source
-    if args.out_dir is None:
-        check_paths(*pairs[0], args.command, args.overwrite, args.lossy)
-        return pairs
-    sources = {source.resolve() for source, _ in pairs}
-    for _, target in pairs:  # sub-folders of --out-dir are created as the files are written
+        source, target = Path(args.paths[0]), Path(args.paths[1])
+        if args.command == "decode" and not source.is_file():
+            raise AejaxError(f"{source} does not exist")
+        check_paths(source, target, args.command, args.overwrite, args.lossy)
+        return [(source, target)]
+    out, suffix = Path(args.out_dir), ".aejx" if args.command == "encode" else ".png"
+    if not out.is_dir():
+        raise AejaxError(f"--out-dir {out} does not exist or is not a directory; create it first")
+    pairs = [(source, out / relative.with_suffix(suffix)) for source, relative in expand(args.paths, args.command)]
+    sources, targets = {source.resolve() for source, _ in pairs}, {}
+    for source, target in pairs:  # sub-folders of --out-dir are created as the files are written
+        if target in targets:
+            raise AejaxError(f"{targets[target]} and {source} would both be written to {target}")
         if target.resolve() in sources:
             raise AejaxError(f"the output {target} is an input; choose another --out-dir (inputs are never replaced)")
         if target.exists() and not args.overwrite:
             raise AejaxError(f"{target} exists; pass --overwrite to replace it")
+        targets[target] = source
     return pairs
 
 
@@ -151,6 +152,11 @@ def load_codec(args: argparse.Namespace, first: Path):
     if args.command == "decode" and args.seed is None and args.member is None:
         return Codec.from_run_for(args.run, first.read_bytes(), name=str(first))
     return Codec.from_run(args.run, seed=args.seed, member=parse_member(args.member))
+
+
+def decoded_pixels(codec, data: bytes, name: str | None = None) -> np.ndarray:
+    """The image a file decodes to, as uint8 `[H, W, C]` (what is written, and what PSNR is measured on)."""
+    return np.rint(codec.decode(data, name=name) * 255.0).astype(np.uint8)
 
 
 def write_image(target: Path, pixels: np.ndarray) -> None:
@@ -222,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
                     print(f"{source} ({'x'.join(map(str, image.shape))}) -> {target}: {len(data)} bytes "
                           f"({8 * len(data) / (image.shape[0] * image.shape[1]):.3f} bits per pixel)")
             else:
-                pixels = np.rint(codec.decode(source.read_bytes(), name=str(source)) * 255.0).astype(np.uint8)
+                pixels = decoded_pixels(codec, source.read_bytes(), str(source))
                 write_image(target, pixels)
                 if len(pairs) == 1:
                     print(f"{source} -> {target} ({'x'.join(map(str, pixels.shape))})")
@@ -238,6 +244,10 @@ def main(argv: list[str] | None = None) -> None:
 
 def preview(args: argparse.Namespace) -> None:
     """`preview`: a picture of the first `--count` images, each encoded and decoded, with bytes and PSNR."""
+    import jax.numpy as jnp
+
+    from aejax.codec import HEADER
+    from aejax.evaluation.metrics import psnr_db
     from aejax.evaluation.plots import codec_preview
 
     if len(args.paths) < 2 or args.out_dir is not None or not 1 <= args.count <= 64:
@@ -245,24 +255,21 @@ def preview(args: argparse.Namespace) -> None:
     target = Path(args.paths[-1])
     if target.suffix.lower() != ".png":
         raise AejaxError(f"preview writes a .png, not {target.name}")
-    if not target.parent.is_dir():
-        raise AejaxError(f"the directory of {target} does not exist; create {target.parent} first")
-    if target.exists() and not args.overwrite:
-        raise AejaxError(f"{target} exists; pass --overwrite to replace it")
+    check_output(target, args.overwrite)
     sources = [source for source, _ in expand(args.paths[:-1], "encode")][:args.count]
     codec = load_codec(args, sources[0])
     originals, decoded, captions = [], [], []
     for source in sources:
         image = read_image(source, codec.shape[-1])
         data = codec.encode(image)
-        back = np.rint(codec.decode(data) * 255.0).astype(np.uint8)
+        back = decoded_pixels(codec, data)
         mse = float(np.mean((back.astype(np.float64) - image) ** 2)) / 255.0 ** 2
-        psnr = "inf" if mse == 0 else f"{10 * np.log10(1 / mse):.1f}"
         originals.append(image)
         decoded.append(back)
-        captions.append(f"{len(data)} B, {psnr} dB")
+        captions.append(f"{len(data)} B, {float(psnr_db(jnp.asarray(mse))):.1f} dB")  # inf when exact
     codec_preview(target, originals, decoded, captions, f"aejax codec, model {codec.hash.hex()}: whole files "
-                                                        f"(19-byte header included), PSNR of the 8-bit decoded image")
+                                                        f"({HEADER.size}-byte header included), PSNR of the 8-bit "
+                                                        f"decoded image")
     print(f"{len(sources)} images -> {target}")
 
 
@@ -273,10 +280,7 @@ def export(args: argparse.Namespace) -> None:
     if args.run is None or len(args.paths) != 1 or args.out_dir is not None or args.model is not None:
         raise AejaxError("export takes --run RUN_DIR (with --seed / --member) and one output file")
     target = Path(args.paths[0])
-    if not target.parent.is_dir():
-        raise AejaxError(f"the directory of {target} does not exist; create {target.parent} first")
-    if target.exists() and not args.overwrite:
-        raise AejaxError(f"{target} exists; pass --overwrite to replace it")
+    check_output(target, args.overwrite)
     codec = Codec.from_run(args.run, seed=args.seed, member=parse_member(args.member))
     data = codec.export()
     write_atomic(target, data)

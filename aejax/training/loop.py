@@ -326,7 +326,7 @@ def finish_epoch(context: EpochContext, end: EpochEnd, history: list[dict[str, A
     if context.best is not None:
         context.best.update(end.state, end.epoch, history)
     context.events.epoch(end.entry)
-    if context.config.log_every:  # per-step scalars, gathered inside the compiled epoch
+    if context.config.log_every and context.events.enabled:  # per-step scalars, gathered in the compiled epoch
         context.events.steps(end, train.step_learning_rates(context.config, context.plan.n_train, context.plan.lanes,
                                                             end.epoch), context.config.log_every)
     context.mngr.wait_until_finished()  # a metrics line never precedes the checkpoint saved for its epoch
