@@ -1,28 +1,28 @@
-"""The learned codec against PNG, JPEG, WebP and CompressAI on the same test images, rate = actual bytes.
+"""The learned codecs against PNG, JPEG, WebP, JPEG XL, AVIF and CompressAI on the same images, rate = whole files.
 
-    python3 -m venv .venv-compressai && .venv-compressai/bin/pip install compressai
-    python -m experiments.codec_compare --out docs/codec --compressai-python .venv-compressai/bin/python
+    .venv/bin/pip install -e ".[compare]"
+    .venv/bin/python -m experiments.codec_compare --out docs/codec --peers-from docs/codec/codec.json
 
 For each dataset (every training and test image of MNIST and photo_patches), with seed 0:
-- aejax's `rd_factorized` and `rd_hyperprior` (`aejax.models.rate_distortion`) trained through `aejax.run` with a
-  sweep of `lmbda` (all rate points in one vmapped program), then every test image coded to a file with `aejax.codec`,
-  decoded, and checked bit for bit against the model's quantised reconstruction; rate = file bytes, and the
-  payload = file minus the 19-byte header; the model's own estimate (its entropy model's -log2 likelihood of
-  the quantised codes) beside them;
-- CompressAI's `bmshj2018-factorized` architecture (`FactorizedPrior(N, M)`, the same N and M, batch, epochs,
-  learning rate and schedule and training images; `experiments/compressai_peer.py`, in CompressAI's own
-  environment), its rate the bytes of its `compress()` strings (payload only: it writes no header); on
-  photo_patches also `bmshj2018-hyperprior` (`ScaleHyperprior(N, M)`; its strides need images padded to a
-  multiple of 64, which on MNIST's 28x28 makes it five times the pixels, too slow to train here);
-- PNG (lossless), JPEG (Pillow, optimised tables) and WebP (Pillow, lossy, method 6) at qualities 5-95, their
-  rate the file, and the payload = file minus an all-black image's file at the same quality;
-- the entropy estimate of the earlier compression study: an MSE-trained `conv_strided` autoencoder (code 32,
-  same epochs) whose codes are uniformly quantised, the rate estimated by the codes' empirical entropy.
+- aejax's `rd_factorized` and `rd_hyperprior` (`aejax.models.rate_distortion`), one model per lambda, trained
+  through `aejax.run` with a sweep of `lmbda` (all rate points in one vmapped program), and the variable-rate
+  `rd_variable` (one model for every rate, trained once; coded at qualities 0..100), then every test image coded
+  to a file with `aejax.codec`, decoded, and checked bit for bit against the model's quantised reconstruction;
+  the rate is the whole file (header included), beside the payload and the model's own estimate;
+- CompressAI's `bmshj2018-factorized` (and on photo_patches `bmshj2018-hyperprior`), the same N, M, batch,
+  epochs, learning rate and training images (`experiments/compressai_peer.py`, in CompressAI's environment:
+  `--compressai-python`), or its points copied from an earlier report of the same settings (`--peers-from`); its
+  rate is its `compress()` strings (it writes no header, so they are its whole files);
+- PNG, WebP and JPEG XL lossless; JPEG (optimised tables), WebP (method 6), JPEG XL (effort 9) and AVIF (speed 0)
+  at qualities 0-95 (Pillow; JPEG XL through pillow-jxl-plugin, the `compare` extra);
+- the entropy estimate of the earlier compression study (`conv_strided`, code 32, uniformly quantised codes, the
+  rate their empirical entropy: not a file, shown for reference and left out of every comparison).
+On the test set's whole photographs (photo_patches' chelsea and rocket, 300x451 and 427x640), coded whole by the
+photo_patches models and the classic codecs: bits per pixel.
 
-Distortion: PSNR of the mean MSE over the test images and mean SSIM (`aejax.evaluation.metrics`). Writes `codec.json`
-(every point, the bits per image each codec needs at 20, 25 and 30 dB, BD-rates, training speeds), `table.md`
-and `codec.png` (bits per image against PSNR and SSIM; lines join each curve's PSNR front, crosses mark the points
-off it).
+Distortion: PSNR of the mean MSE over the test images (or all pixels of the photographs) and mean SSIM
+(`aejax.evaluation.metrics`). Writes `codec.json` (every point, the bytes each codec needs at each PSNR of
+`TARGETS_DB`, BD-rates on whole files, the goals, training times), `table.md` and `codec.png`.
 
 aejax's trained models are kept in `--runs` and reused when the script runs again with the same settings (a
 finished run is reloaded, an interrupted one resumed); settings that differ are a one-line error naming the
@@ -43,7 +43,7 @@ import numpy as np
 import aejax
 from aejax import cli
 from aejax.codec import Codec, payload_bits
-from aejax.data import datasets, load_mnist
+from aejax.data import datasets, image_sets, load_mnist
 from aejax.environment import environment
 from aejax.errors import AejaxError
 from aejax.evaluation import compression, metrics
@@ -51,14 +51,19 @@ from aejax.evaluation.rd_curves import bd_rate, bits_at, front
 from aejax.files import make_output_dir, refuse_overwrite, write_atomic, write_json
 from aejax.training import step as training
 
-QUALITIES = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
+QUALITIES = (0, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)  # JPEG, WebP, JPEG XL, AVIF
+VARIABLE_QUALITIES = tuple(range(0, 101, 5))  # rd_variable's file qualities
 RELATIVE_STEPS = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
-TARGETS_DB = (20.0, 25.0, 30.0)
+TARGETS_DB = (20.0, 22.0, 24.0, 26.0, 28.0, 30.0, 32.0)
+LOSSY = {"jpeg": compression.jpeg, "webp": compression.webp, "jpeg xl": compression.jxl, "avif": compression.avif}
+LOSSLESS = ("png", "webp", "jxl")
+LMBDAS = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.1)
 SETTINGS = {  # dataset -> what is trained and coded
-    "mnist": {"train": None, "test": None, "epochs": 3, "lmbdas": (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.1),
-              "peers": ("factorized",)},
-    "photo_patches": {"train": None, "test": None, "epochs": 30, "lmbdas": (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.1),
-                      "peers": ("factorized", "hyperprior")},
+    "mnist": {"train": None, "test": None, "epochs": 3, "lmbdas": LMBDAS, "peers": ("factorized",),
+              "variable": {"lmbdas": LMBDAS, "epochs": 3}, "photographs": False},
+    "photo_patches": {"train": None, "test": None, "epochs": 30, "lmbdas": LMBDAS,
+                      "peers": ("factorized", "hyperprior"), "variable": {"lmbdas": LMBDAS, "epochs": 30},
+                      "photographs": True},
 }
 CHANNELS, LATENT, BATCH, LR, SCHEDULE = 32, 32, 32, 2e-3, "constant"
 SPEED_IMAGES, SPEED_REPEATS = 4000, 3
@@ -72,9 +77,9 @@ def load(dataset: str, settings: dict) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(source.rows(range(source.n_train))), np.asarray(source.test)
 
 
-def rd_config(model: str, dataset: str, epochs: int) -> aejax.Config:
-    return aejax.Config(model=model, dataset=dataset, latent_dim=LATENT, epochs=epochs, batch_size=BATCH, lr=LR,
-                        schedule=SCHEDULE, model_kwargs={"channels": CHANNELS})
+def rd_config(model: str, dataset: str, epochs: int, **kwargs) -> aejax.Config:
+    return aejax.Config(model=model, dataset=dataset, latent_dim=kwargs.pop("latent", LATENT), epochs=epochs,
+                        batch_size=BATCH, lr=LR, schedule=SCHEDULE, model_kwargs={"channels": CHANNELS, **kwargs})
 
 
 def training_speed(run_dir: Path) -> dict:
@@ -85,26 +90,42 @@ def training_speed(run_dir: Path) -> dict:
             "train_seconds": float(sum(e["epoch_seconds"] for e in epochs))}
 
 
+def coded_point(codec: Codec, test: np.ndarray, name: str, quality: int | None = None) -> dict:
+    """Every test image coded to a file, decoded and checked bit for bit against the model's reconstruction:
+    whole-file bits, payload bits, the model's estimate and the scores."""
+    files = codec.encode(test, quality=quality)
+    decoded = codec.decode(files)
+    if not np.array_equal(decoded, codec.reconstruct(test, quality=quality)):
+        raise AejaxError(f"{name}: decoded images differ from the model's reconstruction")
+    return {"bits_per_image": float(np.mean([8 * len(f) for f in files])),
+            "payload_bits_per_image": float(np.mean([payload_bits(f) for f in files])),
+            "estimated_bits_per_image": float(codec.estimated_bits(test, quality=quality).mean()),
+            "decoded_exactly": True, **metrics.score(test, decoded)}
+
+
 def aejax_curves(model: str, dataset: str, train: np.ndarray, test: np.ndarray, settings: dict,
-                 runs: Path) -> tuple[list[dict], dict]:
+                 runs: Path) -> tuple[list[dict], dict, list[Codec]]:
+    """One model per lambda: (points, training, the codecs)."""
     run_dir = runs / f"{dataset}_{model}"
     lmbdas = list(settings["lmbdas"])
     aejax.run(rd_config(model, dataset, settings["epochs"]), run_dir, sweep={"lmbda": lmbdas}, data=(train, test),
               resume=True, log=lambda *_: None)
-    points = []
-    for i, lmbda in enumerate(lmbdas):
-        codec = Codec.from_run(run_dir, member=i)
-        files = codec.encode(test)
-        decoded = codec.decode(files)
-        exact = bool(np.array_equal(decoded, codec.reconstruct(test)))
-        if not exact:
-            raise AejaxError(f"{model} lmbda {lmbda}: decoded images differ from the model's reconstruction")
-        estimate = codec.estimated_bits(test)
-        points.append({"lmbda": lmbda, "bits_per_image": float(np.mean([8 * len(f) for f in files])),
-                       "payload_bits_per_image": float(np.mean([payload_bits(f) for f in files])),
-                       "estimated_bits_per_image": float(estimate.mean()), "decoded_exactly": exact,
-                       **metrics.score(test, decoded)})
-    return points, {"models": len(lmbdas), **training_speed(run_dir)}
+    codecs = [Codec.from_run(run_dir, member=i) for i in range(len(lmbdas))]
+    points = [{"lmbda": lmbda, **coded_point(codec, test, f"{model} lmbda {lmbda}")}
+              for lmbda, codec in zip(lmbdas, codecs, strict=True)]
+    return points, {"models": len(lmbdas), **training_speed(run_dir)}, codecs
+
+
+def variable_curve(dataset: str, train: np.ndarray, test: np.ndarray, settings: dict,
+                   runs: Path) -> tuple[list[dict], dict, Codec]:
+    """One `rd_variable` model for every rate, coded at each of `VARIABLE_QUALITIES`: (points, training, codec)."""
+    run_dir = runs / f"{dataset}_rd_variable"
+    variable = settings["variable"]
+    aejax.run(rd_config("rd_variable", dataset, variable["epochs"], lmbdas=list(variable["lmbdas"])), run_dir,
+              data=(train, test), resume=True, log=lambda *_: None)
+    codec = Codec.from_run(run_dir)
+    points = [{"quality": q, **coded_point(codec, test, f"rd_variable quality {q}", q)} for q in VARIABLE_QUALITIES]
+    return points, {"models": 1, **training_speed(run_dir)}, codec
 
 
 def single_model_speed(dataset: str, images: np.ndarray) -> float:
@@ -130,24 +151,58 @@ def conv_entropy_curve(dataset: str, train: np.ndarray, test: np.ndarray, epochs
     codes = np.asarray(aejax.encode(model, variables, test))
     points = compression.code_curve(codes, lambda z: np.asarray(aejax.decode(model, variables, z)), test,
                                     RELATIVE_STEPS)
-    return [{**p, "payload_bits_per_image": p["bits_per_image"]} for p in points]  # an estimate: no file
+    return points  # an estimate: no file
+
+
+def lossless_sizes(test: np.ndarray) -> dict[str, float]:
+    """Bits per image of each lossless format (`LOSSLESS`), checked to decode exactly."""
+    return {fmt: float(compression.lossless_bits(test, fmt).mean()) for fmt in LOSSLESS}
 
 
 def classic_curves(test: np.ndarray) -> dict[str, list[dict]]:
-    shape = tuple(test.shape[1:])
-    png = compression.png_bits(test)
-    curves = {"png (lossless)": [{"bits_per_image": float(png.mean()),
-                                  "payload_bits_per_image": float(png.mean()) - compression.blank_bits("png", None,
-                                                                                                       shape),
-                                  "mse": 0.0, "psnr_db": None, "ssim": 1.0}]}
-    for name, fn in (("jpeg", compression.jpeg), ("webp", compression.webp)):
+    """Each lossy classic codec at every quality of `QUALITIES`: whole files."""
+    curves = {}
+    for name, fn in LOSSY.items():
         curves[name] = []
         for q in QUALITIES:
             bits, decoded = fn(test, q)
             curves[name].append({"quality": q, "bits_per_image": float(bits.mean()),
-                                 "payload_bits_per_image": float(bits.mean()) - compression.blank_bits(name, q, shape),
                                  **metrics.score(test, decoded.astype(np.float32) / 255.0)})
     return curves
+
+
+def photograph_point(photos: list[np.ndarray], decoded: list[np.ndarray], bits: float) -> dict:
+    """Bits per pixel over all the photographs and the PSNR of their pooled MSE (decoded float in [0, 1])."""
+    pixels = sum(p.shape[0] * p.shape[1] for p in photos)
+    sq = sum(float(np.sum((d.astype(np.float64) - p / 255.0) ** 2)) for p, d in zip(photos, decoded, strict=True))
+    mse = sq / sum(p.size for p in photos)
+    return {"bits_per_pixel": bits / pixels, "mse": mse, "psnr_db": float(10 * np.log10(1 / mse)) if mse else None}
+
+
+def photograph_curves(codecs: dict[str, list[tuple[dict, Codec, int | None]]]) -> dict:
+    """The test set's whole photographs coded by each learned codec (label -> (point fields, codec, quality)
+    per rate point) and by every classic codec: bits per pixel against PSNR, and the lossless formats."""
+    photos = [image_sets.photo(name)[..., :3].astype(np.uint8) for name in image_sets.TEST_PHOTOS]
+    curves = {}
+    for label, members in codecs.items():
+        curves[label] = []
+        for fields, codec, quality in members:
+            files = [codec.encode(p, quality=quality) for p in photos]
+            decoded = [codec.decode(f) for f in files]
+            if not all(np.array_equal(d, codec.reconstruct(p, quality=quality)) for p, d in zip(photos, decoded)):
+                raise AejaxError(f"{label}: a decoded photograph differs from the model's reconstruction")
+            curves[label].append({**fields, **photograph_point(photos, decoded, sum(8 * len(f) for f in files))})
+    for name, fn in LOSSY.items():
+        curves[name] = []
+        for q in QUALITIES:
+            coded = [fn(p[None], q) for p in photos]
+            curves[name].append({"quality": q, **photograph_point(
+                photos, [d[0] / 255.0 for _, d in coded], float(sum(b[0] for b, _ in coded)))})
+    pixels = sum(p.shape[0] * p.shape[1] for p in photos)
+    lossless = {fmt: sum(float(compression.lossless_bits(p[None], fmt)[0]) for p in photos) / pixels
+                for fmt in LOSSLESS}
+    return {"photographs": {name: list(p.shape) for name, p in zip(image_sets.TEST_PHOTOS, photos)},
+            "curves": curves, "lossless_bits_per_pixel": lossless}
 
 
 def run_peer(python: str, train: np.ndarray, test: np.ndarray, lmbdas, epochs: int, work: Path,
@@ -194,41 +249,117 @@ def compressai_curve(python: str, train: np.ndarray, test: np.ndarray, settings:
     return points, info
 
 
-def summarise(curves: dict[str, list[dict]]) -> dict:
-    keys = ("payload_bits_per_image", "bits_per_image")
-    at = {key: {name: {f"{t:g}": bits_at(points, t, key) for t in TARGETS_DB} for name, points in curves.items()}
-          for key in keys}
+ESTIMATE = "conv_strided entropy estimate"  # not a file: shown, never compared
+
+
+def summarise(curves: dict[str, list[dict]], key: str = "bits_per_image") -> dict:
+    """Bits each codec needs at each PSNR of `TARGETS_DB`, and the BD-rates (whole files) of every aejax curve
+    against every other codec's, and of the variable-rate model against the per-lambda models it replaces."""
+    at = {name: {f"{t:g}": bits_at(points, t, key) for t in TARGETS_DB} for name, points in curves.items()}
     ours = [n for n in curves if n.startswith("aejax")]
-    anchors = [n for n in curves if n.split(" ")[0] in ("jpeg", "webp", "compressai")]
-    bd = {key: {f"{a} vs {b}": bd_rate(curves[a], curves[b], key) for a in ours for b in anchors} for key in keys}
-    return {"bits_at_psnr": at, "bd_rate_percent": bd}
+    anchors = [n for n in curves if not n.startswith("aejax") and n != ESTIMATE]
+    pairs = [(a, b) for a in ours for b in anchors]
+    pairs += [(a, b) for a in ours for b in ours if "rd_variable" in a and "rd_variable" not in b]
+    return {"bits_at_psnr": at, "bd_rate_percent": {f"{a} vs {b}": bd_rate(curves[a], curves[b], key)
+                                                    for a, b in pairs}}
+
+
+def goals(curves: dict[str, list[dict]], ours: str, key: str = "bits_per_image") -> dict:
+    """At each whole dB from 20 to 32: `ours`'s bits over WebP's (goal: at most 0.5) and over JPEG XL's (goal:
+    below 1); None where a curve does not reach that PSNR (the goal is then not met)."""
+    rows = {}
+    for t in range(20, 33):
+        mine = bits_at(curves[ours], t, key)
+        ratios = {}
+        for anchor in ("webp", "jpeg xl"):
+            theirs = bits_at(curves[anchor], t, key)
+            ratios[anchor] = None if mine is None or theirs is None else mine / theirs
+        rows[str(t)] = ratios
+    met = all(r["webp"] is not None and r["webp"] <= 0.5 and r["jpeg xl"] is not None and r["jpeg xl"] < 1
+              for r in rows.values())
+    return {"codec": ours, "ratios": rows, "met": met}
+
+
+def _cell(bits: float | None, unit: str) -> str:
+    if bits is None:
+        return "-"
+    return f"{bits / 8:.0f}" if unit == "bytes" else f"{bits:.3f}"
+
+
+def rate_table(curves: dict[str, list[dict]], at: dict, unit: str) -> list[str]:
+    lines = ["| codec | " + " | ".join(f"{t:g} dB" for t in TARGETS_DB) + " | PSNR range |",
+             "|---|" + "---:|" * (len(TARGETS_DB) + 1)]
+    for name in curves:
+        pts = front(curves[name], "bits_per_image" if unit == "bytes" else "bits_per_pixel")
+        span = f"{pts[0][0]:.1f}-{pts[-1][0]:.1f}" if pts else "-"
+        label = f"{name} (not a file)" if name == ESTIMATE else name
+        lines.append(f"| {label} | " + " | ".join(_cell(at[name][f"{t:g}"], unit) for t in TARGETS_DB)
+                     + f" | {span} |")
+    return lines
+
+
+def bd_lines(bd: dict) -> list[str]:
+    lines = ["| comparison | BD-rate |", "|---|---:|"]
+    return lines + [f"| {pair} | {'-' if v is None else f'{v:+.1f}%'} |" for pair, v in bd.items()]
 
 
 def table(report: dict) -> str:
     lines = []
     for dataset, part in report["datasets"].items():
-        lines += [f"### {dataset}", "", "Payload bits per image at a PSNR (file bits in brackets; - : the curve does "
-                  "not reach it)", "", "| codec | " + " | ".join(f"{t:g} dB" for t in TARGETS_DB) + " |",
-                  "|---|" + "---:|" * len(TARGETS_DB)]
-        at = part["summary"]["bits_at_psnr"]
-        for name in part["curves"]:
-            if name.startswith("png"):
-                continue
-            cells = []
-            for t in TARGETS_DB:
-                payload, file = at["payload_bits_per_image"][name][f"{t:g}"], at["bits_per_image"][name][f"{t:g}"]
-                cells.append("-" if payload is None else f"{payload:.0f} ({file:.0f})")
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines += ["", "BD-rate (payload bits; negative: aejax needs fewer bits at equal PSNR)", "",
-                  "| comparison | BD-rate |", "|---|---:|"]
-        for pair, value in part["summary"]["bd_rate_percent"]["payload_bits_per_image"].items():
-            lines.append(f"| {pair} | {'-' if value is None else f'{value:+.1f}%'} |")
-        speed = part["speed"]
-        side = speed["side_by_side"]
-        lines += ["", f"Training speed (images/s, one model, batch {BATCH}, median of {SPEED_REPEATS} alternating "
-                  f"epochs over {side['images']} images): aejax rd_factorized {side['aejax_rd_factorized']:.0f}, "
-                  f"CompressAI FactorizedPrior {side['compressai_factorized']:.0f}", ""]
+        lossless = ", ".join(f"{fmt.upper()} {bits / 8:.1f}" for fmt, bits in part["lossless_bits_per_image"].items())
+        lines += [f"### {dataset}", "", "Whole-file bytes per image at a PSNR (headers included; - : the curve does "
+                  "not reach it); the PSNR range of each curve's front", ""]
+        lines += rate_table(part["curves"], part["summary"]["bits_at_psnr"], "bytes")
+        lines += ["", f"Lossless, bytes per image: {lossless}", "",
+                  "BD-rate on whole files (negative: the first needs fewer bytes at equal PSNR)", ""]
+        lines += bd_lines(part["summary"]["bd_rate_percent"])
+        if "goals" in part:
+            g = part["goals"]
+            lines += ["", f"Goals ({g['codec']}, whole files): bytes over WebP's (at most 0.5) and over JPEG XL's "
+                      f"(below 1) at each PSNR; met: {'yes' if g['met'] else 'no'}", "",
+                      "| PSNR | over WebP | over JPEG XL |", "|---|---:|---:|"]
+            lines += [f"| {t} dB | {_ratio(r['webp'])} | {_ratio(r['jpeg xl'])} |" for t, r in g["ratios"].items()]
+        train = part["training"]
+        lines += ["", "Training (seconds of all epochs, from the runs' metrics; a sweep trains its models together): "
+                  + "; ".join(f"{name} {t['train_seconds']:.0f} s for {t['models']} rate point(s), "
+                              f"{t['train_seconds'] / t['models']:.0f} s each" for name, t in train.items())]
+        side = part["speed"].get("side_by_side")
+        if side:
+            lines += ["", f"Training speed (images/s, one model, batch {BATCH}, median of {SPEED_REPEATS} "
+                      f"alternating epochs over {side['images']} images): aejax rd_factorized "
+                      f"{side['aejax_rd_factorized']:.0f}, CompressAI FactorizedPrior "
+                      f"{side['compressai_factorized']:.0f} ({part['peers']})"]
+        lines += [""]
+        if "photographs" in part:
+            photos = part["photographs"]
+            lines += [f"#### {dataset}: whole photographs ({', '.join(photos['photographs'])})", "",
+                      "Bits per pixel at a PSNR (all pixels of the photographs pooled)", ""]
+            lines += rate_table(photos["curves"], photos["summary"]["bits_at_psnr"], "bpp")
+            lines += ["", "Lossless, bits per pixel: " + ", ".join(
+                f"{fmt.upper()} {v:.3f}" for fmt, v in photos["lossless_bits_per_pixel"].items()), "",
+                "BD-rate (bits per pixel)", ""]
+            lines += bd_lines(photos["summary"]["bd_rate_percent"]) + [""]
     return "\n".join(lines) + "\n"
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _panel(ax, curves: dict[str, list[dict]], key: str, metric: str, colours: dict[str, str]) -> None:
+    for name, points in curves.items():
+        chosen = {bits for _, bits in front(points, key)}
+        pts = sorted((p[key], p[metric]) for p in points
+                     if p.get(metric) is not None and p[key] > 0 and p["mse"] > 0)
+        on = [(b, v) for b, v in pts if b in chosen]
+        off = [(b, v) for b, v in pts if b not in chosen]
+        style = {"ls": ":"} if name == ESTIMATE else {}
+        if on:
+            ax.plot(*zip(*on), marker="o", ms=3, color=colours[name], label=name, **style)
+        if off:  # points off the PSNR front (a lambda or quality that came out worse than a cheaper one)
+            ax.plot(*zip(*off), ls="none", marker="x", ms=5, color=colours[name])
+    ax.set_xscale("log")
+    ax.grid(alpha=0.3)
 
 
 def figure(report: dict, path: Path) -> None:
@@ -237,32 +368,48 @@ def figure(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(report["datasets"])
-    codecs = list(dict.fromkeys(name for part in report["datasets"].values() for name in part["curves"]))
+    panels = []  # (title, curves, key, metric, x label)
+    for dataset, part in report["datasets"].items():
+        for metric in ("psnr_db", "ssim"):
+            panels.append((f"{dataset}: {'PSNR' if metric == 'psnr_db' else 'SSIM'}", part["curves"],
+                           "bits_per_image", metric, "whole-file bits per image"))
+        if "photographs" in part:
+            panels.append((f"{dataset}: whole photographs, PSNR", part["photographs"]["curves"], "bits_per_pixel",
+                           "psnr_db", "bits per pixel"))
+    codecs = list(dict.fromkeys(name for _, curves, *_ in panels for name in curves))
     colours = {name: f"C{i % 10}" for i, name in enumerate(codecs)}  # one colour per codec in every panel
-    fig, axes = plt.subplots(len(names), 2, figsize=(11, 4.2 * len(names)), squeeze=False)
-    for row, dataset in enumerate(names):
-        for col, metric in enumerate(("psnr_db", "ssim")):
-            ax = axes[row][col]
-            for name, points in report["datasets"][dataset]["curves"].items():
-                chosen = {bits for _, bits in front(points, "payload_bits_per_image")}
-                pts = sorted((p["payload_bits_per_image"], p[metric]) for p in points
-                             if p.get(metric) is not None and p["payload_bits_per_image"] > 0 and p["mse"] > 0)
-                on = [(b, v) for b, v in pts if b in chosen]
-                off = [(b, v) for b, v in pts if b not in chosen]
-                if on:
-                    ax.plot(*zip(*on), marker="o", ms=3, color=colours[name], label=name)
-                if off:  # points off the PSNR front (a lambda that came out worse than a cheaper one)
-                    ax.plot(*zip(*off), ls="none", marker="x", ms=5, color=colours[name])
-            ax.set_xscale("log")
-            ax.set_xlabel("payload bits per image")
-            ax.set_ylabel("PSNR (dB)" if metric == "psnr_db" else "SSIM")
-            ax.set_title(f"{dataset}: {'PSNR' if metric == 'psnr_db' else 'SSIM'}")
-            ax.grid(alpha=0.3)
-        axes[row][0].legend(fontsize=7)
+    rows = (len(panels) + 1) // 2
+    fig, axes = plt.subplots(rows, 2, figsize=(11, 4.2 * rows), squeeze=False)
+    for ax, (title, curves, key, metric, xlabel) in zip(axes.flat, panels):
+        _panel(ax, curves, key, metric, colours)
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("PSNR (dB)" if metric == "psnr_db" else "SSIM")
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def peers_from(path: str, dataset: str, settings: dict) -> tuple[dict, dict]:
+    """CompressAI's curves and speeds for `dataset` from an earlier report of this script with the same settings
+    (lambdas, epochs, architecture): (curves, speed entries)."""
+    try:
+        report = json.loads(Path(path).read_text())
+        part = report["datasets"][dataset]
+    except (OSError, ValueError, KeyError) as e:
+        raise AejaxError(f"--peers-from {path} is not a report of this script with {dataset} ({e})") from None
+    architecture = {"channels_N": CHANNELS, "latent_M": LATENT, "batch_size": BATCH, "lr": LR, "schedule": SCHEDULE,
+                    "seed": 0}
+    same = (report.get("architecture") == architecture and part["settings"]["epochs"] == settings["epochs"]
+            and part["settings"]["lmbdas"] == list(settings["lmbdas"]))
+    if not same:
+        raise AejaxError(f"--peers-from {path} was run with other settings for {dataset}")
+    curves = {name: points for name, points in part["curves"].items() if name.startswith("compressai")}
+    speed = {k: v for k, v in part["speed"].items() if k.startswith("compressai") or k == "side_by_side"}
+    return curves, speed
 
 
 def outputs(out: Path) -> list[Path]:
@@ -282,13 +429,22 @@ def main() -> None:
     p.add_argument("--out", required=True, help="output directory (codec.json, table.md, codec.png)")
     p.add_argument("--runs", default="runs/codec", help="where the trained models' run directories go")
     p.add_argument("--compressai-python",
-                   help="the Python of an environment with compressai installed (see the docstring)")
+                   help="the Python of an environment with compressai installed: train CompressAI's models here")
+    p.add_argument("--peers-from", metavar="CODEC_JSON",
+                   help="instead, copy CompressAI's points and speeds from an earlier codec.json of the same settings")
     p.add_argument("--datasets", default="mnist,photo_patches", help="comma-separated, of " + ", ".join(SETTINGS))
     p.add_argument("--overwrite", action="store_true", help="replace the result files if they exist")
     p.add_argument("--resummarise", action="store_true",
                    help="train and code nothing: recompute the summaries, table and figure from --out's codec.json "
                         "(with --overwrite)")
     args = p.parse_args()
+
+    def summaries(part: dict) -> None:
+        part["summary"] = summarise(part["curves"])
+        if "aejax rd_variable" in part["curves"] and "webp" in part["curves"]:
+            part["goals"] = goals(part["curves"], "aejax rd_variable")
+        if "photographs" in part:
+            part["photographs"]["summary"] = summarise(part["photographs"]["curves"], "bits_per_pixel")
 
     def resummarise(out: Path) -> None:
         try:
@@ -297,7 +453,7 @@ def main() -> None:
             raise AejaxError(f"--resummarise needs a codec.json this script wrote in {out} ({e})") from None
         refuse_overwrite(outputs(out), args.overwrite)
         for part in report["datasets"].values():
-            part["summary"] = summarise(part["curves"])
+            summaries(part)
         write_json(out / "codec.json", report)
         write_table_and_figure(report, out)
 
@@ -308,8 +464,11 @@ def main() -> None:
         unknown = [d for d in names if d not in SETTINGS]
         if unknown or not names:
             raise AejaxError(f"--datasets takes {', '.join(SETTINGS)}, got {args.datasets!r}")
-        if not args.compressai_python or not Path(args.compressai_python).is_file():
+        if args.compressai_python and not Path(args.compressai_python).is_file():
             raise AejaxError(f"--compressai-python {args.compressai_python} does not exist")
+        if args.compressai_python and args.peers_from:
+            raise AejaxError("give --compressai-python or --peers-from, not both")
+        compression.jxl(np.zeros((1, 8, 8, 1), np.uint8), 50)  # the JPEG XL plugin is there before any training
         out = make_output_dir(args.out)
         refuse_overwrite(outputs(out), args.overwrite)
         runs = make_output_dir(args.runs)
@@ -319,23 +478,37 @@ def main() -> None:
         for dataset in names:
             settings = SETTINGS[dataset]
             train, test = load(dataset, settings)
-            curves, speed = {}, {}
+            curves, speed, training_runs, learned = {}, {}, {}, {}
             for model in ("rd_factorized", "rd_hyperprior"):
-                curves[f"aejax {model}"], speed[f"aejax_{model}_sweep"] = aejax_curves(
+                curves[f"aejax {model}"], training_runs[f"aejax {model}"], codecs = aejax_curves(
                     model, dataset, train, test, settings, runs)
+                learned[f"aejax {model}"] = [({"lmbda": lm}, c, None) for lm, c in zip(settings["lmbdas"], codecs)]
                 print(f"{dataset} {model}: done", flush=True)
-            for peer in settings["peers"]:
-                curves[f"compressai {peer}"], speed[f"compressai_{peer}_training_runs"] = compressai_curve(
-                    args.compressai_python, train, test, settings, runs, peer)
-            speed["side_by_side"] = speeds(args.compressai_python, dataset, train, runs)
-            print(f"{dataset} compressai: done", flush=True)
-            curves["conv_strided entropy estimate"] = conv_entropy_curve(dataset, train, test, settings["epochs"],
-                                                                         runs)
+            curves["aejax rd_variable"], training_runs["aejax rd_variable"], codec = variable_curve(
+                dataset, train, test, settings, runs)
+            learned["aejax rd_variable"] = [({"quality": q}, codec, q) for q in VARIABLE_QUALITIES]
+            print(f"{dataset} rd_variable: done", flush=True)
+            if args.compressai_python:
+                for peer in settings["peers"]:
+                    curves[f"compressai {peer}"], speed[f"compressai_{peer}_training_runs"] = compressai_curve(
+                        args.compressai_python, train, test, settings, runs, peer)
+                speed["side_by_side"] = speeds(args.compressai_python, dataset, train, runs)
+            elif args.peers_from:
+                peer_curves, peer_speed = peers_from(args.peers_from, dataset, settings)
+                curves.update(peer_curves)
+                speed.update(peer_speed)
+            curves[ESTIMATE] = conv_entropy_curve(dataset, train, test, settings["epochs"], runs)
             curves.update(classic_curves(test))
-            report["datasets"][dataset] = {"settings": {**settings, "train_images": len(train),
-                                                        "test_images": len(test),
-                                                        "image_shape": list(test.shape[1:])},
-                                           "curves": curves, "speed": speed, "summary": summarise(curves)}
+            part = {"settings": {**settings, "train_images": len(train), "test_images": len(test),
+                                 "image_shape": list(test.shape[1:])},
+                    "curves": curves, "lossless_bits_per_image": lossless_sizes(test), "speed": speed,
+                    "training": training_runs,
+                    "peers": ("trained here" if args.compressai_python else
+                              f"copied from {args.peers_from}" if args.peers_from else "not run")}
+            if settings["photographs"]:
+                part["photographs"] = photograph_curves(learned)
+            summaries(part)
+            report["datasets"][dataset] = part
             write_json(out / "codec.json", report)
         write_table_and_figure(report, out)
 

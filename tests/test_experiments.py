@@ -213,3 +213,40 @@ def test_fixed_cost_measures_a_warm_cache_compiling_less(tmp_path):
     cold, warm = cases["cold"]["median_seconds"], cases["warm_cache"]["median_seconds"]
     assert warm["compile"] < cold["compile"] / 3 and warm["cache_retrieval"] > 0
     assert cases["warm_cache_checkpoint_every_5"]["median_seconds"]["checkpoint"] < warm["checkpoint"]
+
+
+@pytest.mark.slow
+def test_codec_compare_writes_whole_file_curves_goals_and_photographs(tmp_path, monkeypatch, prepared_data_dir):
+    """The comparison on a few images (1 epoch, 2 lambdas): every codec's curve on whole files, the lossless
+    formats, BD-rates of the variable-rate model against the per-lambda ones, the goals, and whole photographs."""
+    from experiments import codec_compare
+    from tests.test_codec import images
+
+    tiny = {"train": 256, "test": 12, "epochs": 1, "lmbdas": (0.01, 0.1), "peers": (),
+            "variable": {"lmbdas": (0.01, 0.1), "epochs": 1}, "photographs": False}
+    monkeypatch.setattr(codec_compare, "SETTINGS", {"mnist": tiny})
+    monkeypatch.setattr(codec_compare, "QUALITIES", (0, 50))
+    monkeypatch.setattr(codec_compare, "VARIABLE_QUALITIES", (0, 50, 100))
+    monkeypatch.setattr(codec_compare.image_sets, "TEST_PHOTOS", ("chelsea",))
+    monkeypatch.setattr(codec_compare.image_sets, "photo", lambda name: images(1, (20, 36, 1), 0)[0])
+    monkeypatch.setattr(sys, "argv", ["codec_compare", "--out", str(tmp_path / "out"), "--runs",
+                                      str(tmp_path / "runs"), "--datasets", "mnist"])
+    codec_compare.main()
+    report = json.loads((tmp_path / "out" / "codec.json").read_text())
+    part = report["datasets"]["mnist"]
+    assert {"aejax rd_factorized", "aejax rd_hyperprior", "aejax rd_variable", "jpeg", "webp", "jpeg xl",
+            "avif"} <= set(part["curves"])
+    assert [p["quality"] for p in part["curves"]["aejax rd_variable"]] == [0, 50, 100]
+    assert all(p["decoded_exactly"] and p["bits_per_image"] > p["payload_bits_per_image"]
+               for p in part["curves"]["aejax rd_variable"])
+    assert set(part["lossless_bits_per_image"]) == {"png", "webp", "jxl"}
+    assert "aejax rd_variable vs aejax rd_factorized" in part["summary"]["bd_rate_percent"]
+    assert set(part["goals"]["ratios"]) == {str(t) for t in range(20, 33)} and part["goals"]["met"] in (True, False)
+    assert part["training"]["aejax rd_variable"]["models"] == 1
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert "Whole-file bytes" in table and "Goals (aejax rd_variable" in table
+    codecs = [({"lmbda": 0.1}, codec_compare.Codec.from_run(tmp_path / "runs" / "mnist_rd_factorized", member=1),
+               None)]
+    photos = codec_compare.photograph_curves({"aejax rd_factorized": codecs})
+    assert photos["photographs"] == {"chelsea": [20, 36, 1]}  # any size: 20x36 from a 28x28 model
+    assert photos["curves"]["aejax rd_factorized"][0]["bits_per_pixel"] > 0

@@ -1,10 +1,15 @@
-"""A learned image codec: a trained `rd_factorized` / `rd_hyperprior` model (`aejax.models.rate_distortion`) and
-an entropy coder (constriction's range coder) turn images into bytes and back.
+"""A learned image codec: a trained `rd_factorized` / `rd_hyperprior` model, or a variable-rate `rd_variable` /
+`rd_variable_hyperprior` (`aejax.models.rate_distortion`), and an entropy coder (constriction's range coder) turn
+images into bytes and back.
 
     codec = Codec.from_run("runs/rd", member={"lmbda": 0.01})
     files = codec.encode(images)           # uint8 or float [N, H, W, C] (or one [H, W, C]) -> list of bytes
     images_back = codec.decode(files)      # float32 [N, H, W, C] in [0, 1]
     assert (images_back == codec.reconstruct(images)).all()   # bit for bit
+
+A variable-rate model codes each image at a quality from 0 to 100 (`QUALITIES`; its lowest level to its
+highest, the gains interpolated in between): `encode(images, quality=60)`, one quality per image, or the
+qualities `choose_quality` finds per image for a target PSNR or a byte budget. The quality is in the file.
 
 Any H x W with the model's channels is coded, whatever size the model trained on (its layers are convolutions:
 the analysis pads the image to a multiple of 16, the synthesis crops back to the size the file's header gives;
@@ -19,11 +24,11 @@ decoded symbols: it equals the model's own quantised reconstruction (`Codec.reco
 A range coder, rather than ANS, because a file holds one small image: its termination costs about 16 bits per
 file against ANS's about 35 (constriction's coders, both with 32-bit words, measured on random messages).
 
-A file is a 19-byte header and the coder's 32-bit words (little-endian):
+A file is a 19-byte header (20 for a variable-rate model) and the coder's 32-bit words (little-endian):
 
-    magic b"AEJX" | format version (1 byte) | model kind (1: factorized, 2: hyperprior) | H, W (uint16, the image's) |
-    C (uint8) | model hash (4 bytes: sha256 of the model's config and parameters) | CRC-32 of the payload |
-    payload
+    magic b"AEJX" | format version (1 byte) | model kind (1: factorized, 2: hyperprior, 3 and 4: their variable-rate
+    forms) | H, W (uint16, the image's) | C (uint8) | model hash (4 bytes: sha256 of the model's config and
+    parameters) | CRC-32 of the payload | [quality (uint8, 0..100): variable-rate kinds only] | payload
 
 A file that is not one, of another version, of another model (or channel count), truncated or altered is refused with
 one line (`AejaxError`) before an image is returned: decoding re-encodes the decoded symbols and accepts only
@@ -57,7 +62,9 @@ VERSION = 2  # 1: ANS-coded payloads (no longer read)
 HEADER = struct.Struct("<4sBBHHB4sI")  # magic, version, kind, H, W, C, model hash, payload CRC-32
 MODEL_MAGIC, MODEL_VERSION = b"AEJM", 1  # a model file: magic | version | sha256 of the rest | config | params
 MAX_SIDE = 65535  # H and W are uint16 in the header
-KINDS = {False: 1, True: 2}  # hyperprior -> kind byte
+KINDS = {(False, False): 1, (True, False): 2, (False, True): 3, (True, True): 4}  # (hyperprior, variable) -> kind
+VARIABLE_KINDS = frozenset({3, 4})
+QUALITIES = 100  # a variable-rate file's quality Q in 0..100 is the model's quality Q / 100 * (L - 1)
 ESTIMATE_CHUNK = 500  # images per model call when estimating rates
 
 
@@ -102,12 +109,22 @@ def _as_batch(images, channels: int) -> tuple[jax.Array, bool]:
     return jnp.asarray(x, jnp.float32), batched
 
 
-class _Programs(NamedTuple):
-    """The compiled model functions for one image size (each image runs with a batch of one)."""
+def _psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """PSNR (dB) of each image pair, `[N]`, float64; inf for identical images."""
+    mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2, axis=(1, 2, 3))
+    with np.errstate(divide="ignore"):
+        return 10.0 * np.log10(1.0 / mse)
 
-    symbols: Callable  # [N, H, W, C] -> (y_hat, z_hat)
-    decode: Callable  # y_hat -> images
-    estimate: Callable  # images -> bits [N]
+
+class _Programs(NamedTuple):
+    """The model functions for one image size. Each image runs alone through one program compiled for a batch of
+    one (a loop over images compiled into one program can round differently when it has one image than when it
+    has several, so a file decoded alone would not match its batch's reconstruction), with its own model quality
+    (a float32 `[N]`: zeros for a one-rate model)."""
+
+    symbols: Callable  # ([N, H, W, C], quality [N]) -> (y_hat, z_hat)
+    decode: Callable  # (y_hat, quality [N]) -> images
+    estimate: Callable  # (images, quality [N]) -> bits [N]
     scales: Callable | None  # z_hat -> y's scales (hyperprior)
     code_shape: tuple[int, ...]
     z_shape: tuple[int, ...] | None
@@ -123,7 +140,8 @@ class Codec:
                              f"not {config.model}")
         self.model, self.variables, self.config = model, variables, config
         self.shape = tuple(model.image_shape)
-        self.kind = KINDS[model.hyperprior]
+        self.variable = bool(model.lmbdas)
+        self.kind = KINDS[model.hyperprior, self.variable]
         self.hash = model_hash(config, variables)
         values = jnp.arange(-SYMBOL_BOUND, SYMBOL_BOUND + 1, dtype=jnp.float32)[:, None]  # [2R + 1, 1]
         density = lambda m, v: m.density.likelihood(jnp.broadcast_to(v, (v.shape[0], m.density.channels)))  # noqa: E731
@@ -138,17 +156,24 @@ class Codec:
         parameters do not depend on it; the analysis pads to a multiple of 16 and the synthesis crops back),
         compiled once per size."""
         if shape not in self._programs:
-            model, variables = self.model.clone(image_shape=shape), self.variables
-            apply = lambda method: (lambda *a: model.apply(variables, *a, method=method))  # noqa: E731
-            one = lambda f: jax.jit(lambda xs: jax.lax.map(lambda x: jax.tree_util.tree_map(  # noqa: E731
-                lambda v: v[0], f(x[None])), xs))  # per image, with a batch of one
-            code_shape = tuple(jax.eval_shape(apply("encode"), jnp.zeros((1, *shape))).shape[1:])
+            model, variables, variable = self.model.clone(image_shape=shape), self.variables, self.variable
+
+            def apply(method: str) -> Callable:  # (*args, quality) -> the method's result (quality if variable)
+                return lambda *a: model.apply(variables, *a[:-1], *([a[-1]] if variable else []), method=method)
+
+            def one(f: Callable) -> Callable:  # per image, with a batch of one and that image's quality
+                program = jax.jit(lambda x, q: f(x[None], q))
+                return lambda xs, q: jax.tree_util.tree_map(lambda *v: jnp.concatenate(v), *[
+                    program(x, q_i) for x, q_i in zip(jnp.asarray(xs), jnp.asarray(q), strict=True)])
+
+            code_shape = tuple(jax.eval_shape(apply("encode"), jnp.zeros((1, *shape)), 0.0).shape[1:])
             z_shape = scales = None
             if model.hyperprior:
-                z_shape = tuple(jax.eval_shape(apply("hyper_encode"), jnp.zeros((1, *code_shape))).shape[1:])
-                scales = one(lambda z: model.apply(variables, z, code_shape[:2], method="scales"))
-            estimate = jax.jit(lambda x: chunks.map_over_chunks(lambda part: apply("rd_terms")(part)[1], x,
-                                                                ESTIMATE_CHUNK))
+                z_shape = tuple(jax.eval_shape(lambda y: model.apply(variables, y, method="hyper_encode"),
+                                               jnp.zeros((1, *code_shape))).shape[1:])
+                scales = one(lambda z, _: model.apply(variables, z, code_shape[:2], method="scales"))
+            estimate = jax.jit(lambda x, q: chunks.map_over_chunks(
+                lambda part: apply("rd_terms")(part[0], part[1])[1], (x, q), ESTIMATE_CHUNK))
             self._programs[shape] = _Programs(one(apply("symbols")), one(apply("decode")), estimate, scales,
                                               code_shape, z_shape)
         return self._programs[shape]
@@ -210,37 +235,116 @@ class Codec:
 
     # --- arrays ----------------------------------------------------------------------------------------------
 
+    def _qualities(self, quality, n: int) -> np.ndarray:
+        """The file qualities (int `[n]`, 0..100) for `quality`: None (100, a variable-rate model's highest; 0
+        for a one-rate model), one number or one per image."""
+        if quality is None:
+            return np.full(n, QUALITIES if self.variable else 0, np.int64)
+        if not self.variable:
+            raise AejaxError(f"a quality needs a variable-rate model (rd_variable); {self.config.model} codes at one "
+                             f"rate")
+        q = np.broadcast_to(np.asarray(quality), (n,)) if np.ndim(quality) == 0 else np.asarray(quality)
+        if q.shape != (n,) or not np.issubdtype(q.dtype, np.integer) or q.min() < 0 or q.max() > QUALITIES:
+            raise AejaxError(f"quality must be an integer from 0 to {QUALITIES} (one, or one per image), got "
+                             f"{quality!r}")
+        return q.astype(np.int64)
+
+    def _model_quality(self, qualities: np.ndarray) -> jax.Array:
+        """File qualities 0..100 `[N]` as the model's quality in [0, L - 1] (float32)."""
+        return jnp.asarray(qualities / QUALITIES * self.model.top_quality, jnp.float32)
+
     @_in_32_bits
-    def reconstruct(self, images) -> np.ndarray:
-        """The model's quantised reconstruction of each image, float32 `[N, H, W, C]` (what decoding gives)."""
+    def reconstruct(self, images, quality=None) -> np.ndarray:
+        """The model's quantised reconstruction of each image, float32 `[N, H, W, C]` (what decoding gives); a
+        variable-rate model's at `quality` (0..100, one or one per image; default 100)."""
         x, batched = _as_batch(images, self.shape[-1])
+        q = self._model_quality(self._qualities(quality, x.shape[0]))
         programs = self._at(x.shape[1:])
-        y_hat, _ = programs.symbols(x)
-        out = np.asarray(programs.decode(y_hat))
+        y_hat, _ = programs.symbols(x, q)
+        out = np.asarray(programs.decode(y_hat, q))
         return out if batched else out[0]
 
     @_in_32_bits
-    def estimated_bits(self, images) -> np.ndarray:
+    def estimated_bits(self, images, quality=None) -> np.ndarray:
         """The model's own rate for each image, float32 `[N]` (`[]` for one image `[H, W, C]`): its entropy
         model's -log2 likelihood of the quantised codes, which a file's payload (`payload_bits`) approaches."""
         x, batched = _as_batch(images, self.shape[-1])
-        bits = np.asarray(self._at(x.shape[1:]).estimate(x))
+        q = self._model_quality(self._qualities(quality, x.shape[0]))
+        bits = np.asarray(self._at(x.shape[1:]).estimate(x, q))
         return bits if batched else bits[0]
 
     @_in_32_bits
-    def encode(self, images) -> list[bytes] | bytes:
+    def encode(self, images, quality=None) -> list[bytes] | bytes:
         """Each image (uint8 or float in [0, 1], `[N, H, W, C]`) as the bytes of one file; one image
-        `[H, W, C]` gives one `bytes`."""
+        `[H, W, C]` gives one `bytes`. A variable-rate model codes at `quality` (0..100: one, or one per image,
+        such as `choose_quality`'s; default 100)."""
+        x, batched = _as_batch(images, self.shape[-1])
+        qualities = self._qualities(quality, x.shape[0])
+        files = self._files(x, qualities)
+        return files if batched else files[0]
+
+    def _files(self, x: jax.Array, qualities: np.ndarray) -> list[bytes]:
+        programs = self._at(x.shape[1:])
+        y_hat, z_hat = jax.device_get(programs.symbols(x, self._model_quality(qualities)))
+        scales = None if z_hat is None else np.asarray(programs.scales(jnp.asarray(z_hat), qualities))
+        files = []
+        for words, q in zip(self._words(y_hat, z_hat, scales), qualities, strict=True):
+            payload = words.astype("<u4").tobytes()
+            head = HEADER.pack(MAGIC, VERSION, self.kind, *x.shape[1:], self.hash, zlib.crc32(payload))
+            files.append(head + (bytes([int(q)]) if self.variable else b"") + payload)
+        return files
+
+    @_in_32_bits
+    def choose_quality(self, images, target_psnr: float | None = None,
+                       max_bytes: int | None = None) -> np.ndarray:
+        """Per image, the quality (int `[N]`, 0..100) a variable-rate model codes it at: with `target_psnr`, the
+        lowest whose decoded image reaches that PSNR (dB); with `max_bytes`, the highest whose whole file fits
+        (both: the lowest reaching the PSNR, if it fits, else the highest that fits). A binary search over
+        0..100 per image (rate and PSNR grow with the quality); an image that cannot reach the PSNR gets 100, one
+        that fits at no quality gets 0 (`encode` then writes more than `max_bytes`: check the files' sizes)."""
+        if not self.variable:
+            raise AejaxError(f"choosing a quality needs a variable-rate model (rd_variable); {self.config.model} "
+                             f"codes at one rate")
+        if target_psnr is None and max_bytes is None:
+            raise AejaxError("choose_quality needs target_psnr or max_bytes")
+        if target_psnr is not None and not (np.isfinite(target_psnr) and target_psnr > 0):
+            raise AejaxError(f"target_psnr must be a positive number of dB, got {target_psnr!r}")
+        if max_bytes is not None and not (isinstance(max_bytes, (int, np.integer)) and max_bytes > 0):
+            raise AejaxError(f"max_bytes must be a positive integer, got {max_bytes!r}")
         x, batched = _as_batch(images, self.shape[-1])
         programs = self._at(x.shape[1:])
-        y_hat, z_hat = jax.device_get(programs.symbols(x))
-        scales = None if z_hat is None else np.asarray(programs.scales(jnp.asarray(z_hat)))
-        files = []
-        for words in self._words(y_hat, z_hat, scales):
-            payload = words.astype("<u4").tobytes()
-            files.append(HEADER.pack(MAGIC, VERSION, self.kind, *x.shape[1:], self.hash, zlib.crc32(payload))
-                         + payload)
-        return files if batched else files[0]
+
+        def good(q: np.ndarray) -> np.ndarray:  # [N] bool: quality q meets the target (PSNR reached or fits)
+            ok = np.ones(len(q), bool)
+            if target_psnr is not None:
+                mq = self._model_quality(q)
+                ok &= _psnr(programs.decode(programs.symbols(x, mq)[0], mq), x) >= target_psnr
+            if max_bytes is not None:
+                ok &= np.array([len(f) for f in self._files(x, q)]) <= max_bytes
+            return ok
+
+        if target_psnr is not None:  # the lowest quality reaching the PSNR: search for the first good one
+            lo, hi = np.zeros(x.shape[0], np.int64), np.full(x.shape[0], QUALITIES, np.int64)
+            while (lo < hi).any():
+                mid, active = (lo + hi) // 2, lo < hi
+                ok = good(mid)
+                hi, lo = np.where(active & ok, mid, hi), np.where(active & ~ok, mid + 1, lo)
+            chosen = lo
+            if max_bytes is not None:  # too large: fall back to the highest quality that fits
+                fits = np.array([len(f) for f in self._files(x, chosen)]) <= max_bytes
+                chosen = np.where(fits, chosen, self._largest_fitting(x, max_bytes))
+        else:
+            chosen = self._largest_fitting(x, max_bytes)
+        return chosen if batched else chosen[0]
+
+    def _largest_fitting(self, x: jax.Array, max_bytes: int) -> np.ndarray:
+        """Per image the highest quality whose file has at most `max_bytes` bytes (0 when none does)."""
+        lo, hi = np.zeros(x.shape[0], np.int64), np.full(x.shape[0], QUALITIES, np.int64)
+        while (lo < hi).any():
+            mid, active = (lo + hi + 1) // 2, lo < hi
+            ok = np.array([len(f) for f in self._files(x, mid)]) <= max_bytes
+            lo, hi = np.where(active & ok, mid, lo), np.where(active & ~ok, mid - 1, hi)
+        return lo
 
     @_in_32_bits
     def decode(self, files: Sequence[bytes] | bytes, name: str | None = None) -> np.ndarray | list[np.ndarray]:
@@ -256,12 +360,13 @@ class Codec:
         return np.stack(images) if len({i.shape for i in images}) <= 1 and images else images
 
     def _decode_one(self, data: bytes, label: str) -> np.ndarray:
-        shape, words = self._payload(data, label)
+        shape, quality, words = self._payload(data, label)
         programs = self._at(shape)
+        quality = np.array([quality])
         coder = constriction.stream.queue.RangeDecoder(words)
         if self.model.hyperprior:
             z_hat = self._decode_factorized(coder, programs.z_shape, label)[None]
-            scales = np.asarray(programs.scales(jnp.asarray(z_hat, jnp.float32)))
+            scales = np.asarray(programs.scales(jnp.asarray(z_hat, jnp.float32), quality))
             y_hat = self._decode_symbols(lambda: coder.decode(self._gaussian, np.zeros(scales[0].size),
                                                               self._table_scales(scales[0])), label)
             y_hat = y_hat.reshape(1, *programs.code_shape)
@@ -271,7 +376,7 @@ class Codec:
         # A range decoder cannot tell where its data ends: accept only the words encode writes for these symbols.
         if not np.array_equal(self._words(y_hat, z_hat, scales)[0], words):
             raise AejaxError(f"{label} holds data its codes do not explain: it is not a file of this model")
-        return np.asarray(programs.decode(jnp.asarray(y_hat, jnp.float32)))[0]
+        return np.asarray(programs.decode(jnp.asarray(y_hat, jnp.float32), self._model_quality(quality)))[0]
 
     # --- the entropy coder -----------------------------------------------------------------------------------
 
@@ -311,19 +416,21 @@ class Codec:
         index = np.minimum(np.searchsorted(SCALE_TABLE, scales.ravel(), side="left"), len(SCALE_TABLE) - 1)
         return SCALE_TABLE[index]
 
-    def _payload(self, data: bytes, name: str) -> tuple[tuple[int, int, int], np.ndarray]:
-        """The image shape and the coder's words of file `name`, after checking its header and CRC against this
-        model."""
+    def _payload(self, data: bytes, name: str) -> tuple[tuple[int, int, int], int, np.ndarray]:
+        """The image shape, the quality (0 for a one-rate model) and the coder's words of file `name`, after
+        checking its header and CRC against this model."""
         magic, version, kind, h, w, c, digest, crc = _header(data, name)
         if version != VERSION:
             raise AejaxError(f"{name} has format version {version}; this aejax reads version {VERSION}")
         if kind != self.kind or c != self.shape[-1] or digest != self.hash or not (h and w):
             raise AejaxError(f"{name} was encoded by another model ({h}x{w}x{c}, model hash {digest.hex()}); this "
                              f"model codes {self.shape[-1]}-channel images with hash {self.hash.hex()}")
-        payload = bytes(data[HEADER.size:])
-        if len(payload) % 4 or zlib.crc32(payload) != crc:
+        start = header_size(data)
+        payload = bytes(data[start:])
+        quality = data[HEADER.size] if self.variable and len(data) > HEADER.size else 0
+        if len(payload) % 4 or zlib.crc32(payload) != crc or quality > QUALITIES:
             raise AejaxError(f"{name} is damaged or truncated (its checksum does not match)")
-        return (h, w, c), np.frombuffer(payload, "<u4").astype(np.uint32)
+        return (h, w, c), quality, np.frombuffer(payload, "<u4").astype(np.uint32)
 
 
 def _header(data: bytes, name: str) -> tuple:
@@ -333,6 +440,11 @@ def _header(data: bytes, name: str) -> tuple:
     return HEADER.unpack_from(data)
 
 
+def header_size(file: bytes) -> int:
+    """Bytes of a file's header: 19, or 20 for a variable-rate model's (its quality byte)."""
+    return HEADER.size + (len(file) > 5 and file[5] in VARIABLE_KINDS)
+
+
 def payload_bits(file: bytes) -> int:
     """Bits of a file's entropy-coded payload (the file without its header)."""
-    return 8 * (len(file) - HEADER.size)
+    return 8 * (len(file) - header_size(file))

@@ -5,12 +5,16 @@
     python -m aejax.codec encode --run RUN_DIR --out-dir codes/ images/ more/*.png   # many files, one process
     python -m aejax.codec decode --model model.aejm --out-dir back/ codes/
     python -m aejax.codec export --run RUN_DIR --member '{"lmbda": 0.01}' model.aejm
+    python -m aejax.codec encode --model variable.aejm --target-psnr 28 image.png out.aejx   # rd_variable models
 
 `--seed` and `--member` pick one model of a run that trained several (seeds, a sweep of `lmbda`): the member
 as an index or as JSON (`--member '{"lmbda": 0.01}'`); decoding from a run without them finds the model by the
 hash in the first file's header. `--model FILE` (from `export`: config and parameters, no optimizer state) needs
 no run directory. With `--out-dir`, every input is coded in one process: files, folders (searched recursively
 for images, or for `.aejx` files to decode) and quoted glob patterns; outputs keep the inputs' relative paths.
+
+A variable-rate model (`rd_variable`) codes at `--quality Q` (0..100, default 100), or per image at the lowest
+quality reaching `--target-psnr DB`, or the highest whose file fits `--max-bytes N` (`Codec.choose_quality`).
 
 Images are read and written with Pillow (grey for a 1-channel model, RGB for a 3-channel one; any size; 16-bit
 grey scaled to 8 bits, alpha composited onto black, as `aejax.data.pixels` states). Before any work, one line
@@ -31,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from aejax import cli
+from aejax.codec import HEADER
 from aejax.errors import AejaxError
 from aejax.files import write_atomic
 
@@ -140,6 +145,31 @@ def plan(args: argparse.Namespace) -> list[tuple[Path, Path]]:
     return pairs
 
 
+def check_rate_flags(args: argparse.Namespace, codec) -> None:
+    """One-line errors for --quality / --target-psnr / --max-bytes that this model or each other rule out."""
+    given = [f for f, v in (("--quality", args.quality), ("--target-psnr", args.target_psnr),
+                            ("--max-bytes", args.max_bytes)) if v is not None]
+    if given and not codec.variable:
+        raise AejaxError(f"{given[0]} needs a variable-rate model (rd_variable); this one ({codec.config.model}) "
+                         f"codes at one rate")
+    if args.quality is not None and len(given) > 1:
+        raise AejaxError("give --quality, or --target-psnr and/or --max-bytes, not both")
+    if args.quality is not None and not 0 <= args.quality <= 100:
+        raise AejaxError(f"--quality must be from 0 to 100, got {args.quality}")
+    if args.target_psnr is not None and not (np.isfinite(args.target_psnr) and args.target_psnr > 0):
+        raise AejaxError(f"--target-psnr must be a positive number of dB, got {args.target_psnr}")
+    if args.max_bytes is not None and args.max_bytes < 1:
+        raise AejaxError(f"--max-bytes must be a positive number of bytes, got {args.max_bytes}")
+
+
+def encode_image(args: argparse.Namespace, codec, image: np.ndarray) -> bytes:
+    """One image's file at --quality, or at the quality --target-psnr / --max-bytes choose for it."""
+    quality = args.quality
+    if args.target_psnr is not None or args.max_bytes is not None:
+        quality = int(codec.choose_quality(image, target_psnr=args.target_psnr, max_bytes=args.max_bytes))
+    return codec.encode(image, quality=quality)
+
+
 def load_codec(args: argparse.Namespace, first: Path):
     from aejax.codec import Codec
 
@@ -148,7 +178,7 @@ def load_codec(args: argparse.Namespace, first: Path):
             raise AejaxError("--model is a whole model; give it without --run, --seed and --member")
         return Codec.from_model_file(args.model)
     if args.run is None:
-        raise AejaxError("give --run RUN_DIR (a trained rd_factorized / rd_hyperprior run) or --model FILE")
+        raise AejaxError("give --run RUN_DIR (a trained rate-distortion run, such as rd_factorized) or --model FILE")
     if args.command == "decode" and args.seed is None and args.member is None:
         return Codec.from_run_for(args.run, first.read_bytes(), name=str(first))
     return Codec.from_run(args.run, seed=args.seed, member=parse_member(args.member))
@@ -192,7 +222,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="encode/decode: INPUT OUTPUT, or inputs (files, folders, globs) with --out-dir; export: the "
                         "model file to write; preview: images (files, folders, globs), then the .png to write")
     p.add_argument("--out-dir", default=None, metavar="DIR", help="write each input's output here (must exist)")
-    p.add_argument("--run", default=None, help="the run directory of a trained rd_factorized / rd_hyperprior model")
+    p.add_argument("--run", default=None,
+                   help="the run directory of a trained rate-distortion model (rd_factorized, rd_variable, ...)")
     p.add_argument("--model", default=None, metavar="FILE", help="a model file from export, instead of --run")
     p.add_argument("--seed", type=int, default=None, help="which seed of the run (default: its first)")
     p.add_argument("--member", default=None, help="which sweep member: an index or JSON values (default: the first; "
@@ -200,6 +231,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace outputs that exist (never an input)")
     p.add_argument("--lossy", action="store_true",
                    help="decode: allow an output format that stores the image lossily (.jpg, .webp)")
+    p.add_argument("--quality", type=int, default=None, metavar="Q",
+                   help="encode/preview with a variable-rate model: quality 0..100 (default 100)")
+    p.add_argument("--target-psnr", type=float, default=None, metavar="DB",
+                   help="encode/preview with a variable-rate model: per image, the lowest quality reaching this PSNR")
+    p.add_argument("--max-bytes", type=int, default=None, metavar="N",
+                   help="encode/preview with a variable-rate model: per image, the highest quality whose file has "
+                        "at most N bytes")
     p.add_argument("--count", type=int, default=8, help="preview: at most this many images (default 8)")
     p.add_argument("--compile-cache", default=None, metavar="DIR",
                    help="keep compiled programs in DIR (JAX's persistent cache): a later process loads them")
@@ -216,17 +254,19 @@ def main(argv: list[str] | None = None) -> None:
         start = time.perf_counter()
         pairs = plan(args)
         codec = load_codec(args, pairs[0][0])
+        check_rate_flags(args, codec)
         total, progress = 0, Progress(len(pairs), f"{args.command}d")
         for source, target in pairs:
             target.parent.mkdir(parents=True, exist_ok=True)
             if args.command == "encode":
                 image = read_image(source, codec.shape[-1])
-                data = codec.encode(image)
+                data = encode_image(args, codec, image)
                 write_atomic(target, data)
                 total += len(data)
                 if len(pairs) == 1:
+                    quality = f", quality {data[HEADER.size]}" if codec.variable else ""
                     print(f"{source} ({'x'.join(map(str, image.shape))}) -> {target}: {len(data)} bytes "
-                          f"({8 * len(data) / (image.shape[0] * image.shape[1]):.3f} bits per pixel)")
+                          f"({8 * len(data) / (image.shape[0] * image.shape[1]):.3f} bits per pixel{quality})")
             else:
                 pixels = decoded_pixels(codec, source.read_bytes(), str(source))
                 write_image(target, pixels)
@@ -246,7 +286,6 @@ def preview(args: argparse.Namespace) -> None:
     """`preview`: a picture of the first `--count` images, each encoded and decoded, with bytes and PSNR."""
     import jax.numpy as jnp
 
-    from aejax.codec import HEADER
     from aejax.evaluation.metrics import psnr_db
     from aejax.evaluation.plots import codec_preview
 
@@ -258,17 +297,19 @@ def preview(args: argparse.Namespace) -> None:
     check_output(target, args.overwrite)
     sources = [source for source, _ in expand(args.paths[:-1], "encode")][:args.count]
     codec = load_codec(args, sources[0])
+    check_rate_flags(args, codec)
     originals, decoded, captions = [], [], []
     for source in sources:
         image = read_image(source, codec.shape[-1])
-        data = codec.encode(image)
+        data = encode_image(args, codec, image)
         back = decoded_pixels(codec, data)
         mse = float(np.mean((back.astype(np.float64) - image) ** 2)) / 255.0 ** 2
         originals.append(image)
         decoded.append(back)
-        captions.append(f"{len(data)} B, {float(psnr_db(jnp.asarray(mse))):.1f} dB")  # inf when exact
+        quality = f", q{data[HEADER.size]}" if codec.variable else ""
+        captions.append(f"{len(data)} B, {float(psnr_db(jnp.asarray(mse))):.1f} dB{quality}")  # inf when exact
     codec_preview(target, originals, decoded, captions, f"aejax codec, model {codec.hash.hex()}: whole files "
-                                                        f"({HEADER.size}-byte header included), PSNR of the 8-bit "
+                                                        f"(header included), PSNR of the 8-bit "
                                                         f"decoded image")
     print(f"{len(sources)} images -> {target}")
 

@@ -44,7 +44,8 @@ def lfw_faces() -> tuple[np.ndarray, np.ndarray]:
     return faces[~test], faces[test]
 
 
-def _photo(name: str) -> np.ndarray:
+def photo(name: str) -> np.ndarray:
+    """One of the photographs the set is cut from (`TRAIN_PHOTOS`, `TEST_PHOTOS`), uint8 `[H, W, C]`."""
     data = _skimage_data()
     loaders: dict[str, Callable[[], np.ndarray]] = {"motorcycle_left": lambda: data.stereo_motorcycle()[0]}
     image = loaders.get(name, getattr(data, name, lambda: None))()
@@ -62,7 +63,7 @@ def photo_patches() -> tuple[np.ndarray, np.ndarray]:
     """(train `[1910, 32, 32, 3]`, test `[386, 32, 32, 3]`) uint8, photographs in the order of `TRAIN_PHOTOS`
     and `TEST_PHOTOS`."""
     def cut(names: tuple[str, ...]) -> np.ndarray:
-        return np.concatenate([patches(_photo(n)[..., :3].astype(np.uint8)) for n in names])
+        return np.concatenate([patches(photo(n)[..., :3].astype(np.uint8)) for n in names])
 
     return cut(TRAIN_PHOTOS), cut(TEST_PHOTOS)
 

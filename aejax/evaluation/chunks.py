@@ -44,12 +44,12 @@ def sum_over_chunks(fn: Callable[[Any, Array], Any], xs: PyTree, chunk: int) -> 
     return out
 
 
-def map_over_chunks(fn: Callable[[Array], Array], x: Array, chunk: int) -> Array:
-    """`fn` applied to `x` `[n, ...]` in parts of `chunk` rows (`lax.map` over the full parts, one call for a
-    remainder), the outputs concatenated: `[n, ...]`."""
+def map_over_chunks(fn: Callable[[PyTree], Array], x: PyTree, chunk: int) -> Array:
+    """`fn` applied to `x` `[n, ...]` (or a pytree of arrays sharing n) in parts of `chunk` rows (`lax.map` over the
+    full parts, one call for a remainder), the outputs concatenated: `[n, ...]`."""
     head, rest = split(x, chunk)
     parts = []
-    if head.shape[0]:
+    if jax.tree_util.tree_leaves(head)[0].shape[0]:
         out = jax.lax.map(fn, head)  # [m, chunk, ...]
         parts.append(out.reshape(-1, *out.shape[2:]))
     if rest is not None:

@@ -1,5 +1,5 @@
 """Counting bits: uniform scalar quantisation of codes, an empirical entropy estimate of the rate, and the
-PNG / JPEG baselines (Pillow) on the same images.
+classic codecs on the same images through Pillow: PNG, JPEG, WebP and AVIF, and JPEG XL (pillow-jxl-plugin).
 
 The rate of a quantised code is estimated as the sum over code dimensions of each dimension's empirical entropy
 on the test set (bits per image): the size an ideal entropy coder with one adaptive model per dimension
@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from aejax.config import MNIST_SHAPE
+from aejax.errors import AejaxError
 
 
 def quantize(z: np.ndarray, step: float) -> np.ndarray:
@@ -56,11 +57,11 @@ def png_bits(images: np.ndarray) -> np.ndarray:
     return np.asarray([8 * len(f) for f in png_files(images)])
 
 
-def _lossy(images: np.ndarray, fmt: str, **options) -> tuple[np.ndarray, np.ndarray]:
+def _lossy(images: np.ndarray, format: str, **options) -> tuple[np.ndarray, np.ndarray]:
     sizes, decoded = [], []
     for image in images:
         buffer = io.BytesIO()
-        _pil(image).save(buffer, format=fmt, **options)
+        _pil(image).save(buffer, format=format, **options)
         sizes.append(8 * buffer.tell())
         buffer.seek(0)
         with Image.open(buffer) as back:
@@ -78,6 +79,42 @@ def webp(images: np.ndarray, quality: int) -> tuple[np.ndarray, np.ndarray]:
     """Lossy WebP at `quality` (Pillow's libwebp, slowest and best method 6; grey images are coded as colour,
     which WebP always is, and decoded back to grey): (bits per image `[N]`, decoded uint8 `[N, H, W, C]`)."""
     return _lossy(images, "WEBP", quality=quality, method=6, lossless=False)
+
+
+def _jxl_plugin() -> None:
+    try:
+        import pillow_jxl  # noqa: F401 - registers the JXL format with Pillow
+    except ImportError as e:
+        raise AejaxError(f"JPEG XL needs the pillow-jxl-plugin package ({e}); pip install -e '.[compare]'") from None
+
+
+def jxl(images: np.ndarray, quality: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lossy JPEG XL at `quality` (0..100; libjxl through pillow-jxl-plugin, effort 9, its slowest and best):
+    (bits per image `[N]`, decoded uint8 `[N, H, W, C]`)."""
+    _jxl_plugin()
+    return _lossy(images, "JXL", quality=quality, effort=9, lossless=False)
+
+
+def avif(images: np.ndarray, quality: int) -> tuple[np.ndarray, np.ndarray]:
+    """AVIF at `quality` (0..100; Pillow's libavif, speed 0, its slowest and best; grey images are coded as
+    colour and decoded back to grey): (bits per image `[N]`, decoded uint8 `[N, H, W, C]`)."""
+    return _lossy(images, "AVIF", quality=quality, speed=0)
+
+
+def lossless_bits(images: np.ndarray, fmt: str) -> np.ndarray:
+    """Lossless file size (bits) of each uint8 image `[N, H, W, C]` as `fmt`: "png" (`png_bits`), "webp"
+    (lossless, method 6, quality 100: its strongest effort) or "jxl" (lossless, effort 9); each file is decoded
+    and checked to give the image back exactly."""
+    if fmt == "png":
+        return png_bits(images)
+    if fmt == "jxl":
+        _jxl_plugin()
+    options = {"webp": {"format": "WEBP", "lossless": True, "quality": 100, "method": 6},
+               "jxl": {"format": "JXL", "lossless": True, "effort": 9}}[fmt]
+    sizes, decoded = _lossy(images, **options)
+    if not np.array_equal(decoded, images):
+        raise AejaxError(f"lossless {fmt} did not give the images back exactly")
+    return sizes
 
 
 def blank_bits(fmt: str, quality: int | None = None, shape: tuple[int, int, int] = MNIST_SHAPE) -> int:

@@ -21,6 +21,15 @@ Quantised codes are clipped to [-SYMBOL_BOUND, SYMBOL_BOUND], the range the entr
 what the metrics score and the codec's decoder reproduces). The `rate_distortion` loss is
 bits per pixel + `lmbda` * 255^2 * MSE (CompressAI's convention); `lmbda` is a module attribute, so one program
 trains a sweep of rate points (`sweep={"lmbda": [...]}`).
+
+`--model rd_variable` (and `rd_variable_hyperprior`) is one model for every rate (gain units, Cui et al. 2021,
+"Asymmetric gained deep image compression with continuous rate adaptation"): `model_kwargs["lmbdas"]` lists L
+rate points; a learned gain per level and code channel scales the analysis output before quantisation and an
+inverse gain scales the quantised code before the synthesis, so the entropy model and the transforms are shared.
+Training draws a level per image and weighs its distortion by that level's lambda (`rate_distortion_variable`);
+a *quality* q in [0, L - 1] interpolates the gains geometrically between neighbouring levels, so a codec picks any
+rate in between per image. The gains start at sqrt(lambda / lambda_mid) (a quantiser step ~ 1/sqrt(lambda)).
+Without a quality the model works at its highest level (what `encode`/`decode` and the metrics use).
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from aejax.config import MNIST_SHAPE, Config
+from aejax.errors import AejaxError
 from aejax.models import ops
 from aejax.models.layers import CONV_DIMS, Conv, conv_params, pad_to_multiple
 from aejax.models.registry import compute_dtype, conv_impl, image_shape, register_model
@@ -193,6 +203,8 @@ class RateDistortionAutoencoder(nn.Module):
     impl: str = "ops"
     image_shape: tuple[int, int, int] = MNIST_SHAPE
 
+    lmbdas: tuple[float, ...] = ()  # a variable-rate model's levels (empty: one rate, `lmbda`)
+
     def setup(self) -> None:
         conv = lambda f: Conv5x5(f, dtype=self.dtype, impl=self.impl)  # noqa: E731
         deconv = lambda f: Conv5x5(f, up=True, dtype=self.dtype, impl=self.impl)  # noqa: E731
@@ -206,22 +218,54 @@ class RateDistortionAutoencoder(nn.Module):
             self.density = FactorizedDensity(n)
         else:
             self.density = FactorizedDensity(m)
+        if self.lmbdas:
+            start = 0.5 * (np.log(np.asarray(self.lmbdas)) - np.log(self.lmbdas[len(self.lmbdas) // 2]))
+            self.log_gain = self.param("log_gain", lambda _: jnp.tile(jnp.asarray(start, jnp.float32)[:, None],
+                                                                      (1, m)))  # [L, M]
+            self.log_inverse_gain = self.param("log_inverse_gain", lambda _: jnp.tile(
+                -jnp.asarray(start, jnp.float32)[:, None], (1, m)))  # [L, M]
 
-    def encode(self, x: Array) -> Array:  # [B, H, W, C] -> y [B, ceil(H/16), ceil(W/16), M], unquantised
+    @property
+    def top_quality(self) -> float:
+        """The highest quality, L - 1 (0 for a one-rate model)."""
+        return float(max(len(self.lmbdas) - 1, 0))
+
+    def _gain(self, log_gain: Array, quality: Array | float | None) -> Array:
+        """exp of `log_gain` [L, M] interpolated at `quality` (a scalar or one per image `[B]`) -> [B or 1, 1, 1,
+        M]: between levels floor(q) and floor(q) + 1, geometrically."""
+        q = jnp.clip(jnp.asarray(self.top_quality if quality is None else quality, jnp.float32), 0.0,
+                     self.top_quality).reshape(-1)  # [B] or [1]
+        low = jnp.minimum(jnp.floor(q), max(len(self.lmbdas) - 2, 0)).astype(jnp.int32)
+        high = jnp.minimum(low + 1, len(self.lmbdas) - 1)
+        a = (q - low)[:, None]
+        return jnp.exp((1 - a) * log_gain[low] + a * log_gain[high])[:, None, None, :]
+
+    def _check_quality(self, quality) -> None:
+        if quality is not None and not self.lmbdas:
+            raise AejaxError("a quality needs a variable-rate model (rd_variable), not a one-rate model")
+
+    def encode(self, x: Array, quality: Array | float | None = None) -> Array:
+        """[B, H, W, C] -> y [B, ceil(H/16), ceil(W/16), M], unquantised (a variable-rate model's scaled by its
+        gain at `quality`, default the highest)."""
+        self._check_quality(quality)
         h = pad_to_multiple(x, 16)
         for layer in self.g_a:
             h = layer(h)
-        return h.astype(jnp.float32)
+        h = h.astype(jnp.float32)
+        return h * self._gain(self.log_gain, quality) if self.lmbdas else h
 
-    def synthesize(self, y: Array) -> Array:  # code -> [B, H, W, C], unclipped (what training scores)
-        h = y
+    def synthesize(self, y: Array, quality: Array | float | None = None) -> Array:
+        """code -> [B, H, W, C], unclipped (what training scores); a variable-rate model's code is first scaled
+        by its inverse gain at `quality`."""
+        self._check_quality(quality)
+        h = y * self._gain(self.log_inverse_gain, quality) if self.lmbdas else y
         for layer in self.g_s:
             h = layer(h)
         height, width = self.image_shape[:2]
         return h[:, :height, :width].astype(jnp.float32)
 
-    def decode(self, y: Array) -> Array:  # code -> images in [0, 1]
-        return jnp.clip(self.synthesize(y), 0.0, 1.0)
+    def decode(self, y: Array, quality: Array | float | None = None) -> Array:  # code -> images in [0, 1]
+        return jnp.clip(self.synthesize(y, quality), 0.0, 1.0)
 
     def hyper_encode(self, y: Array) -> Array:  # y -> z [B, ceil(h/4), ceil(w/4), N], unquantised
         h = jnp.abs(y)
@@ -235,18 +279,19 @@ class RateDistortionAutoencoder(nn.Module):
             h = layer(h)
         return h[:, :code_shape[0], :code_shape[1]].astype(jnp.float32)
 
-    def symbols(self, x: Array) -> tuple[Array, Array | None]:
+    def symbols(self, x: Array, quality: Array | float | None = None) -> tuple[Array, Array | None]:
         """The quantised codes the coder writes: (y_hat, z_hat) (z_hat None without a hyperprior)."""
-        y = self.encode(x)
+        y = self.encode(x, quality)
         return quantize(y), quantize(self.hyper_encode(y)) if self.hyperprior else None
 
     def _noisy(self, v: Array) -> Array:
         return v + jax.random.uniform(self.make_rng("dropout"), v.shape, v.dtype, -0.5, 0.5)
 
-    def rd_terms(self, x: Array) -> tuple[Array, Array]:
+    def rd_terms(self, x: Array, quality: Array | float | None = None) -> tuple[Array, Array]:
         """(reconstruction, bits per image `[B]`): with quantisation noise in training (`train`), else of the
-        quantised codes (the decoded image and the rate the entropy model estimates for it)."""
-        y = self.encode(x)
+        quantised codes (the decoded image and the rate the entropy model estimates for it); a variable-rate
+        model's at `quality` (a scalar or one per image `[B]`; default the highest)."""
+        y = self.encode(x, quality)
         q = self._noisy if self.train else quantize
         y_hat = q(y)
         if self.hyperprior:
@@ -254,7 +299,7 @@ class RateDistortionAutoencoder(nn.Module):
             bits = _bits(self.density(z_hat)) + _bits(gaussian_likelihood(y_hat, self.scales(z_hat, y.shape[1:3])))
         else:
             bits = _bits(self.density(y_hat))
-        return (self.synthesize(y_hat) if self.train else self.decode(y_hat)), bits
+        return (self.synthesize(y_hat, quality) if self.train else self.decode(y_hat, quality)), bits
 
     def __call__(self, x: Array) -> Array:
         """The quantised reconstruction (in training, the noisy one); `init` creates every parameter."""
@@ -273,16 +318,42 @@ def rate_distortion(model: nn.Module, params, inputs: Array, targets: Array, key
                                                   "distortion_mse": mse}
 
 
-def _builder(hyperprior: bool):
+def rate_distortion_variable(model: nn.Module, params, inputs: Array, targets: Array, key: Array | None):
+    """A variable-rate model's loss: each image at a level drawn uniformly from `model.lmbdas` (`key`; without a
+    key, as on the test set, image i at level i mod L), bits per pixel + that level's lambda * 255^2 * MSE,
+    averaged; aux as `rate_distortion`'s, over the images' levels."""
+    lmbdas = jnp.asarray(model.lmbdas, jnp.float32)
+    n = inputs.shape[0]
+    levels = (jnp.arange(n) % len(model.lmbdas) if key is None
+              else jax.random.randint(key, (n,), 0, len(model.lmbdas)))
+    recon, bits = model.apply({"params": params}, inputs, levels.astype(jnp.float32), method="rd_terms")
+    mse = jnp.mean((recon - targets) ** 2, axis=tuple(range(1, targets.ndim)))  # [B]
+    pixels = targets.shape[1] * targets.shape[2]
+    loss = jnp.mean(bits / pixels + lmbdas[levels] * 255.0 ** 2 * mse)
+    return loss, {"bpp": jnp.mean(bits) / pixels, "bits_per_image": jnp.mean(bits), "distortion_mse": jnp.mean(mse)}
+
+
+def _builder(hyperprior: bool, variable: bool = False):
     def build(config: Config) -> RateDistortionAutoencoder:
         kwargs = config.model_kwargs
-        return RateDistortionAutoencoder(config.latent_dim, int(kwargs["channels"]), float(kwargs["lmbda"]),
-                                         hyperprior, dtype=compute_dtype(config), impl=conv_impl(config),
-                                         image_shape=image_shape(config))
+        lmbdas = tuple(float(v) for v in kwargs["lmbdas"]) if variable else ()
+        if variable and (len(lmbdas) < 2 or any(not (v > 0) for v in lmbdas) or list(lmbdas) != sorted(set(lmbdas))):
+            raise AejaxError(f"model_kwargs lmbdas must be two or more increasing positive numbers, got "
+                             f"{kwargs['lmbdas']!r}")
+        return RateDistortionAutoencoder(config.latent_dim, int(kwargs["channels"]),
+                                         lmbdas[-1] if variable else float(kwargs["lmbda"]), hyperprior,
+                                         dtype=compute_dtype(config), impl=conv_impl(config),
+                                         image_shape=image_shape(config), lmbdas=lmbdas)
     return build
 
 
+VARIABLE_LMBDAS = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
 register_loss("rate_distortion", rate_distortion, requires=("rd_terms", "lmbda"))
+register_loss("rate_distortion_variable", rate_distortion_variable, requires=("rd_terms", "lmbdas"))
 for _name, _hyper in (("rd_factorized", False), ("rd_hyperprior", True)):
     register_model(_name, _builder(_hyper), kwargs={"channels": 64, "lmbda": 0.01, "impl": "auto"},
                    loss="rate_distortion")
+for _name, _hyper in (("rd_variable", False), ("rd_variable_hyperprior", True)):
+    register_model(_name, _builder(_hyper, variable=True),
+                   kwargs={"channels": 64, "lmbdas": list(VARIABLE_LMBDAS), "impl": "auto"},
+                   loss="rate_distortion_variable")
