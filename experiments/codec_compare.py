@@ -59,9 +59,9 @@ LOSSY = {"jpeg": compression.jpeg, "webp": compression.webp, "jpeg xl": compress
 LOSSLESS = ("png", "webp", "jxl")
 LMBDAS = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.1)
 SETTINGS = {  # dataset -> what is trained and coded
-    "mnist": {"train": None, "test": None, "epochs": 3, "lmbdas": LMBDAS, "peers": ("factorized",),
+    "mnist": {"train": None, "test": None, "coded": 1000, "epochs": 3, "lmbdas": LMBDAS, "peers": ("factorized",),
               "variable": {"lmbdas": LMBDAS, "epochs": 3}, "photographs": False},
-    "photo_patches": {"train": None, "test": None, "epochs": 30, "lmbdas": LMBDAS,
+    "photo_patches": {"train": None, "test": None, "coded": None, "epochs": 30, "lmbdas": LMBDAS,
                       "peers": ("factorized", "hyperprior"), "variable": {"lmbdas": LMBDAS, "epochs": 30},
                       "photographs": True},
 }
@@ -103,20 +103,20 @@ def coded_point(codec: Codec, test: np.ndarray, name: str, quality: int | None =
             "decoded_exactly": True, **metrics.score(test, decoded)}
 
 
-def aejax_curves(model: str, dataset: str, train: np.ndarray, test: np.ndarray, settings: dict,
+def aejax_curves(model: str, dataset: str, train: np.ndarray, test: np.ndarray, coded: np.ndarray, settings: dict,
                  runs: Path) -> tuple[list[dict], dict, list[Codec]]:
-    """One model per lambda: (points, training, the codecs)."""
+    """One model per lambda, trained on `train` (scored on `test`), coding `coded`: (points, training, codecs)."""
     run_dir = runs / f"{dataset}_{model}"
     lmbdas = list(settings["lmbdas"])
     aejax.run(rd_config(model, dataset, settings["epochs"]), run_dir, sweep={"lmbda": lmbdas}, data=(train, test),
               resume=True, log=lambda *_: None)
     codecs = [Codec.from_run(run_dir, member=i) for i in range(len(lmbdas))]
-    points = [{"lmbda": lmbda, **coded_point(codec, test, f"{model} lmbda {lmbda}")}
+    points = [{"lmbda": lmbda, **coded_point(codec, coded, f"{model} lmbda {lmbda}")}
               for lmbda, codec in zip(lmbdas, codecs, strict=True)]
     return points, {"models": len(lmbdas), **training_speed(run_dir)}, codecs
 
 
-def variable_curve(dataset: str, train: np.ndarray, test: np.ndarray, settings: dict,
+def variable_curve(dataset: str, train: np.ndarray, test: np.ndarray, coded: np.ndarray, settings: dict,
                    runs: Path) -> tuple[list[dict], dict, Codec]:
     """One `rd_variable` model for every rate, coded at each of `VARIABLE_QUALITIES`: (points, training, codec)."""
     run_dir = runs / f"{dataset}_rd_variable"
@@ -124,7 +124,7 @@ def variable_curve(dataset: str, train: np.ndarray, test: np.ndarray, settings: 
     aejax.run(rd_config("rd_variable", dataset, variable["epochs"], lmbdas=list(variable["lmbdas"])), run_dir,
               data=(train, test), resume=True, log=lambda *_: None)
     codec = Codec.from_run(run_dir)
-    points = [{"quality": q, **coded_point(codec, test, f"rd_variable quality {q}", q)} for q in VARIABLE_QUALITIES]
+    points = [{"quality": q, **coded_point(codec, coded, f"rd_variable quality {q}", q)} for q in VARIABLE_QUALITIES]
     return points, {"models": 1, **training_speed(run_dir)}, codec
 
 
@@ -142,14 +142,15 @@ def single_model_speed(dataset: str, images: np.ndarray) -> float:
     return (len(images) // BATCH * BATCH) / (time.perf_counter() - start)
 
 
-def conv_entropy_curve(dataset: str, train: np.ndarray, test: np.ndarray, epochs: int, runs: Path) -> list[dict]:
+def conv_entropy_curve(dataset: str, train: np.ndarray, test: np.ndarray, coded: np.ndarray, epochs: int,
+                       runs: Path) -> list[dict]:
     run_dir = runs / f"{dataset}_conv_strided"
     result = aejax.run(aejax.Config(model="conv_strided", dataset=dataset, latent_dim=32, epochs=epochs,
                                     batch_size=BATCH), run_dir, data=(train, test), resume=True,
                        log=lambda *_: None)
     model, variables = result.model, result.variables[0]
-    codes = np.asarray(aejax.encode(model, variables, test))
-    points = compression.code_curve(codes, lambda z: np.asarray(aejax.decode(model, variables, z)), test,
+    codes = np.asarray(aejax.encode(model, variables, coded))
+    points = compression.code_curve(codes, lambda z: np.asarray(aejax.decode(model, variables, z)), coded,
                                     RELATIVE_STEPS)
     return points  # an estimate: no file
 
@@ -307,8 +308,10 @@ def table(report: dict) -> str:
     lines = []
     for dataset, part in report["datasets"].items():
         lossless = ", ".join(f"{fmt.upper()} {bits / 8:.1f}" for fmt, bits in part["lossless_bits_per_image"].items())
-        lines += [f"### {dataset}", "", "Whole-file bytes per image at a PSNR (headers included; - : the curve does "
-                  "not reach it); the PSNR range of each curve's front", ""]
+        settings = part["settings"]
+        lines += [f"### {dataset}", "", f"Whole-file bytes per image at a PSNR (headers included; - : the curve does "
+                  f"not reach it) and the PSNR range of each curve's front, over the first "
+                  f"{settings['coded_images']:,} of {settings['test_images']:,} test images", ""]
         lines += rate_table(part["curves"], part["summary"]["bits_at_psnr"], "bytes")
         lines += ["", f"Lossless, bytes per image: {lossless}", "",
                   "BD-rate on whole files (negative: the first needs fewer bytes at equal PSNR)", ""]
@@ -393,14 +396,23 @@ def figure(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def peers_from(path: str, dataset: str, settings: dict) -> tuple[dict, dict]:
-    """CompressAI's curves and speeds for `dataset` from an earlier report of this script with the same settings
-    (lambdas, epochs, architecture): (curves, speed entries)."""
+def read_peers(path: str, names: list[str]) -> dict:
+    """An earlier report of this script holding every dataset of `names` (read before anything is written, so
+    it may be the very codec.json this run replaces)."""
     try:
         report = json.loads(Path(path).read_text())
-        part = report["datasets"][dataset]
-    except (OSError, ValueError, KeyError) as e:
-        raise AejaxError(f"--peers-from {path} is not a report of this script with {dataset} ({e})") from None
+        missing = [n for n in names if n not in report["datasets"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise AejaxError(f"--peers-from {path} is not a report of this script ({e})") from None
+    if missing:
+        raise AejaxError(f"--peers-from {path} holds no {', '.join(missing)}")
+    return report
+
+
+def peers_from(report: dict, path: str, dataset: str, settings: dict) -> tuple[dict, dict]:
+    """CompressAI's curves and speeds for `dataset` from an earlier report of this script (`read_peers`) with the
+    same settings (lambdas, epochs, architecture): (curves, speed entries)."""
+    part = report["datasets"][dataset]
     architecture = {"channels_N": CHANNELS, "latent_M": LATENT, "batch_size": BATCH, "lr": LR, "schedule": SCHEDULE,
                     "seed": 0}
     same = (report.get("architecture") == architecture and part["settings"]["epochs"] == settings["epochs"]
@@ -468,6 +480,7 @@ def main() -> None:
             raise AejaxError(f"--compressai-python {args.compressai_python} does not exist")
         if args.compressai_python and args.peers_from:
             raise AejaxError("give --compressai-python or --peers-from, not both")
+        peers = read_peers(args.peers_from, names) if args.peers_from else None
         compression.jxl(np.zeros((1, 8, 8, 1), np.uint8), 50)  # the JPEG XL plugin is there before any training
         out = make_output_dir(args.out)
         refuse_overwrite(outputs(out), args.overwrite)
@@ -478,30 +491,33 @@ def main() -> None:
         for dataset in names:
             settings = SETTINGS[dataset]
             train, test = load(dataset, settings)
+            coded = test[:settings["coded"]]  # what every codec codes and is scored on
             curves, speed, training_runs, learned = {}, {}, {}, {}
             for model in ("rd_factorized", "rd_hyperprior"):
                 curves[f"aejax {model}"], training_runs[f"aejax {model}"], codecs = aejax_curves(
-                    model, dataset, train, test, settings, runs)
+                    model, dataset, train, test, coded, settings, runs)
                 learned[f"aejax {model}"] = [({"lmbda": lm}, c, None) for lm, c in zip(settings["lmbdas"], codecs)]
                 print(f"{dataset} {model}: done", flush=True)
             curves["aejax rd_variable"], training_runs["aejax rd_variable"], codec = variable_curve(
-                dataset, train, test, settings, runs)
+                dataset, train, test, coded, settings, runs)
             learned["aejax rd_variable"] = [({"quality": q}, codec, q) for q in VARIABLE_QUALITIES]
             print(f"{dataset} rd_variable: done", flush=True)
             if args.compressai_python:
                 for peer in settings["peers"]:
                     curves[f"compressai {peer}"], speed[f"compressai_{peer}_training_runs"] = compressai_curve(
-                        args.compressai_python, train, test, settings, runs, peer)
+                        args.compressai_python, train, coded, settings, runs, peer)
                 speed["side_by_side"] = speeds(args.compressai_python, dataset, train, runs)
             elif args.peers_from:
-                peer_curves, peer_speed = peers_from(args.peers_from, dataset, settings)
+                peer_curves, peer_speed = peers_from(peers, args.peers_from, dataset, settings)
+                if len(coded) < len(test):  # the earlier report's peers coded every test image
+                    peer_curves = {f"{name} (all {len(test):,} test images)": v for name, v in peer_curves.items()}
                 curves.update(peer_curves)
                 speed.update(peer_speed)
-            curves[ESTIMATE] = conv_entropy_curve(dataset, train, test, settings["epochs"], runs)
-            curves.update(classic_curves(test))
+            curves[ESTIMATE] = conv_entropy_curve(dataset, train, test, coded, settings["epochs"], runs)
+            curves.update(classic_curves(coded))
             part = {"settings": {**settings, "train_images": len(train), "test_images": len(test),
-                                 "image_shape": list(test.shape[1:])},
-                    "curves": curves, "lossless_bits_per_image": lossless_sizes(test), "speed": speed,
+                                 "coded_images": len(coded), "image_shape": list(test.shape[1:])},
+                    "curves": curves, "lossless_bits_per_image": lossless_sizes(coded), "speed": speed,
                     "training": training_runs,
                     "peers": ("trained here" if args.compressai_python else
                               f"copied from {args.peers_from}" if args.peers_from else "not run")}

@@ -167,6 +167,20 @@ def test_jax_enable_x64_on_and_off_read_the_same_model_and_files(trained, tmp_pa
     assert (tmp_path / "b.aejx").read_bytes() == codec.encode(test[1])
 
 
+@pytest.mark.skipif(jax.default_backend() != "gpu", reason="needs a GPU: compares the codec built on the GPU with the one built on the CPU")
+def test_the_model_hash_and_entropy_tables_are_the_same_on_gpu_and_cpu(trained):
+    """The model hash (parameter bytes) and the entropy model (computed on the CPU whatever the default backend)
+    do not depend on the backend, so a file encoded on one machine decodes on another."""
+    out, _, test = trained
+    on_gpu = Codec.from_run(out, member=1)
+    with jax.default_device(jax.devices("cpu")[0]):
+        on_cpu = Codec.from_run(out, member=1)
+    assert on_gpu.hash == on_cpu.hash
+    np.testing.assert_array_equal(on_gpu._tables, on_cpu._tables)
+    files = on_gpu.encode(test)
+    assert [on_cpu.decode(f).shape for f in files] == [t.shape for t in test]  # every GPU file decodes on the CPU
+
+
 def test_unsafe_paths_are_one_line_errors_and_a_16_bit_png_is_scaled_not_thresholded(trained, tmp_path, capsys):
     out, _, test = trained
     if test.shape[-1] != 1:

@@ -1,8 +1,10 @@
 import io
 
 import numpy as np
+import pytest
 from PIL import Image
 
+from aejax.errors import AejaxError
 from aejax.evaluation import compression
 
 
@@ -40,6 +42,19 @@ def test_png_is_lossless_and_jpeg_decodes(mnist_test_images):
     # a blank image costs the format's fixed overhead, less than any digit
     assert 0 < compression.blank_bits("png") < bits.min()
     assert 0 < compression.blank_bits("jpeg", 10) < low_bits.min()
+
+
+def test_jpeg_xl_avif_and_the_lossless_formats(mnist_test_images):
+    images = mnist_test_images[:6]
+    err = lambda x: np.mean((x.astype(float) - images) ** 2)  # noqa: E731
+    for codec in (compression.jxl, compression.avif, compression.webp):
+        (low_bits, low), (high_bits, high) = codec(images, 0), codec(images, 90)
+        assert low.shape == images.shape and low.dtype == np.uint8
+        assert low_bits.mean() < high_bits.mean() and err(high) < err(low), codec.__name__
+    sizes = {fmt: compression.lossless_bits(images, fmt) for fmt in ("png", "webp", "jxl")}  # each checked exact
+    assert all(s.shape == (6,) and np.all(s > 0) for s in sizes.values())
+    with pytest.raises(AejaxError, match="lossless formats"):
+        compression.lossless_bits(images, "gif")
 
 
 def test_finer_steps_cost_more_bits_and_distort_less(mnist_test_images):

@@ -222,7 +222,7 @@ def test_codec_compare_writes_whole_file_curves_goals_and_photographs(tmp_path, 
     from experiments import codec_compare
     from tests.test_codec import images
 
-    tiny = {"train": 256, "test": 12, "epochs": 1, "lmbdas": (0.01, 0.1), "peers": (),
+    tiny = {"train": 256, "test": 16, "coded": 12, "epochs": 1, "lmbdas": (0.01, 0.1), "peers": (),
             "variable": {"lmbdas": (0.01, 0.1), "epochs": 1}, "photographs": False}
     monkeypatch.setattr(codec_compare, "SETTINGS", {"mnist": tiny})
     monkeypatch.setattr(codec_compare, "QUALITIES", (0, 50))

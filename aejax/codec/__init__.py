@@ -145,7 +145,13 @@ class Codec:
         self.hash = model_hash(config, variables)
         values = jnp.arange(-SYMBOL_BOUND, SYMBOL_BOUND + 1, dtype=jnp.float32)[:, None]  # [2R + 1, 1]
         density = lambda m, v: m.density.likelihood(jnp.broadcast_to(v, (v.shape[0], m.density.channels)))  # noqa: E731
-        self._tables = np.asarray(model.apply(variables, values, method=density), np.float64).T  # [channels, 2R+1]
+        # The entropy model (tables, and the hyperprior's scales) is computed on the CPU whatever the default
+        # backend, so encoder and decoder derive the same one on any machine.
+        self._cpu = jax.devices("cpu")[0]
+        self._cpu_variables = jax.device_put(variables, self._cpu)
+        with jax.default_device(self._cpu):
+            self._tables = np.asarray(model.apply(self._cpu_variables, jax.device_put(values, self._cpu),
+                                                  method=density), np.float64).T  # [channels, 2R+1]
         self._programs: dict[tuple[int, ...], _Programs] = {}
         self._categorical = constriction.stream.model.Categorical(perfect=False)
         self._gaussian = constriction.stream.model.QuantizedGaussian(-SYMBOL_BOUND, SYMBOL_BOUND)
@@ -171,7 +177,9 @@ class Codec:
             if model.hyperprior:
                 z_shape = tuple(jax.eval_shape(lambda y: model.apply(variables, y, method="hyper_encode"),
                                                jnp.zeros((1, *code_shape))).shape[1:])
-                scales = one(lambda z, _: model.apply(variables, z, code_shape[:2], method="scales"))
+                on_cpu = jax.jit(lambda z: model.apply(self._cpu_variables, z, code_shape[:2], method="scales"))
+                scales = lambda zs, _: np.concatenate([  # noqa: E731 - the entropy model, on the CPU (__init__)
+                    np.asarray(on_cpu(jax.device_put(z[None], self._cpu))) for z in np.asarray(zs)])
             estimate = jax.jit(lambda x, q: chunks.map_over_chunks(
                 lambda part: apply("rd_terms")(part[0], part[1])[1], (x, q), ESTIMATE_CHUNK))
             self._programs[shape] = _Programs(one(apply("symbols")), one(apply("decode")), estimate, scales,

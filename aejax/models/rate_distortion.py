@@ -320,16 +320,22 @@ def rate_distortion(model: nn.Module, params, inputs: Array, targets: Array, key
 
 def rate_distortion_variable(model: nn.Module, params, inputs: Array, targets: Array, key: Array | None):
     """A variable-rate model's loss: each image at a level drawn uniformly from `model.lmbdas` (`key`; without a
-    key, as on the test set, image i at level i mod L), bits per pixel + that level's lambda * 255^2 * MSE,
-    averaged; aux as `rate_distortion`'s, over the images' levels."""
+    key, as on the test set, image i at level i mod L); per level, the mean over its images of bits per pixel +
+    its lambda * 255^2 * MSE; the loss is the mean over the levels present of the log of that mean. The log weighs
+    every level alike (its gradient is the level's own divided by its loss), as training one model per lambda
+    with Adam does, where the plain sum would let the highest lambda's loss, ~30 times the lowest's, decide.
+    Aux as `rate_distortion`'s, over the images' levels."""
     lmbdas = jnp.asarray(model.lmbdas, jnp.float32)
-    n = inputs.shape[0]
-    levels = (jnp.arange(n) % len(model.lmbdas) if key is None
-              else jax.random.randint(key, (n,), 0, len(model.lmbdas)))
+    n, count = inputs.shape[0], len(model.lmbdas)
+    levels = jnp.arange(n) % count if key is None else jax.random.randint(key, (n,), 0, count)
     recon, bits = model.apply({"params": params}, inputs, levels.astype(jnp.float32), method="rd_terms")
     mse = jnp.mean((recon - targets) ** 2, axis=tuple(range(1, targets.ndim)))  # [B]
     pixels = targets.shape[1] * targets.shape[2]
-    loss = jnp.mean(bits / pixels + lmbdas[levels] * 255.0 ** 2 * mse)
+    per_image = bits / pixels + lmbdas[levels] * 255.0 ** 2 * mse  # [B]
+    images = jax.ops.segment_sum(jnp.ones_like(per_image), levels, count)  # [L]
+    per_level = jax.ops.segment_sum(per_image, levels, count) / jnp.maximum(images, 1.0)  # [L]
+    present = images > 0
+    loss = jnp.sum(jnp.where(present, jnp.log(jnp.where(present, per_level, 1.0)), 0.0)) / jnp.sum(present)
     return loss, {"bpp": jnp.mean(bits) / pixels, "bits_per_image": jnp.mean(bits), "distortion_mse": jnp.mean(mse)}
 
 
