@@ -167,7 +167,8 @@ def test_jax_enable_x64_on_and_off_read_the_same_model_and_files(trained, tmp_pa
     assert (tmp_path / "b.aejx").read_bytes() == codec.encode(test[1])
 
 
-@pytest.mark.skipif(jax.default_backend() != "gpu", reason="needs a GPU: compares the codec built on the GPU with the one built on the CPU")
+@pytest.mark.skipif(jax.default_backend() != "gpu",
+                    reason="needs a GPU: compares the codec built on the GPU with the one built on the CPU")
 def test_the_model_hash_and_entropy_tables_are_the_same_on_gpu_and_cpu(trained):
     """The model hash (parameter bytes) and the entropy model (computed on the CPU whatever the default backend)
     do not depend on the backend, so a file encoded on one machine decodes on another."""
