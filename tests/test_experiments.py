@@ -250,3 +250,23 @@ def test_codec_compare_writes_whole_file_curves_goals_and_photographs(tmp_path, 
     photos = codec_compare.photograph_curves({"aejax rd_factorized": codecs})
     assert photos["photographs"] == {"chelsea": [20, 36, 1]}  # any size: 20x36 from a 28x28 model
     assert photos["curves"]["aejax rd_factorized"][0]["bits_per_pixel"] > 0
+
+
+def test_codec_goals_take_each_codecs_smallest_file_reaching_the_psnr():
+    from experiments.codec_compare import bits_to_reach, goals
+
+    webp = [{"bits_per_image": 800.0, "psnr_db": 22.7}, {"bits_per_image": 1000.0, "psnr_db": 28.0},
+            {"bits_per_image": 1200.0, "psnr_db": 33.0}]
+    jxl = [{"bits_per_image": 1000.0, "psnr_db": 19.0}, {"bits_per_image": 1600.0, "psnr_db": 32.5}]
+    ours = [{"bits_per_image": 300.0, "psnr_db": 20.0}, {"bits_per_image": 500.0, "psnr_db": 28.5},
+            {"bits_per_image": 700.0, "psnr_db": 31.0}]
+    assert bits_to_reach(webp, 20.0) == 800.0 and bits_to_reach(webp, 28.0) == 1000.0
+    assert bits_to_reach(ours, 31.5) is None
+    g = goals({"ours": ours, "webp": webp, "jpeg xl": jxl}, "ours")
+    assert g["ratios"]["20"] == {"webp": 300 / 800, "jpeg xl": 300 / 1600}
+    assert g["ratios"]["29"] == {"webp": 700 / 1200, "jpeg xl": 700 / 1600}
+    assert g["ratios"]["32"] == {"webp": None, "jpeg xl": None} and not g["met"]
+    ours.append({"bits_per_image": 550.0, "psnr_db": 33.0})  # reaches 32 dB, but 500 B > half of 800 at 21 dB
+    assert not goals({"ours": ours, "webp": webp, "jpeg xl": jxl}, "ours")["met"]
+    cheap = [{"bits_per_image": 100.0, "psnr_db": 33.0}]
+    assert goals({"ours": cheap, "webp": webp, "jpeg xl": jxl}, "ours")["met"]
