@@ -91,6 +91,20 @@ def test_a_target_psnr_picks_the_lowest_quality_reaching_it_and_a_budget_the_hig
     assert len({int(q) for q in fits}) > 1 or len({int(q) for q in chosen}) > 1  # per image, not one for all
 
 
+def test_a_model_file_decodes_and_an_altered_quality_byte_is_refused(trained, tmp_path):
+    out, test = trained
+    codec = Codec.from_run(out)
+    (tmp_path / "v.aejm").write_bytes(codec.export())
+    shipped = Codec.from_model_file(tmp_path / "v.aejm")
+    assert shipped.hash == codec.hash and shipped.variable
+    files = codec.encode(test[:2], quality=[30, 70])
+    np.testing.assert_array_equal(shipped.decode(files), codec.decode(files))
+    altered = bytearray(files[0])
+    altered[HEADER.size] = 31  # the quality is under the checksum: not a silently different image
+    with pytest.raises(aejax.AejaxError, match="damaged"):
+        shipped.decode(bytes(altered))
+
+
 def test_quality_errors_are_one_line(trained, tmp_path, capsys):
     out, test = trained
     codec = Codec.from_run(out)

@@ -28,7 +28,7 @@ A file is a 19-byte header (20 for a variable-rate model) and the coder's 32-bit
 
     magic b"AEJX" | format version (1 byte) | model kind (1: factorized, 2: hyperprior, 3 and 4: their variable-rate
     forms) | H, W (uint16, the image's) | C (uint8) | model hash (4 bytes: sha256 of the model's config and
-    parameters) | CRC-32 of the payload | [quality (uint8, 0..100): variable-rate kinds only] | payload
+    parameters) | CRC-32 of the rest | [quality (uint8, 0..100): variable-rate kinds only] | payload
 
 A file that is not one, of another version, of another model (or channel count), truncated or altered is refused with
 one line (`AejaxError`) before an image is returned: decoding re-encodes the decoded symbols and accepts only
@@ -297,9 +297,8 @@ class Codec:
         scales = None if z_hat is None else np.asarray(programs.scales(jnp.asarray(z_hat), qualities))
         files = []
         for words, q in zip(self._words(y_hat, z_hat, scales), qualities, strict=True):
-            payload = words.astype("<u4").tobytes()
-            head = HEADER.pack(MAGIC, VERSION, self.kind, *x.shape[1:], self.hash, zlib.crc32(payload))
-            files.append(head + (bytes([int(q)]) if self.variable else b"") + payload)
+            body = (bytes([int(q)]) if self.variable else b"") + words.astype("<u4").tobytes()
+            files.append(HEADER.pack(MAGIC, VERSION, self.kind, *x.shape[1:], self.hash, zlib.crc32(body)) + body)
         return files
 
     @_in_32_bits
@@ -433,10 +432,9 @@ class Codec:
         if kind != self.kind or c != self.shape[-1] or digest != self.hash or not (h and w):
             raise AejaxError(f"{name} was encoded by another model ({h}x{w}x{c}, model hash {digest.hex()}); this "
                              f"model codes {self.shape[-1]}-channel images with hash {self.hash.hex()}")
-        start = header_size(data)
-        payload = bytes(data[start:])
+        payload = bytes(data[header_size(data):])
         quality = data[HEADER.size] if self.variable and len(data) > HEADER.size else 0
-        if len(payload) % 4 or zlib.crc32(payload) != crc or quality > QUALITIES:
+        if len(payload) % 4 or zlib.crc32(bytes(data[HEADER.size:])) != crc or quality > QUALITIES:
             raise AejaxError(f"{name} is damaged or truncated (its checksum does not match)")
         return (h, w, c), quality, np.frombuffer(payload, "<u4").astype(np.uint32)
 
