@@ -262,8 +262,11 @@ def summarise(curves: dict[str, list[dict]], key: str = "bits_per_image") -> dic
     anchors = [n for n in curves if not n.startswith("aejax") and n != ESTIMATE]
     pairs = [(a, b) for a in ours for b in anchors]
     pairs += [(a, b) for a in ours for b in ours if "rd_variable" in a and "rd_variable" not in b]
+    peers = [(a, b) for a in ours for b in anchors if b.startswith("compressai")]  # payloads: coded the same way
     return {"bits_at_psnr": at, "bd_rate_percent": {f"{a} vs {b}": bd_rate(curves[a], curves[b], key)
-                                                    for a, b in pairs}}
+                                                    for a, b in pairs},
+            "payload_bd_rate_percent": {f"{a} vs {b}": bd_rate(curves[a], curves[b], "payload_bits_per_image")
+                                        for a, b in peers}}
 
 
 def bits_to_reach(points: list[dict], psnr: float, key: str = "bits_per_image") -> float | None:
@@ -325,6 +328,10 @@ def table(report: dict) -> str:
         lines += ["", f"Lossless, bytes per image: {lossless}", "",
                   "BD-rate on whole files (negative: the first needs fewer bytes at equal PSNR)", ""]
         lines += bd_lines(part["summary"]["bd_rate_percent"])
+        if part["summary"].get("payload_bd_rate_percent"):
+            lines += ["", "BD-rate on payloads against CompressAI (the entropy-coded bits alone: CompressAI's strings "
+                      "carry no header, so its whole files are payloads)", ""]
+            lines += bd_lines(part["summary"]["payload_bd_rate_percent"])
         if "goals" in part:
             g = part["goals"]
             lines += ["", f"Goals ({g['codec']}, whole files): the fewest bytes of a measured quality reaching each "
@@ -390,7 +397,8 @@ def figure(report: dict, path: Path) -> None:
             panels.append((f"{dataset}: whole photographs, PSNR", part["photographs"]["curves"], "bits_per_pixel",
                            "psnr_db", "bits per pixel"))
     codecs = list(dict.fromkeys(name for _, curves, *_ in panels for name in curves))
-    colours = {name: f"C{i % 10}" for i, name in enumerate(codecs)}  # one colour per codec in every panel
+    palette = [f"C{i}" for i in range(10)] + ["black", "gold", "teal", "navy"]
+    colours = {name: palette[i % len(palette)] for i, name in enumerate(codecs)}  # one per codec, every panel
     rows = (len(panels) + 1) // 2
     fig, axes = plt.subplots(rows, 2, figsize=(11, 4.2 * rows), squeeze=False)
     for ax, (title, curves, key, metric, xlabel) in zip(axes.flat, panels):
