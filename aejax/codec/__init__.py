@@ -24,11 +24,7 @@ decoded symbols: it equals the model's own quantised reconstruction (`Codec.reco
 A range coder, rather than ANS, because a file holds one small image: its termination costs about 16 bits per
 file against ANS's about 35 (constriction's coders, both with 32-bit words, measured on random messages).
 
-A file is a 19-byte header (20 for a variable-rate model) and the coder's 32-bit words (little-endian):
-
-    magic b"AEJX" | format version (1 byte) | model kind (1: factorized, 2: hyperprior, 3 and 4: their variable-rate
-    forms) | H, W (uint16, the image's) | C (uint8) | model hash (4 bytes: sha256 of the model's config and
-    parameters) | CRC-32 of the rest | [quality (uint8, 0..100): variable-rate kinds only] | payload
+The file format (a 19- or 20-byte header, then the coder's 32-bit words) is `aejax.codec.format`'s.
 
 A file that is not one, of another version, of another model (or channel count), truncated or altered is refused with
 one line (`AejaxError`) before an image is returned: decoding re-encodes the decoded symbols and accepts only
@@ -38,9 +34,6 @@ the very words `encode` writes for them.
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
-import struct
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -51,29 +44,29 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aejax import numerics
+from aejax.codec.format import (  # noqa: F401 - the format's names, re-exported
+    HEADER,
+    KINDS,
+    MAGIC,
+    MODEL_MAGIC,
+    MODEL_VERSION,
+    QUALITIES,
+    VARIABLE_KINDS,
+    VERSION,
+    as_batch,
+    header_size,
+    model_file,
+    model_hash,
+    payload_bits,
+    read_header,
+    read_model_file,
+)
 from aejax.config import Config
 from aejax.errors import AejaxError
 from aejax.evaluation import chunks
 from aejax.models.rate_distortion import SCALE_TABLE, SYMBOL_BOUND, RateDistortionAutoencoder
 
-MAGIC = b"AEJX"
-VERSION = 2  # 1: ANS-coded payloads (no longer read)
-HEADER = struct.Struct("<4sBBHHB4sI")  # magic, version, kind, H, W, C, model hash, payload CRC-32
-MODEL_MAGIC, MODEL_VERSION = b"AEJM", 1  # a model file: magic | version | sha256 of the rest | config | params
-MAX_SIDE = 65535  # H and W are uint16 in the header
-KINDS = {(False, False): 1, (True, False): 2, (False, True): 3, (True, True): 4}  # (hyperprior, variable) -> kind
-VARIABLE_KINDS = frozenset({3, 4})
-QUALITIES = 100  # a variable-rate file's quality Q in 0..100 is the model's quality Q / 100 * (L - 1)
 ESTIMATE_CHUNK = 500  # images per model call when estimating rates
-
-
-def model_hash(config: Config, variables: dict) -> bytes:
-    """4 bytes identifying a trained model: sha256 of its config (JSON) and every parameter's bytes."""
-    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
-    for leaf in jax.tree_util.tree_leaves(variables):
-        digest.update(np.ascontiguousarray(numerics.x32(leaf)).tobytes())  # the same with JAX_ENABLE_X64
-    return digest.digest()[:4]
 
 
 def _in_32_bits(method: Callable) -> Callable:
@@ -86,27 +79,6 @@ def _in_32_bits(method: Callable) -> Callable:
             return method(*args, **kwargs)
 
     return wrapped
-
-
-def _as_batch(images, channels: int) -> tuple[jax.Array, bool]:
-    """Images as float32 `[N, H, W, C]` in [0, 1] (from uint8 0..255 or float [0, 1]), any H x W with the model's
-    C channels; whether batched."""
-    x = np.asarray(images)
-    if x.ndim == 3 and x.shape[-1] == channels:
-        x, batched = x[None], False
-    elif x.ndim == 4 and x.shape[-1] == channels:
-        batched = True
-    else:
-        raise AejaxError(f"the codec's model codes images of {channels} channel(s), [H, W, {channels}] or "
-                         f"[N, H, W, {channels}]; got an array shaped {list(x.shape)}")
-    if not (0 < x.shape[1] <= MAX_SIDE and 0 < x.shape[2] <= MAX_SIDE):
-        raise AejaxError(f"images must be 1 to {MAX_SIDE} pixels on each side, got {x.shape[1]}x{x.shape[2]}")
-    if x.dtype == np.uint8:
-        return jnp.asarray(x, jnp.float32) / 255.0, batched
-    if not np.issubdtype(x.dtype, np.floating) or not (0.0 <= float(x.min()) and float(x.max()) <= 1.0):
-        raise AejaxError(f"images must be uint8 (0..255) or float in [0, 1], got {x.dtype} in "
-                         f"[{float(x.min()):g}, {float(x.max()):g}]")
-    return jnp.asarray(x, jnp.float32), batched
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -200,7 +172,7 @@ class Codec:
         hash in its header."""
         from aejax.training.restore import load_models
 
-        digest = _header(file, name)[6]
+        digest = read_header(file, name)[6]
         for _, _, model, variables, config in load_models(run_dir):
             if isinstance(model, RateDistortionAutoencoder) and model_hash(config, variables) == digest:
                 return cls(model, variables, config)
@@ -209,36 +181,14 @@ class Codec:
     def export(self) -> bytes:
         """The model as one file: its config and parameters (no optimizer state), what `from_model_file` reads
         and what `python -m aejax.codec export` writes. Its files carry the same model hash."""
-        from flax import serialization
-
-        config = json.dumps(self.config.to_dict(), sort_keys=True).encode()
-        variables = jax.tree_util.tree_map(numerics.x32, jax.device_get(self.variables))
-        body = struct.pack("<I", len(config)) + config + serialization.msgpack_serialize(variables)
-        return MODEL_MAGIC + bytes([MODEL_VERSION]) + hashlib.sha256(body).digest() + body
+        return model_file(self.config, self.variables)
 
     @classmethod
     def from_model_file(cls, path: str | Path) -> Codec:
         """The codec of a model file `export` wrote (nothing else needed: no run directory, no checkpoint)."""
-        from flax import serialization
-
         from aejax import models
 
-        try:
-            data = Path(path).read_bytes()
-        except OSError as e:
-            raise AejaxError(f"cannot read the model file {path} ({e.strerror or e})") from None
-        head = len(MODEL_MAGIC) + 1 + 32
-        if len(data) < head + 4 or data[:len(MODEL_MAGIC)] != MODEL_MAGIC:
-            raise AejaxError(f"{path} is not an aejax model file (no {MODEL_MAGIC.decode()} header)")
-        if data[len(MODEL_MAGIC)] != MODEL_VERSION:
-            raise AejaxError(f"{path} has model file version {data[len(MODEL_MAGIC)]}; this aejax reads "
-                             f"{MODEL_VERSION}")
-        body = data[head:]
-        if hashlib.sha256(body).digest() != data[len(MODEL_MAGIC) + 1:head]:
-            raise AejaxError(f"{path} is damaged or truncated (its sha256 does not match)")
-        (length,) = struct.unpack_from("<I", body)
-        config = Config.from_dict(json.loads(body[4:4 + length]))
-        variables = serialization.msgpack_restore(body[4 + length:])
+        config, variables = read_model_file(path)
         return cls(models.build(config), jax.tree_util.tree_map(jnp.asarray, variables), config)
 
     # --- arrays ----------------------------------------------------------------------------------------------
@@ -265,7 +215,7 @@ class Codec:
     def reconstruct(self, images, quality=None) -> np.ndarray:
         """The model's quantised reconstruction of each image, float32 `[N, H, W, C]` (what decoding gives); a
         variable-rate model's at `quality` (0..100, one or one per image; default 100)."""
-        x, batched = _as_batch(images, self.shape[-1])
+        x, batched = as_batch(images, self.shape[-1])
         q = self._model_quality(self._qualities(quality, x.shape[0]))
         programs = self._at(x.shape[1:])
         y_hat, _ = programs.symbols(x, q)
@@ -276,7 +226,7 @@ class Codec:
     def estimated_bits(self, images, quality=None) -> np.ndarray:
         """The model's own rate for each image, float32 `[N]` (`[]` for one image `[H, W, C]`): its entropy
         model's -log2 likelihood of the quantised codes, which a file's payload (`payload_bits`) approaches."""
-        x, batched = _as_batch(images, self.shape[-1])
+        x, batched = as_batch(images, self.shape[-1])
         q = self._model_quality(self._qualities(quality, x.shape[0]))
         bits = np.asarray(self._at(x.shape[1:]).estimate(x, q))
         return bits if batched else bits[0]
@@ -286,7 +236,7 @@ class Codec:
         """Each image (uint8 or float in [0, 1], `[N, H, W, C]`) as the bytes of one file; one image
         `[H, W, C]` gives one `bytes`. A variable-rate model codes at `quality` (0..100: one, or one per image,
         such as `choose_quality`'s; default 100)."""
-        x, batched = _as_batch(images, self.shape[-1])
+        x, batched = as_batch(images, self.shape[-1])
         qualities = self._qualities(quality, x.shape[0])
         files = self._files(x, qualities)
         return files if batched else files[0]
@@ -318,7 +268,7 @@ class Codec:
             raise AejaxError(f"target_psnr must be a positive number of dB, got {target_psnr!r}")
         if max_bytes is not None and not (isinstance(max_bytes, (int, np.integer)) and max_bytes > 0):
             raise AejaxError(f"max_bytes must be a positive integer, got {max_bytes!r}")
-        x, batched = _as_batch(images, self.shape[-1])
+        x, batched = as_batch(images, self.shape[-1])
         programs = self._at(x.shape[1:])
 
         def good(q: np.ndarray) -> np.ndarray:  # [N] bool: quality q meets the target (PSNR reached or fits)
@@ -426,7 +376,7 @@ class Codec:
     def _payload(self, data: bytes, name: str) -> tuple[tuple[int, int, int], int, np.ndarray]:
         """The image shape, the quality (0 for a one-rate model) and the coder's words of file `name`, after
         checking its header and CRC against this model."""
-        magic, version, kind, h, w, c, digest, crc = _header(data, name)
+        magic, version, kind, h, w, c, digest, crc = read_header(data, name)
         if version != VERSION:
             raise AejaxError(f"{name} has format version {version}; this aejax reads version {VERSION}")
         if kind != self.kind or c != self.shape[-1] or digest != self.hash or not (h and w):
@@ -437,20 +387,3 @@ class Codec:
         if len(payload) % 4 or zlib.crc32(bytes(data[HEADER.size:])) != crc or quality > QUALITIES:
             raise AejaxError(f"{name} is damaged or truncated (its checksum does not match)")
         return (h, w, c), quality, np.frombuffer(payload, "<u4").astype(np.uint32)
-
-
-def _header(data: bytes, name: str) -> tuple:
-    """A file's header fields (magic, version, kind, H, W, C, model hash, payload CRC-32), or a one-line error."""
-    if len(data) < HEADER.size or data[:4] != MAGIC:
-        raise AejaxError(f"{name} is not an aejax codec file (no {MAGIC.decode()} header)")
-    return HEADER.unpack_from(data)
-
-
-def header_size(file: bytes) -> int:
-    """Bytes of a file's header: 19, or 20 for a variable-rate model's (its quality byte)."""
-    return HEADER.size + (len(file) > 5 and file[5] in VARIABLE_KINDS)
-
-
-def payload_bits(file: bytes) -> int:
-    """Bits of a file's entropy-coded payload (the file without its header)."""
-    return 8 * (len(file) - header_size(file))
