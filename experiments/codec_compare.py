@@ -66,6 +66,7 @@ SETTINGS = {  # dataset -> what is trained and coded
                       "peers": ("factorized", "hyperprior"), "variable": {"lmbdas": VARIABLE_LMBDAS, "epochs": 120},
                       "photographs": True},
 }
+PHOTO_CROPS = {"crop": 64, "stride": 32, "epochs": 30, "lmbdas": VARIABLE_LMBDAS}  # a model for whole photographs
 CHANNELS, LATENT, BATCH, LR, SCHEDULE = 32, 32, 32, 2e-3, "constant"
 SPEED_IMAGES, SPEED_REPEATS = 4000, 3
 
@@ -181,6 +182,27 @@ def photograph_point(photos: list[np.ndarray], decoded: list[np.ndarray], bits: 
     return {"bits_per_pixel": bits / pixels, "mse": mse, "psnr_db": float(10 * np.log10(1 / mse)) if mse else None}
 
 
+def crops(image: np.ndarray, size: int, stride: int) -> np.ndarray:
+    """Every `size` x `size` crop of an `[H, W, C]` image at `stride`, row by row: `[n, size, size, C]`."""
+    windows = np.lib.stride_tricks.sliding_window_view(image, (size, size), axis=(0, 1))[::stride, ::stride]
+    return windows.transpose(0, 1, 3, 4, 2).reshape(-1, size, size, image.shape[2])
+
+
+def photo_crop_model(runs: Path) -> tuple[Codec, dict]:
+    """An `rd_variable` trained on overlapping crops of the training photographs (`PHOTO_CROPS`: a 4x4 code, so
+    it sees code cells away from the image border, which 32x32 patches never show), for whole photographs; its
+    test images are the test photographs' crops. (codec, training)."""
+    size, stride = PHOTO_CROPS["crop"], PHOTO_CROPS["stride"]
+    cut = lambda names, step: np.concatenate([crops(image_sets.photo(n)[..., :3].astype(np.uint8), size, step)  # noqa: E731
+                                              for n in names])
+    train, test = cut(image_sets.TRAIN_PHOTOS, stride), cut(image_sets.TEST_PHOTOS, size)
+    run_dir = runs / "photo_crops_rd_variable"
+    aejax.run(rd_config("rd_variable", "photo_crops", PHOTO_CROPS["epochs"], lmbdas=list(PHOTO_CROPS["lmbdas"])),
+              run_dir, data=(train, test), resume=True, log=lambda *_: None)
+    return Codec.from_run(run_dir), {"model": f"aejax rd_variable ({size}x{size} crops)", "models": 1,
+                                     "train_crops": len(train), **PHOTO_CROPS, **training_speed(run_dir)}
+
+
 def photograph_curves(codecs: dict[str, list[tuple[dict, Codec, int | None]]]) -> dict:
     """The test set's whole photographs coded by each learned codec (label -> (point fields, codec, quality)
     per rate point) and by every classic codec: bits per pixel against PSNR, and the lossless formats."""
@@ -276,21 +298,28 @@ def bits_to_reach(points: list[dict], psnr: float, key: str = "bits_per_image") 
     return min(reaching) if reaching else None
 
 
-def goals(curves: dict[str, list[dict]], ours: str, key: str = "bits_per_image") -> dict:
-    """At each whole dB from 20 to 32, the fewest whole-file bits reaching it (`bits_to_reach`, the same rule for
-    every codec): `ours`'s over WebP's (goal: at most 0.5) and over JPEG XL's (goal: below 1); None where a codec
-    reaches no such PSNR (for `ours`, the goal is then not met)."""
+MNIST_GOALS = {"webp": 0.5, "jpeg xl": 1.0}  # anchor -> the largest ratio met (1.0: strictly fewer bits)
+PHOTO_GOALS = {"jpeg": 1.0, "webp": 1.0}
+
+
+def goals(curves: dict[str, list[dict]], ours: str, key: str = "bits_per_image", anchors: dict | None = None,
+          low: int = 20, high: int = 32) -> dict:
+    """At each whole dB from `low` to `high`, the fewest bits reaching it (`bits_to_reach`, the same rule for every
+    codec): `ours`'s over each anchor's; met where every ratio is at most its goal (`MNIST_GOALS`: half of WebP's,
+    fewer than JPEG XL's), strictly below 1.0 for a goal of 1.0; None where a codec reaches no such PSNR (for
+    `ours`, the goal is then not met)."""
+    anchors = anchors or MNIST_GOALS
     rows = {}
-    for t in range(20, 33):
+    for t in range(low, high + 1):
         mine = bits_to_reach(curves[ours], t, key)
         ratios = {}
-        for anchor in ("webp", "jpeg xl"):
+        for anchor in anchors:
             theirs = bits_to_reach(curves[anchor], t, key)
             ratios[anchor] = None if mine is None or theirs is None else mine / theirs
         rows[str(t)] = ratios
-    met = all(r["webp"] is not None and r["webp"] <= 0.5 and r["jpeg xl"] is not None and r["jpeg xl"] < 1
-              for r in rows.values())
-    return {"codec": ours, "ratios": rows, "met": met}
+    met = all(r[a] is not None and (r[a] < 1 if goal == 1.0 else r[a] <= goal)
+              for r in rows.values() for a, goal in anchors.items())
+    return {"codec": ours, "goals": anchors, "ratios": rows, "met": met}
 
 
 def _cell(bits: float | None, unit: str) -> str:
@@ -334,11 +363,7 @@ def table(report: dict) -> str:
             lines += bd_lines(part["summary"]["payload_bd_rate_percent"])
         if "goals" in part:
             g = part["goals"]
-            lines += ["", f"Goals ({g['codec']}, whole files): the fewest bytes of a measured quality reaching each "
-                      f"PSNR, over WebP's (goal: at most 0.5) and over JPEG XL's (goal: below 1); met at every PSNR: "
-                      f"{'yes' if g['met'] else 'no'}", "",
-                      "| PSNR | over WebP | over JPEG XL |", "|---|---:|---:|"]
-            lines += [f"| {t} dB | {_ratio(r['webp'])} | {_ratio(r['jpeg xl'])} |" for t, r in g["ratios"].items()]
+            lines += goal_lines(g, "bytes")
         train = part["training"]
         lines += ["", "Training (seconds of all epochs, from the runs' metrics; a sweep trains its models together): "
                   + "; ".join(f"{name} {t['train_seconds']:.0f} s for {t['models']} rate point(s), "
@@ -358,8 +383,24 @@ def table(report: dict) -> str:
             lines += ["", "Lossless, bits per pixel: " + ", ".join(
                 f"{fmt.upper()} {v:.3f}" for fmt, v in photos["lossless_bits_per_pixel"].items()), "",
                 "BD-rate (bits per pixel)", ""]
-            lines += bd_lines(photos["summary"]["bd_rate_percent"]) + [""]
+            lines += bd_lines(photos["summary"]["bd_rate_percent"])
+            if "goals" in photos:
+                lines += goal_lines(photos["goals"], "bits per pixel")
+            if "training" in photos:
+                t = photos["training"]
+                lines += ["", f"{t['model']}: trained {t['train_seconds']:.0f} s on {t['train_crops']:,} crops "
+                          f"{t['crop']}x{t['crop']} (stride {t['stride']}) of the training photographs"]
+            lines += [""]
     return "\n".join(lines) + "\n"
+
+
+def goal_lines(g: dict, unit: str) -> list[str]:
+    aims = ", ".join(f"over {a}'s {'below 1' if v == 1.0 else f'at most {v:g}'}" for a, v in g["goals"].items())
+    lines = ["", f"Goals ({g['codec']}): the fewest {unit} of a measured quality reaching each PSNR, {aims}; met at "
+             f"every PSNR: {'yes' if g['met'] else 'no'}", "",
+             "| PSNR | " + " | ".join(f"over {a}" for a in g["goals"]) + " |", "|---|" + "---:|" * len(g["goals"])]
+    return lines + [f"| {t} dB | " + " | ".join(_ratio(r[a]) for a in g["goals"]) + " |"
+                    for t, r in g["ratios"].items()]
 
 
 def _ratio(value: float | None) -> str:
@@ -427,6 +468,16 @@ def read_peers(path: str, names: list[str]) -> dict:
     return report
 
 
+def previous_datasets(path: Path, names: list[str]) -> dict:
+    """The datasets of an existing report that this run does not redo (`--datasets` names fewer), kept as they
+    were; nothing when there is no readable report."""
+    try:
+        previous = json.loads(path.read_text())["datasets"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return {name: part for name, part in previous.items() if name not in names}
+
+
 def peers_from(report: dict, path: str, dataset: str, settings: dict) -> tuple[dict, dict]:
     """CompressAI's curves and speeds for `dataset` from an earlier report of this script (`read_peers`) with the
     same settings (lambdas, epochs, architecture): (curves, speed entries)."""
@@ -474,7 +525,11 @@ def main() -> None:
         if "aejax rd_variable" in part["curves"] and "webp" in part["curves"]:
             part["goals"] = goals(part["curves"], "aejax rd_variable")
         if "photographs" in part:
-            part["photographs"]["summary"] = summarise(part["photographs"]["curves"], "bits_per_pixel")
+            photos = part["photographs"]
+            photos["summary"] = summarise(photos["curves"], "bits_per_pixel")
+            ours = photos.get("training", {}).get("model")
+            if ours in photos["curves"]:
+                photos["goals"] = goals(photos["curves"], ours, "bits_per_pixel", PHOTO_GOALS, 24, 32)
 
     def resummarise(out: Path) -> None:
         try:
@@ -503,9 +558,11 @@ def main() -> None:
         out = make_output_dir(args.out)
         refuse_overwrite(outputs(out), args.overwrite)
         runs = make_output_dir(args.runs)
+        kept = previous_datasets(out / "codec.json", names)
         report = {"command": "python -m experiments.codec_compare " + " ".join(sys.argv[1:]),
                   "architecture": {"channels_N": CHANNELS, "latent_M": LATENT, "batch_size": BATCH, "lr": LR,
-                                   "schedule": SCHEDULE, "seed": 0}, "environment": environment(), "datasets": {}}
+                                   "schedule": SCHEDULE, "seed": 0}, "environment": environment(),
+                  "datasets": dict(kept), "kept_from_the_previous_report": list(kept)}
         for dataset in names:
             settings = SETTINGS[dataset]
             train, test = load(dataset, settings)
@@ -540,7 +597,9 @@ def main() -> None:
                     "peers": ("trained here" if args.compressai_python else
                               f"copied from {args.peers_from}" if args.peers_from else "not run")}
             if settings["photographs"]:
-                part["photographs"] = photograph_curves(learned)
+                crop_codec, crop_training = photo_crop_model(runs)
+                learned[crop_training["model"]] = [({"quality": q}, crop_codec, q) for q in VARIABLE_QUALITIES]
+                part["photographs"] = {**photograph_curves(learned), "training": crop_training}
             summaries(part)
             report["datasets"][dataset] = part
             write_json(out / "codec.json", report)

@@ -270,3 +270,20 @@ def test_codec_goals_take_each_codecs_smallest_file_reaching_the_psnr():
     assert not goals({"ours": ours, "webp": webp, "jpeg xl": jxl}, "ours")["met"]
     cheap = [{"bits_per_image": 100.0, "psnr_db": 33.0}]
     assert goals({"ours": cheap, "webp": webp, "jpeg xl": jxl}, "ours")["met"]
+
+
+def test_codec_photo_crops_and_photograph_goals():
+    from experiments.codec_compare import PHOTO_GOALS, crops, goals
+
+    image = np.arange(6 * 8 * 2).reshape(6, 8, 2)
+    cut = crops(image, 4, 2)  # rows 0, 2 and columns 0, 2, 4
+    assert cut.shape == (6, 4, 4, 2)
+    np.testing.assert_array_equal(cut[4], image[2:6, 2:6])
+    jpeg = [{"bits_per_pixel": 0.2, "psnr_db": 26.0}, {"bits_per_pixel": 1.0, "psnr_db": 33.0}]
+    webp = [{"bits_per_pixel": 0.1, "psnr_db": 27.0}, {"bits_per_pixel": 0.5, "psnr_db": 33.0}]
+    ours = [{"bits_per_pixel": 0.08, "psnr_db": 28.0}, {"bits_per_pixel": 0.4, "psnr_db": 32.5}]
+    g = goals({"ours": ours, "jpeg": jpeg, "webp": webp}, "ours", "bits_per_pixel", PHOTO_GOALS, 24, 32)
+    assert list(g["ratios"]) == [str(t) for t in range(24, 33)] and g["met"]
+    assert g["ratios"]["30"] == {"jpeg": 0.4, "webp": 0.8}
+    ours[1]["bits_per_pixel"] = 0.5  # as many bits as WebP at 29-32 dB: not fewer
+    assert not goals({"ours": ours, "jpeg": jpeg, "webp": webp}, "ours", "bits_per_pixel", PHOTO_GOALS, 24, 32)["met"]
