@@ -559,6 +559,8 @@ def main() -> None:
         refuse_overwrite(outputs(out), args.overwrite)
         runs = make_output_dir(args.runs)
         kept = previous_datasets(out / "codec.json", names)
+        for part in kept.values():  # summarised again, as this version of the script does
+            summaries(part)
         report = {"command": "python -m experiments.codec_compare " + " ".join(sys.argv[1:]),
                   "architecture": {"channels_N": CHANNELS, "latent_M": LATENT, "batch_size": BATCH, "lr": LR,
                                    "schedule": SCHEDULE, "seed": 0}, "environment": environment(),
