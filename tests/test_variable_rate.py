@@ -65,6 +65,8 @@ def test_every_quality_decodes_bit_for_bit_and_a_higher_quality_costs_more(train
         assert np.all(np.array([payload_bits(f) for f in files]) <= codec.estimated_bits(test, quality=q) + 64)
         sizes[q] = np.mean([len(f) for f in files])
     assert sizes[0] < sizes[100], sizes
+    alone = np.stack([codec.reconstruct(image, quality=37) for image in test])  # each image's own program run
+    np.testing.assert_array_equal(codec.reconstruct(test, quality=37), alone)
     mixed = codec.encode(test[:3], quality=[0, 50, 100])  # one quality per image
     assert [f[HEADER.size] for f in mixed] == [0, 50, 100]
     np.testing.assert_array_equal(codec.decode(mixed[1]), codec.reconstruct(test[1], quality=50))
