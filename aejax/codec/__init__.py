@@ -51,7 +51,6 @@ from aejax.codec.format import (  # noqa: F401 - the format's names, re-exported
     MODEL_MAGIC,
     MODEL_VERSION,
     QUALITIES,
-    VARIABLE_KINDS,
     VERSION,
     as_batch,
     header_size,
@@ -86,6 +85,17 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2, axis=(1, 2, 3))
     with np.errstate(divide="ignore"):
         return 10.0 * np.log10(1.0 / mse)
+
+
+def _first(n: int, ok: Callable[[np.ndarray], np.ndarray], stop: int) -> np.ndarray:
+    """Per image, the lowest quality q in 0..stop-1 with `ok(q)` true (stop when none): a binary search over all
+    `n` images at once, `ok` ([N] qualities -> [N] bool) turning true at most once as q grows."""
+    lo, hi = np.zeros(n, np.int64), np.full(n, stop, np.int64)
+    while (lo < hi).any():
+        mid, active = (lo + hi) // 2, lo < hi
+        good = ok(mid)
+        hi, lo = np.where(active & good, mid, hi), np.where(active & ~good, mid + 1, lo)
+    return lo
 
 
 class _Programs(NamedTuple):
@@ -216,11 +226,12 @@ class Codec:
         """The model's quantised reconstruction of each image, float32 `[N, H, W, C]` (what decoding gives); a
         variable-rate model's at `quality` (0..100, one or one per image; default 100)."""
         x, batched = as_batch(images, self.shape[-1])
-        q = self._model_quality(self._qualities(quality, x.shape[0]))
-        programs = self._at(x.shape[1:])
-        y_hat, _ = programs.symbols(x, q)
-        out = np.asarray(programs.decode(y_hat, q))
+        out = self._reconstruct(x, self._qualities(quality, x.shape[0]))
         return out if batched else out[0]
+
+    def _reconstruct(self, x: jax.Array, qualities: np.ndarray) -> np.ndarray:
+        programs, q = self._at(x.shape[1:]), self._model_quality(qualities)
+        return np.asarray(programs.decode(programs.symbols(x, q)[0], q))
 
     @_in_32_bits
     def estimated_bits(self, images, quality=None) -> np.ndarray:
@@ -256,9 +267,9 @@ class Codec:
                        max_bytes: int | None = None) -> np.ndarray:
         """Per image, the quality (int `[N]`, 0..100) a variable-rate model codes it at: with `target_psnr`, the
         lowest whose decoded image reaches that PSNR (dB); with `max_bytes`, the highest whose whole file fits
-        (both: the lowest reaching the PSNR, if it fits, else the highest that fits). A binary search over
-        0..100 per image (rate and PSNR grow with the quality); an image that cannot reach the PSNR gets 100, one
-        that fits at no quality gets 0 (`encode` then writes more than `max_bytes`: check the files' sizes)."""
+        (both: the lowest reaching the PSNR, if it fits, else the highest that fits). Binary searches over 0..100
+        per image (rate and PSNR grow with the quality); an image that cannot reach the PSNR gets 100, one that
+        fits at no quality gets 0 (`encode` then writes more than `max_bytes`: check the files' sizes)."""
         if not self.variable:
             raise AejaxError(f"choosing a quality needs a variable-rate model (rd_variable); {self.config.model} "
                              f"codes at one rate")
@@ -269,39 +280,14 @@ class Codec:
         if max_bytes is not None and not (isinstance(max_bytes, (int, np.integer)) and max_bytes > 0):
             raise AejaxError(f"max_bytes must be a positive integer, got {max_bytes!r}")
         x, batched = as_batch(images, self.shape[-1])
-        programs = self._at(x.shape[1:])
-
-        def good(q: np.ndarray) -> np.ndarray:  # [N] bool: quality q meets the target (PSNR reached or fits)
-            ok = np.ones(len(q), bool)
-            if target_psnr is not None:
-                mq = self._model_quality(q)
-                ok &= _psnr(programs.decode(programs.symbols(x, mq)[0], mq), x) >= target_psnr
-            if max_bytes is not None:
-                ok &= np.array([len(f) for f in self._files(x, q)]) <= max_bytes
-            return ok
-
-        if target_psnr is not None:  # the lowest quality reaching the PSNR: search for the first good one
-            lo, hi = np.zeros(x.shape[0], np.int64), np.full(x.shape[0], QUALITIES, np.int64)
-            while (lo < hi).any():
-                mid, active = (lo + hi) // 2, lo < hi
-                ok = good(mid)
-                hi, lo = np.where(active & ok, mid, hi), np.where(active & ~ok, mid + 1, lo)
-            chosen = lo
-            if max_bytes is not None:  # too large: fall back to the highest quality that fits
-                fits = np.array([len(f) for f in self._files(x, chosen)]) <= max_bytes
-                chosen = np.where(fits, chosen, self._largest_fitting(x, max_bytes))
-        else:
-            chosen = self._largest_fitting(x, max_bytes)
+        sizes = lambda q: np.array([len(f) for f in self._files(x, q)])  # noqa: E731 - [N] bytes at qualities q
+        chosen = np.full(x.shape[0], QUALITIES, np.int64)
+        if target_psnr is not None:  # the lowest quality reaching the PSNR (100 when none does)
+            chosen = _first(x.shape[0], lambda q: _psnr(self._reconstruct(x, q), x) >= target_psnr, QUALITIES)
+        if max_bytes is not None:  # the highest that fits (0 when none does) caps it
+            chosen = np.minimum(chosen, np.maximum(_first(x.shape[0], lambda q: sizes(q) > max_bytes,
+                                                          QUALITIES + 1) - 1, 0))
         return chosen if batched else chosen[0]
-
-    def _largest_fitting(self, x: jax.Array, max_bytes: int) -> np.ndarray:
-        """Per image the highest quality whose file has at most `max_bytes` bytes (0 when none does)."""
-        lo, hi = np.zeros(x.shape[0], np.int64), np.full(x.shape[0], QUALITIES, np.int64)
-        while (lo < hi).any():
-            mid, active = (lo + hi + 1) // 2, lo < hi
-            ok = np.array([len(f) for f in self._files(x, mid)]) <= max_bytes
-            lo, hi = np.where(active & ok, mid, lo), np.where(active & ~ok, mid - 1, hi)
-        return lo
 
     @_in_32_bits
     def decode(self, files: Sequence[bytes] | bytes, name: str | None = None) -> np.ndarray | list[np.ndarray]:

@@ -108,13 +108,13 @@ def lossless_bits(images: np.ndarray, fmt: str) -> np.ndarray:
     and checked to give the image back exactly."""
     if fmt == "png":
         return png_bits(images)
-    if fmt not in ("webp", "jxl"):
-        raise AejaxError(f"lossless formats: png, webp, jxl; got {fmt!r}")
+    options = {"webp": {"format": "WEBP", "lossless": True, "quality": 100, "method": 6},
+               "jxl": {"format": "JXL", "lossless": True, "effort": 9}}
+    if fmt not in options:
+        raise AejaxError(f"lossless formats: png, {', '.join(options)}; got {fmt!r}")
     if fmt == "jxl":
         _jxl_plugin()
-    options = {"webp": {"format": "WEBP", "lossless": True, "quality": 100, "method": 6},
-               "jxl": {"format": "JXL", "lossless": True, "effort": 9}}[fmt]
-    sizes, decoded = _lossy(images, **options)
+    sizes, decoded = _lossy(images, **options[fmt])
     if not np.array_equal(decoded, images):
         raise AejaxError(f"lossless {fmt} did not give the images back exactly")
     return sizes
