@@ -6,14 +6,16 @@
 For each dataset (every training and test image of MNIST and photo_patches), with seed 0:
 - aejax's `rd_factorized` and `rd_hyperprior` (`aejax.models.rate_distortion`), one model per lambda, trained
   through `aejax.run` with a sweep of `lmbda` (all rate points in one vmapped program), and the variable-rate
-  `rd_variable` (one model for every rate, trained once; coded at qualities 0..100), then every test image coded
-  to a file with `aejax.codec`, decoded, and checked bit for bit against the model's quantised reconstruction;
-  the rate is the whole file (header included), beside the payload and the model's own estimate;
+  `rd_variable` (one model for every rate, trained once; coded at qualities 0..100; on MNIST with a code of
+  M = 64 channels and levels up to lambda 3 to reach 32 dB, so per-lambda `rd_factorized` models of M = 64 are
+  trained too, as what it replaces), then every test image coded to a file with `aejax.codec`, decoded, and
+  checked bit for bit against the model's quantised reconstruction; the rate is the whole file (header included),
+  beside the payload and the model's own estimate;
 - CompressAI's `bmshj2018-factorized` (and on photo_patches `bmshj2018-hyperprior`), the same N, M, batch,
   epochs, learning rate and training images (`experiments/compressai_peer.py`, in CompressAI's environment:
   `--compressai-python`), or its points copied from an earlier report of the same settings (`--peers-from`); its
   rate is its `compress()` strings (it writes no header, so they are its whole files);
-- PNG, WebP and JPEG XL lossless; JPEG (optimised tables), WebP (method 6), JPEG XL (effort 9) and AVIF (speed 0)
+- PNG, WebP and JPEG XL lossless; JPEG (optimised tables), WebP (method 6), JPEG XL (effort 9) and AVIF (speed 6)
   at qualities 0-95 (Pillow; JPEG XL through pillow-jxl-plugin, the `compare` extra);
 - the entropy estimate of the earlier compression study (`conv_strided`, code 32, uniformly quantised codes, the
   rate their empirical entropy: not a file, shown for reference and left out of every comparison).
@@ -59,9 +61,10 @@ LOSSY = {"jpeg": compression.jpeg, "webp": compression.webp, "jpeg xl": compress
 LOSSLESS = ("png", "webp", "jxl")
 LMBDAS = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.1)  # one model each
 VARIABLE_LMBDAS = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)  # rd_variable's levels (0.03: no 10x step)
-SETTINGS = {  # dataset -> what is trained and coded
+WIDE_LMBDAS = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)  # to 32 dB on MNIST
+SETTINGS = {  # dataset -> what is trained and coded; "variable": the rd_variable (its code M: "latent")
     "mnist": {"train": None, "test": None, "coded": 1000, "epochs": 3, "lmbdas": LMBDAS, "peers": ("factorized",),
-              "variable": {"lmbdas": VARIABLE_LMBDAS, "epochs": 12}, "photographs": False},
+              "variable": {"lmbdas": WIDE_LMBDAS, "epochs": 30, "latent": 64}, "photographs": False},
     "photo_patches": {"train": None, "test": None, "coded": None, "epochs": 30, "lmbdas": LMBDAS,
                       "peers": ("factorized", "hyperprior"), "variable": {"lmbdas": VARIABLE_LMBDAS, "epochs": 120},
                       "photographs": True},
@@ -106,12 +109,13 @@ def coded_point(codec: Codec, test: np.ndarray, name: str, quality: int | None =
 
 
 def aejax_curves(model: str, dataset: str, train: np.ndarray, test: np.ndarray, coded: np.ndarray, settings: dict,
-                 runs: Path) -> tuple[list[dict], dict, list[Codec]]:
-    """One model per lambda, trained on `train` (scored on `test`), coding `coded`: (points, training, codecs)."""
-    run_dir = runs / f"{dataset}_{model}"
+                 runs: Path, latent: int = LATENT) -> tuple[list[dict], dict, list[Codec]]:
+    """One model per lambda (code M `latent`), trained on `train` (scored on `test`), coding `coded`: (points,
+    training, codecs)."""
+    run_dir = runs / (f"{dataset}_{model}" + ("" if latent == LATENT else f"_m{latent}"))
     lmbdas = list(settings["lmbdas"])
-    aejax.run(rd_config(model, dataset, settings["epochs"]), run_dir, sweep={"lmbda": lmbdas}, data=(train, test),
-              resume=True, log=lambda *_: None)
+    aejax.run(rd_config(model, dataset, settings["epochs"], latent=latent), run_dir, sweep={"lmbda": lmbdas},
+              data=(train, test), resume=True, log=lambda *_: None)
     codecs = [Codec.from_run(run_dir, member=i) for i in range(len(lmbdas))]
     points = [{"lmbda": lmbda, **coded_point(codec, coded, f"{model} lmbda {lmbda}")}
               for lmbda, codec in zip(lmbdas, codecs, strict=True)]
@@ -120,10 +124,12 @@ def aejax_curves(model: str, dataset: str, train: np.ndarray, test: np.ndarray, 
 
 def variable_curve(dataset: str, train: np.ndarray, test: np.ndarray, coded: np.ndarray, settings: dict,
                    runs: Path) -> tuple[list[dict], dict, Codec]:
-    """One `rd_variable` model for every rate, coded at each of `VARIABLE_QUALITIES`: (points, training, codec)."""
+    """One `rd_variable` model for every rate (`settings["variable"]`), coded at each of `VARIABLE_QUALITIES`:
+    (points, training, codec)."""
     run_dir = runs / f"{dataset}_rd_variable"
     variable = settings["variable"]
-    aejax.run(rd_config("rd_variable", dataset, variable["epochs"], lmbdas=list(variable["lmbdas"])), run_dir,
+    aejax.run(rd_config("rd_variable", dataset, variable["epochs"], lmbdas=list(variable["lmbdas"]),
+                        latent=variable.get("latent", LATENT)), run_dir,
               data=(train, test), resume=True, log=lambda *_: None)
     codec = Codec.from_run(run_dir)
     points = [{"quality": q, **coded_point(codec, coded, f"rd_variable quality {q}", q)} for q in VARIABLE_QUALITIES]
@@ -478,9 +484,10 @@ def previous_datasets(path: Path, names: list[str]) -> dict:
     return {name: part for name, part in previous.items() if name not in names}
 
 
-def peers_from(report: dict, path: str, dataset: str, settings: dict) -> tuple[dict, dict]:
+def peers_from(report: dict, path: str, dataset: str, settings: dict, coded: int, test: int) -> tuple[dict, dict]:
     """CompressAI's curves and speeds for `dataset` from an earlier report of this script (`read_peers`) with the
-    same settings (lambdas, epochs, architecture): (curves, speed entries)."""
+    same settings (lambdas, epochs, architecture): (curves, speed entries). Its points coded all `test` images:
+    named so where this run codes fewer (`coded`)."""
     part = report["datasets"][dataset]
     architecture = {"channels_N": CHANNELS, "latent_M": LATENT, "batch_size": BATCH, "lr": LR, "schedule": SCHEDULE,
                     "seed": 0}
@@ -488,9 +495,18 @@ def peers_from(report: dict, path: str, dataset: str, settings: dict) -> tuple[d
             and part["settings"]["lmbdas"] == list(settings["lmbdas"]))
     if not same:
         raise AejaxError(f"--peers-from {path} was run with other settings for {dataset}")
-    curves = {name: points for name, points in part["curves"].items() if name.startswith("compressai")}
+    suffix = f" (all {test:,} test images)" if coded < test else ""
+    curves = {name.removesuffix(f" (all {test:,} test images)") + suffix: points
+              for name, points in part["curves"].items() if name.startswith("compressai")}
     speed = {k: v for k, v in part["speed"].items() if k.startswith("compressai") or k == "side_by_side"}
     return curves, speed
+
+
+def in_order(datasets: dict) -> dict:
+    """A report's datasets in `SETTINGS`' order, however many were kept from an earlier report."""
+    order = list(SETTINGS)
+    place = lambda name: order.index(name) if name in order else len(order)  # noqa: E731
+    return {name: datasets[name] for name in sorted(datasets, key=place)}
 
 
 def outputs(out: Path) -> list[Path]:
@@ -539,6 +555,7 @@ def main() -> None:
         refuse_overwrite(outputs(out), args.overwrite)
         for part in report["datasets"].values():
             summaries(part)
+        report["datasets"] = in_order(report["datasets"])
         write_json(out / "codec.json", report)
         write_table_and_figure(report, out)
 
@@ -575,6 +592,12 @@ def main() -> None:
                     model, dataset, train, test, coded, settings, runs)
                 learned[f"aejax {model}"] = [({"lmbda": lm}, c, None) for lm, c in zip(settings["lmbdas"], codecs)]
                 print(f"{dataset} {model}: done", flush=True)
+            wide = settings["variable"].get("latent", LATENT)
+            if wide != LATENT:  # the per-lambda models the variable-rate one replaces, at its code size
+                name = f"aejax rd_factorized (M={wide})"
+                curves[name], training_runs[name], _ = aejax_curves("rd_factorized", dataset, train, test, coded,
+                                                                     settings, runs, wide)
+                print(f"{dataset} rd_factorized M={wide}: done", flush=True)
             curves["aejax rd_variable"], training_runs["aejax rd_variable"], codec = variable_curve(
                 dataset, train, test, coded, settings, runs)
             learned["aejax rd_variable"] = [({"quality": q}, codec, q) for q in VARIABLE_QUALITIES]
@@ -585,9 +608,7 @@ def main() -> None:
                         args.compressai_python, train, coded, settings, runs, peer)
                 speed["side_by_side"] = speeds(args.compressai_python, dataset, train, runs)
             elif args.peers_from:
-                peer_curves, peer_speed = peers_from(peers, args.peers_from, dataset, settings)
-                if len(coded) < len(test):  # the earlier report's peers coded every test image
-                    peer_curves = {f"{name} (all {len(test):,} test images)": v for name, v in peer_curves.items()}
+                peer_curves, peer_speed = peers_from(peers, args.peers_from, dataset, settings, len(coded), len(test))
                 curves.update(peer_curves)
                 speed.update(peer_speed)
             curves[ESTIMATE] = conv_entropy_curve(dataset, train, test, coded, settings["epochs"], runs)
@@ -603,7 +624,7 @@ def main() -> None:
                 learned[crop_training["model"]] = [({"quality": q}, crop_codec, q) for q in VARIABLE_QUALITIES]
                 part["photographs"] = {**photograph_curves(learned), "training": crop_training}
             summaries(part)
-            report["datasets"][dataset] = part
+            report["datasets"] = in_order({**report["datasets"], dataset: part})
             write_json(out / "codec.json", report)
         write_table_and_figure(report, out)
 

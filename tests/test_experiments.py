@@ -218,12 +218,13 @@ def test_fixed_cost_measures_a_warm_cache_compiling_less(tmp_path):
 @pytest.mark.slow
 def test_codec_compare_writes_whole_file_curves_goals_and_photographs(tmp_path, monkeypatch, prepared_data_dir):
     """The comparison on a few images (1 epoch, 2 lambdas): every codec's curve on whole files, the lossless
-    formats, BD-rates of the variable-rate model against the per-lambda ones, the goals, and whole photographs."""
+    formats, BD-rates of the variable-rate model against the per-lambda ones (also at its own code size), the
+    goals, and whole photographs."""
     from experiments import codec_compare
     from tests.test_codec import images
 
     tiny = {"train": 256, "test": 16, "coded": 12, "epochs": 1, "lmbdas": (0.01, 0.1), "peers": (),
-            "variable": {"lmbdas": (0.01, 0.1), "epochs": 1}, "photographs": False}
+            "variable": {"lmbdas": (0.01, 0.1), "epochs": 1, "latent": 16}, "photographs": False}
     monkeypatch.setattr(codec_compare, "SETTINGS", {"mnist": tiny})
     monkeypatch.setattr(codec_compare, "QUALITIES", (0, 50))
     monkeypatch.setattr(codec_compare, "VARIABLE_QUALITIES", (0, 50, 100))
@@ -240,7 +241,10 @@ def test_codec_compare_writes_whole_file_curves_goals_and_photographs(tmp_path, 
     assert all(p["decoded_exactly"] and p["bits_per_image"] > p["payload_bits_per_image"]
                for p in part["curves"]["aejax rd_variable"])
     assert set(part["lossless_bits_per_image"]) == {"png", "webp", "jxl"}
-    assert "aejax rd_variable vs aejax rd_factorized" in part["summary"]["bd_rate_percent"]
+    assert {"aejax rd_variable vs aejax rd_factorized", "aejax rd_variable vs aejax rd_factorized (M=16)"} <= set(
+        part["summary"]["bd_rate_percent"])  # its own code size: per-lambda models of it too
+    variable = json.loads((tmp_path / "runs" / "mnist_rd_variable" / "config.json").read_text())["config"]
+    assert variable["latent_dim"] == 16
     assert set(part["goals"]["ratios"]) == {str(t) for t in range(20, 33)} and part["goals"]["met"] in (True, False)
     assert part["training"]["aejax rd_variable"]["models"] == 1
     table = (tmp_path / "out" / "table.md").read_text()
@@ -250,6 +254,24 @@ def test_codec_compare_writes_whole_file_curves_goals_and_photographs(tmp_path, 
     photos = codec_compare.photograph_curves({"aejax rd_factorized": codecs})
     assert photos["photographs"] == {"chelsea": [20, 36, 1]}  # any size: 20x36 from a 28x28 model
     assert photos["curves"]["aejax rd_factorized"][0]["bits_per_pixel"] > 0
+
+
+def test_codec_peers_copied_from_a_report_are_named_once_for_the_images_they_coded():
+    """CompressAI's points copied from an earlier report (which coded every test image) say so once, however many
+    reports they passed through; a report of other settings is refused."""
+    from experiments import codec_compare as cc
+
+    settings = {"epochs": 3, "lmbdas": (0.01, 0.1)}
+    architecture = {"channels_N": cc.CHANNELS, "latent_M": cc.LATENT, "batch_size": cc.BATCH, "lr": cc.LR,
+                    "schedule": cc.SCHEDULE, "seed": 0}
+    part = {"settings": {"epochs": 3, "lmbdas": [0.01, 0.1]}, "speed": {"compressai_x": 1.0, "aejax": 2.0},
+            "curves": {"compressai factorized (all 10,000 test images)": [{"psnr_db": 20.0}], "webp": []}}
+    report = {"architecture": architecture, "datasets": {"mnist": part}}
+    curves, speed = cc.peers_from(report, "r.json", "mnist", settings, 1000, 10000)
+    assert list(curves) == ["compressai factorized (all 10,000 test images)"] and speed == {"compressai_x": 1.0}
+    assert list(cc.peers_from(report, "r.json", "mnist", settings, 10000, 10000)[0]) == ["compressai factorized"]
+    with pytest.raises(cc.AejaxError, match="other settings"):
+        cc.peers_from(report, "r.json", "mnist", {**settings, "epochs": 4}, 1000, 10000)
 
 
 def test_codec_goals_take_each_codecs_smallest_file_reaching_the_psnr():
