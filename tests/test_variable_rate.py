@@ -81,9 +81,11 @@ def test_a_target_psnr_picks_the_lowest_quality_reaching_it_and_a_budget_the_hig
     chosen = codec.choose_quality(test, target_psnr=target)
     for i, q in enumerate(chosen):
         reaching = [v for v in range(QUALITIES + 1) if at[v][i] >= target]
-        if q < QUALITIES or reaching:
+        if reaching:
             assert at[q][i] >= target and (q == 0 or at[q - 1][i] < target or not all(
                 at[v][i] >= target for v in range(q, QUALITIES + 1)))
+        else:  # the sharpest quality instead
+            assert at[q][i] == max(at[v][i] for v in range(QUALITIES + 1))
     sizes = {q: np.array([len(f) for f in codec.encode(test, quality=q)]) for q in range(QUALITIES + 1)}
     budget = int(np.median(sizes[50]))
     fits = codec.choose_quality(test, max_bytes=budget)
@@ -91,6 +93,21 @@ def test_a_target_psnr_picks_the_lowest_quality_reaching_it_and_a_budget_the_hig
         assert sizes[q][i] <= budget or q == 0
         assert q == QUALITIES or sizes[q + 1][i] > budget
     assert len({int(q) for q in fits}) > 1 or len({int(q) for q in chosen}) > 1  # per image, not one for all
+
+
+def test_a_psnr_no_quality_reaches_gets_the_sharpest_quality_not_the_top_one(trained):
+    """A model whose top level codes coarsely (its gains made the lowest level's): an image that reaches the
+    target at no quality gets the lowest quality of its highest PSNR, found over every quality."""
+    out, test = trained
+    codec = Codec.from_run(out)
+    params = dict(codec.variables["params"])
+    for name in ("log_gain", "log_inverse_gain"):
+        params[name] = params[name].at[-1].set(params[name][0])
+    coarse = Codec(codec.model, {**codec.variables, "params": params}, codec.config)
+    at = np.stack([psnr(coarse.reconstruct(test, quality=q), test) for q in range(QUALITIES + 1)], axis=1)
+    chosen = coarse.choose_quality(test, target_psnr=float(at.max()) + 1.0)
+    np.testing.assert_array_equal(chosen, np.argmax(at, axis=1))
+    assert (chosen < QUALITIES).all() and (at[np.arange(len(test)), chosen] > at[:, QUALITIES]).all()
 
 
 def test_a_model_file_decodes_and_an_altered_quality_byte_is_refused(trained, tmp_path):

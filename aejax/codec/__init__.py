@@ -268,8 +268,9 @@ class Codec:
         """Per image, the quality (int `[N]`, 0..100) a variable-rate model codes it at: with `target_psnr`, the
         lowest whose decoded image reaches that PSNR (dB); with `max_bytes`, the highest whose whole file fits
         (both: the lowest reaching the PSNR, if it fits, else the highest that fits). Binary searches over 0..100
-        per image (rate and PSNR grow with the quality); an image that cannot reach the PSNR gets 100, one that
-        fits at no quality gets 0 (`encode` then writes more than `max_bytes`: check the files' sizes)."""
+        per image (rate and PSNR grow with the quality); an image that cannot reach the PSNR gets the lowest
+        quality of its highest PSNR, from every quality tried (a model's top quality need not be its sharpest), one
+        that fits at no quality gets 0 (`encode` then writes more than `max_bytes`: check the files' sizes)."""
         if not self.variable:
             raise AejaxError(f"choosing a quality needs a variable-rate model (rd_variable); {self.config.model} "
                              f"codes at one rate")
@@ -282,8 +283,13 @@ class Codec:
         x, batched = as_batch(images, self.shape[-1])
         sizes = lambda q: np.array([len(f) for f in self._files(x, q)])  # noqa: E731 - [N] bytes at qualities q
         chosen = np.full(x.shape[0], QUALITIES, np.int64)
-        if target_psnr is not None:  # the lowest quality reaching the PSNR (100 when none does)
-            chosen = _first(x.shape[0], lambda q: _psnr(self._reconstruct(x, q), x) >= target_psnr, QUALITIES)
+        if target_psnr is not None:  # the lowest quality reaching the PSNR (when none does, the sharpest)
+            chosen = _first(x.shape[0], lambda q: _psnr(self._reconstruct(x, q), x) >= target_psnr, QUALITIES + 1)
+            short = np.flatnonzero(chosen > QUALITIES)
+            if short.size:
+                psnrs = np.stack([_psnr(self._reconstruct(x[short], np.full(short.size, q)), x[short])
+                                  for q in range(QUALITIES + 1)], axis=1)  # [short, 101]
+                chosen[short] = np.argmax(psnrs, axis=1)
         if max_bytes is not None:  # the highest that fits (0 when none does) caps it
             chosen = np.minimum(chosen, np.maximum(_first(x.shape[0], lambda q: sizes(q) > max_bytes,
                                                           QUALITIES + 1) - 1, 0))
