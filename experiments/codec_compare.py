@@ -71,6 +71,8 @@ SETTINGS = {  # dataset -> what is trained and coded; "variable": the rd_variabl
 }
 PHOTO_CROPS = {"crop": 64, "stride": 32, "epochs": 30, "lmbdas": VARIABLE_LMBDAS}  # a model for whole photographs
 CHANNELS, LATENT, BATCH, LR, SCHEDULE = 32, 32, 32, 2e-3, "constant"
+ARCHITECTURE = {"channels_N": CHANNELS, "latent_M": LATENT, "batch_size": BATCH, "lr": LR, "schedule": SCHEDULE,
+                "seed": 0}  # what a report records, and what copying CompressAI's points from one requires
 SPEED_IMAGES, SPEED_REPEATS = 4000, 3
 
 
@@ -489,14 +491,12 @@ def peers_from(report: dict, path: str, dataset: str, settings: dict, coded: int
     same settings (lambdas, epochs, architecture): (curves, speed entries). Its points coded all `test` images:
     named so where this run codes fewer (`coded`)."""
     part = report["datasets"][dataset]
-    architecture = {"channels_N": CHANNELS, "latent_M": LATENT, "batch_size": BATCH, "lr": LR, "schedule": SCHEDULE,
-                    "seed": 0}
-    same = (report.get("architecture") == architecture and part["settings"]["epochs"] == settings["epochs"]
+    same = (report.get("architecture") == ARCHITECTURE and part["settings"]["epochs"] == settings["epochs"]
             and part["settings"]["lmbdas"] == list(settings["lmbdas"]))
     if not same:
         raise AejaxError(f"--peers-from {path} was run with other settings for {dataset}")
-    suffix = f" (all {test:,} test images)" if coded < test else ""
-    curves = {name.removesuffix(f" (all {test:,} test images)") + suffix: points
+    every = f" (all {test:,} test images)"
+    curves = {name.removesuffix(every) + (every if coded < test else ""): points
               for name, points in part["curves"].items() if name.startswith("compressai")}
     speed = {k: v for k, v in part["speed"].items() if k.startswith("compressai") or k == "side_by_side"}
     return curves, speed
@@ -579,8 +579,7 @@ def main() -> None:
         for part in kept.values():  # summarised again, as this version of the script does
             summaries(part)
         report = {"command": "python -m experiments.codec_compare " + " ".join(sys.argv[1:]),
-                  "architecture": {"channels_N": CHANNELS, "latent_M": LATENT, "batch_size": BATCH, "lr": LR,
-                                   "schedule": SCHEDULE, "seed": 0}, "environment": environment(),
+                  "architecture": ARCHITECTURE, "environment": environment(),
                   "datasets": dict(kept), "kept_from_the_previous_report": list(kept)}
         for dataset in names:
             settings = SETTINGS[dataset]

@@ -262,11 +262,9 @@ def test_codec_peers_copied_from_a_report_are_named_once_for_the_images_they_cod
     from experiments import codec_compare as cc
 
     settings = {"epochs": 3, "lmbdas": (0.01, 0.1)}
-    architecture = {"channels_N": cc.CHANNELS, "latent_M": cc.LATENT, "batch_size": cc.BATCH, "lr": cc.LR,
-                    "schedule": cc.SCHEDULE, "seed": 0}
     part = {"settings": {"epochs": 3, "lmbdas": [0.01, 0.1]}, "speed": {"compressai_x": 1.0, "aejax": 2.0},
             "curves": {"compressai factorized (all 10,000 test images)": [{"psnr_db": 20.0}], "webp": []}}
-    report = {"architecture": architecture, "datasets": {"mnist": part}}
+    report = {"architecture": dict(cc.ARCHITECTURE), "datasets": {"mnist": part}}
     curves, speed = cc.peers_from(report, "r.json", "mnist", settings, 1000, 10000)
     assert list(curves) == ["compressai factorized (all 10,000 test images)"] and speed == {"compressai_x": 1.0}
     assert list(cc.peers_from(report, "r.json", "mnist", settings, 10000, 10000)[0]) == ["compressai factorized"]
